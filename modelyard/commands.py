@@ -1,0 +1,406 @@
+"""The terminal commands `run`, `models`, `metrics`, `budget` and `doctor`.
+
+Each is an async function of `(settings, args)` that opens the same `AppContext` the server uses and
+prints readable text to stdout. A failure the user can fix raises a `ModelyardError` (the CLI prints
+it on stderr and exits 1); `doctor` exits 1 itself when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from modelyard.errors import ConfigurationError, ModelyardError
+from modelyard.routing.attempt import Restart, StreamEvent, TextDelta
+from modelyard.routing.budget import BudgetRaiseRefusedError
+from modelyard.routing.catalog import CatalogEntry
+from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
+from modelyard.routing.pricing import per_million
+from modelyard.routing.request import CAPABILITIES, RouteRequest
+from modelyard.routing.result import RouteResult
+from modelyard.server.context import AppContext, open_app_context
+from modelyard.settings import Settings
+
+__all__ = [
+    "budget",
+    "budget_lines",
+    "doctor",
+    "footer",
+    "metrics",
+    "metrics_lines",
+    "model_table",
+    "models",
+    "run",
+    "table",
+    "usd",
+]
+
+NO_KEY = (
+    "No OpenRouter API key. Set OPENROUTER_API_KEY, or try it offline: start `modelyard sandbox` in another "
+    "terminal, then set OPENROUTER_BASE_URL=http://127.0.0.1:8399/api/v1 and OPENROUTER_API_KEY=sk-or-v1-sandbox."
+)
+_PICO = Decimal("1e-12")
+RAISE_HINT = (
+    "The CLI only tightens limits too. To raise one, change the operator's config (MODELYARD_BUDGET__DAILY, "
+    "MODELYARD_BUDGET__MONTHLY, MODELYARD_BUDGET__PER_REQUEST, or [budget] in the TOML file); if it was lowered "
+    "at run time (set_budget or this command), also run `modelyard budget --reset`."
+)
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+
+
+def usd(value: Decimal | None) -> str:
+    """`$0.00000175`, `$0`, or `unknown` (an unknown cost is never shown as 0)."""
+    if value is None:
+        return "unknown"
+    return f"${value.quantize(_PICO).normalize():f}"  # 12 decimals at most (an average can have 28)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: frozenset[int] = frozenset()) -> str:
+    """An aligned text table; the columns whose index is in `right` are right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _dim(text: str) -> str:
+    return f"\x1b[2m{text}\x1b[0m" if sys.stderr.isatty() else text
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+def _prompt(args: argparse.Namespace) -> str:
+    text: str = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not text.strip():
+        raise ConfigurationError("The prompt is empty (give it as an argument, or '-' to read it from stdin).")
+    return text
+
+
+def _route_request(settings: Settings, args: argparse.Namespace) -> RouteRequest:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": _prompt(args)}]
+    if args.system:
+        messages.insert(0, {"role": "system", "content": args.system})
+    fields = {
+        "max_tokens": args.max_tokens,
+        "max_cost": args.max_cost,
+        "max_cost_per_1k": args.max_cost_per_1k,
+        "temperature": args.temperature,
+    }
+    return RouteRequest(
+        messages=messages,
+        model=args.model or settings.default_model,
+        models=list(args.models or []),
+        capabilities=list(args.capabilities or []),
+        **{name: value for name, value in fields.items() if value is not None},
+    )
+
+
+async def _print_event(event: StreamEvent) -> None:
+    if isinstance(event, TextDelta):
+        sys.stdout.write(event.text)
+        sys.stdout.flush()
+    elif isinstance(event, Restart):
+        note = f"\n[{event.failed_model} failed ({event.reason[:160]}); restarting on the next model]"
+        print(_dim(note), file=sys.stderr, flush=True)
+
+
+def footer(result: RouteResult) -> list[str]:
+    """Who answered, the tokens, the cost, the latency and every failed attempt."""
+    usage = result.usage
+    cost = usd(result.cost)
+    if result.cached:
+        cost += f" (cache hit, saved {usd(result.saved)})"
+    elif result.cost_source:
+        cost += f" ({result.cost_source})"
+    finish = result.finish_reason
+    lines = [
+        f"model     {result.model}" + (f" via {result.provider}" if result.provider else ""),
+        f"tokens    prompt {usage.prompt_tokens}, completion {usage.completion_tokens}, "
+        f"cached {usage.cached_tokens}, reasoning {usage.reasoning_tokens}",
+        f"cost      {cost}",
+        f"latency   {_ms(result.latency_ms)} ms",
+    ]
+    if finish not in (None, "stop", "tool_calls"):
+        lines.append(f"finish    {finish}" + (" (the answer hit max_tokens)" if finish == "length" else ""))
+    if result.selection:
+        lines.append(f"selected  {result.selection}")
+    failed = [a for a in result.attempts if a.outcome != "ok"]
+    for attempt in failed:
+        lines.append(f"fallback  {attempt.model}: {attempt.outcome}: {attempt.error or '-'}")
+    return lines
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> None:
+    """Answer one prompt: stream the text (unless `--no-stream`), then model, tokens, cost, fallbacks."""
+    if settings.api_key is None:
+        raise ConfigurationError(NO_KEY)
+    request = _route_request(settings, args)
+    async with open_app_context(settings) as app:
+        sink = None if args.no_stream else _print_event
+        result = await app.router.execute(request, on_event=sink)
+    if args.no_stream:
+        print(result.content or "")
+    elif result.content and not result.content.endswith("\n"):
+        print()
+    for call in result.tool_calls:
+        function = call.get("function", {})
+        print(f"tool call {function.get('name')}({function.get('arguments', '')})")
+    print("-" * 60)
+    print("\n".join(footer(result)))
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def _quality(entry: CatalogEntry) -> str:
+    marker = "~" if entry.quality_source == "estimate" else ""
+    return f"{marker}{entry.quality:.1f}"
+
+
+def _price(entry: CatalogEntry, value: Decimal) -> str:
+    if entry.info.pricing.is_dynamic:
+        return "dynamic"
+    return f"{per_million(value).normalize():f}"
+
+
+def _model_row(entry: CatalogEntry) -> list[str]:
+    info = entry.info
+    context = info.capabilities.context_length
+    return [
+        info.id,
+        entry.tier,
+        _quality(entry),
+        _price(entry, info.pricing.prompt),
+        _price(entry, info.pricing.completion),
+        f"{context:,}" if context else "-",
+        ",".join(info.capabilities.names()) or "-",
+    ]
+
+
+_SORTS: dict[str, Callable[[CatalogEntry], Any]] = {
+    "quality": lambda e: (-e.quality, e.id),
+    "price": lambda e: (e.info.pricing.is_dynamic, e.info.pricing.prompt + e.info.pricing.completion, e.id),
+    "context": lambda e: (-(e.info.capabilities.context_length or 0), e.id),
+    "name": lambda e: e.id,
+}
+
+
+def _selected(entries: Sequence[CatalogEntry], args: argparse.Namespace) -> list[CatalogEntry]:
+    unknown = sorted(set(args.capabilities) - set(CAPABILITIES))
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown capability {', '.join(unknown)}; expected one of: {', '.join(CAPABILITIES)}."
+        )
+    search = (args.search or "").lower()
+    chosen = [
+        e
+        for e in entries
+        if all(getattr(e.info.capabilities, c) for c in args.capabilities)
+        and (args.tier is None or e.tier == args.tier)
+        and search in f"{e.info.id} {e.info.name}".lower()
+    ]
+    return sorted(chosen, key=_SORTS[args.sort])
+
+
+async def models(settings: Settings, args: argparse.Namespace) -> None:
+    """The catalog as a table; it works offline from the copy stored at the last successful fetch."""
+    async with open_app_context(settings) as app:
+        catalog = await app.router.catalogs.current()
+        stale = app.router.catalogs.last_error
+    chosen = _selected(list(catalog.entries.values()), args)
+    shown = chosen[: max(0, args.limit)]
+    headers = ["id", "tier", "quality", "$/1M in", "$/1M out", "context", "capabilities"]
+    print(table(headers, [_model_row(e) for e in shown], right=frozenset({2, 3, 4, 5})))
+    age = catalog.age_s(time.time())
+    print(f"\n{len(shown)} of {len(chosen)} matching models ({len(catalog)} in the catalog, fetched {age:,.0f} s ago).")
+    print("~ marks an estimated quality (no benchmark score); prices are USD per 1M tokens.")
+    if stale:
+        print(f"(offline: showing the stored catalog; the refresh failed: {stale})")
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def metrics_lines(m: Metrics) -> list[str]:
+    """A heading, then requests, cache, spend, tokens and latency, one line each."""
+    average = usd(m.average_cost_per_request) if m.average_cost_per_request is not None else "-"
+    rate = f"{m.error_rate:.0%}"
+    return [
+        f"Metrics ({m.window})",
+        f"  requests      {m.total_requests} (ok {m.successes}, failed {m.failures}, refused {m.refused})",
+        f"  cache         {m.cache_hits} hits, saved {usd(m.cache_savings)}",
+        f"  spend         {usd(m.total_cost)} total, {average} average per request",
+        f"  tokens        {m.tokens.total:,} (prompt {m.tokens.prompt:,}, completion {m.tokens.completion:,}, "
+        f"cached {m.tokens.cached:,}, reasoning {m.tokens.reasoning:,})",
+        f"  latency       p50 {_ms(m.p50_latency_ms)} ms, p95 {_ms(m.p95_latency_ms)} ms, error rate {rate}",
+    ]
+
+
+def model_table(m: Metrics) -> str:
+    """Per model: calls, p50/p95 latency, error rate, cost and breaker state."""
+    rows = [
+        [
+            x.model,
+            str(x.calls),
+            _ms(x.p50_latency_ms),
+            _ms(x.p95_latency_ms),
+            f"{x.error_rate:.0%}",
+            usd(x.cost),
+            x.breaker or "-",
+        ]
+        for x in m.by_model
+    ]
+    headers = ["model", "calls", "p50 ms", "p95 ms", "errors", "cost", "breaker"]
+    return table(headers, rows, right=frozenset({1, 2, 3, 4, 5}))
+
+
+async def metrics(settings: Settings, args: argparse.Namespace) -> None:
+    """Requests, cache savings, spend and per-model latency from the ledger."""
+    async with open_app_context(settings) as app:
+        result = await app.router.metrics(args.window)
+    print("\n".join(metrics_lines(result)))
+    if result.budget is not None:
+        print("  budget        " + "\n                ".join(budget_lines(result.budget)))
+    print()
+    print(model_table(result) if result.by_model else "No upstream calls in this window.")
+
+
+# ---------------------------------------------------------------------------------------------- budget
+
+
+def _limit(value: Decimal | None) -> str:
+    return "no limit" if value is None else usd(value)
+
+
+def budget_lines(status: BudgetStatus) -> list[str]:
+    """Limits, spend, held reservations and what remains."""
+    return [
+        f"daily        {_limit(status.daily)} (spent today {usd(status.spent_today)}, "
+        f"remaining {_limit(status.remaining_today)})",
+        f"monthly      {_limit(status.monthly)} (spent this month {usd(status.spent_month)}, "
+        f"remaining {_limit(status.remaining_month)})",
+        f"per request  {_limit(status.per_request)}",
+        f"reserved     {usd(status.reserved)} held by requests in flight",
+    ]
+
+
+async def _status(app: AppContext) -> BudgetStatus:
+    return budget_status(await app.router.budgets.limits(), await app.router.budgets.totals())
+
+
+async def _tighten(app: AppContext, wanted: dict[str, Decimal | None]) -> None:
+    """Lower the given limits, refusing (with what to do instead) any value that would raise one.
+
+    Raises:
+        BudgetRaiseRefusedError: a value above the limit in force, or below zero.
+    """
+    current = await app.router.budgets.limits()
+    for name, value in wanted.items():
+        limit = getattr(current, name)
+        if value is not None and limit is not None and value > limit:
+            flag = "--" + name.replace("_", "-")
+            raise BudgetRaiseRefusedError(
+                f"Refused: {flag} {usd(value)} would raise the {name} limit, which is {usd(limit)}.\n{RAISE_HINT}"
+            )
+    await app.router.budgets.tighten(**wanted)
+
+
+async def budget(settings: Settings, args: argparse.Namespace) -> None:
+    """Show the budget; `--reset` drops run-time tightenings; `--daily/--monthly/--per-request` tighten."""
+    wanted = {"daily": args.daily, "monthly": args.monthly, "per_request": args.per_request}
+    async with open_app_context(settings) as app:
+        if args.reset:
+            await app.router.budgets.clear_tightenings()
+            print("Cleared the limits tightened at run time; the configured limits apply again.")
+        if any(value is not None for value in wanted.values()):
+            await _tighten(app, wanted)
+            print("Tightened: " + ", ".join(f"{k} {usd(v)}" for k, v in wanted.items() if v is not None))
+        status = await _status(app)
+    print("Budget (USD)")
+    print("\n".join("  " + line for line in budget_lines(status)))
+
+
+# ---------------------------------------------------------------------------------------------- doctor
+
+
+class _Checks:
+    """✓/✗ lines and the problems behind the ✗s."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def ok(self, label: str, text: str) -> None:
+        print(f"  ✓ {label:<11} {text}")
+
+    def bad(self, label: str, text: str) -> None:
+        print(f"  ✗ {label:<11} {text}")
+        self.problems.append(f"{label}: {text}")
+
+
+async def _check_key(app: AppContext, checks: _Checks) -> None:
+    if not app.client.has_key:
+        checks.bad("key", NO_KEY)
+        return
+    began = time.perf_counter()
+    try:
+        key = await app.client.key_info()
+    except ModelyardError as exc:
+        checks.bad("key", f"present, but /key failed: {exc}")
+        return
+    elapsed = (time.perf_counter() - began) * 1000
+    credit = "unlimited" if key.limit_remaining is None else f"{usd(key.limit_remaining)} left"
+    checks.ok("key", f"present and valid ({key.label}); credit {credit}")
+    checks.ok("round trip", f"{elapsed:,.1f} ms to /key")
+
+
+async def _check_catalog(app: AppContext, checks: _Checks) -> None:
+    try:
+        catalog = await app.router.catalogs.current()
+    except ModelyardError as exc:
+        checks.bad("catalog", str(exc))
+        return
+    age = f"{len(catalog)} models, fetched {catalog.age_s(time.time()):,.0f} s ago"
+    if app.router.catalogs.last_error:
+        checks.bad("catalog", f"{age} (stored copy; refresh failed: {app.router.catalogs.last_error})")
+    else:
+        checks.ok("catalog", age)
+
+
+async def doctor(settings: Settings, args: argparse.Namespace) -> None:
+    """What `test_connection` reports, as ✓/✗ lines and a verdict; exits 1 when something is wrong."""
+    base = settings.openrouter_base_url
+    local = any(host in base for host in ("127.0.0.1", "localhost", "[::1]"))
+    checks = _Checks()
+    print("modelyard doctor")
+    checks.ok("upstream", f"{base} ({'sandbox / local' if local else 'live OpenRouter'})")
+    async with open_app_context(settings) as app:
+        await _check_key(app, checks)
+        await _check_catalog(app, checks)
+        if await app.store.healthy():
+            checks.ok("store", f"{app.store!r} answers")
+        else:
+            checks.bad("store", f"{app.store!r} does not answer")
+        status = await _status(app)
+        limits = (
+            f"daily {_limit(status.daily)}, monthly {_limit(status.monthly)}, per request {_limit(status.per_request)}"
+        )
+        checks.ok("budget", f"{limits}; spent today {usd(status.spent_today)}")
+    if checks.problems:
+        print(f"\n{len(checks.problems)} problem(s) found.")
+        sys.exit(1)
+    print("\nAll checks passed.")

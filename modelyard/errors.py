@@ -1,0 +1,329 @@
+"""The one exception tree of modelyard.
+
+```
+ModelyardError
+├── ConfigurationError            settings are missing or inconsistent (e.g. no API key)
+├── UpstreamError                 OpenRouter (or the network to it) failed one request
+│   ├── BadRequestError           400 (also an unknown model id upstream)
+│   ├── AuthenticationError       401
+│   ├── InsufficientCreditsError  402: the OpenRouter key is out of credit
+│   ├── ForbiddenError            403 (moderation or guardrail block)
+│   ├── UpstreamNotFoundError     404 (no endpoints for the model / request)
+│   ├── RequestTimeoutError       408 and 524
+│   ├── PayloadTooLargeError      413
+│   ├── UnprocessableError        422
+│   ├── RateLimitError            429
+│   ├── ServerError               500 and any other 5xx
+│   ├── BadGatewayError           502
+│   ├── ServiceUnavailableError   503 and 529
+│   ├── StreamError               an error chunk inside a 200 stream or body
+│   ├── IncompleteStreamError     a stream that ended without a finish reason
+│   ├── MalformedResponseError    a body that is not the JSON OpenRouter sends
+│   ├── UpstreamConnectError      the connection could not be made or was reset
+│   └── UpstreamTimeoutError      no answer within the read timeout
+├── ModelNotFoundError            a model reference that names no model (lists the closest ids)
+├── NoCandidatesError             every model was excluded by the request's constraints
+├── BudgetExceededError           the worst-case cost does not fit a budget
+├── SchemaValidationError         the answer is not JSON of the requested schema
+└── AllCandidatesFailedError      every attempt failed; carries each attempt's error
+```
+
+Foreign errors (httpx2, json, sqlite) are mapped to these at the boundary that meets them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "AllCandidatesFailedError",
+    "AuthenticationError",
+    "BadGatewayError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "ForbiddenError",
+    "IncompleteStreamError",
+    "InsufficientCreditsError",
+    "MalformedResponseError",
+    "ModelNotFoundError",
+    "ModelyardError",
+    "NoCandidatesError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "SchemaValidationError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "StreamError",
+    "UnprocessableError",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamNotFoundError",
+    "UpstreamTimeoutError",
+    "error_for_status",
+]
+
+
+class ModelyardError(Exception):
+    """Base of every error modelyard raises on purpose."""
+
+
+class ConfigurationError(ModelyardError):
+    """Settings are missing or inconsistent; the message says what to set."""
+
+
+class UpstreamError(ModelyardError):
+    """One request to OpenRouter failed.
+
+    Attributes:
+        status: the HTTP status (or the `code` of an error inside a 200 body), if any.
+        code: OpenRouter's `error.code` as sent (an int, sometimes a string), if any.
+        message: the human-readable message, with any secret scrubbed.
+        metadata: OpenRouter's `error.metadata` (provider name, raw upstream text, headers...).
+        retry_after: seconds to wait before retrying, from `Retry-After` or `metadata.headers`.
+        model: the model the request was for, when known.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.retry_after = retry_after
+        self.model = model
+
+    @property
+    def kind(self) -> str:
+        """A short stable name for this failure (used in attempts and metrics)."""
+        return _KIND_BY_CLASS.get(type(self), "upstream_error")
+
+    def __str__(self) -> str:
+        status = f"{self.status} " if self.status is not None else ""
+        return f"{status}{self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"
+
+
+class BadRequestError(UpstreamError):
+    """400: the request is invalid (also an unknown model id)."""
+
+
+class AuthenticationError(UpstreamError):
+    """401: the API key is missing, invalid or disabled."""
+
+
+class InsufficientCreditsError(UpstreamError):
+    """402: the OpenRouter key is out of credit (or its limit is spent)."""
+
+
+class ForbiddenError(UpstreamError):
+    """403: forbidden, most often a moderation or guardrail block."""
+
+
+class UpstreamNotFoundError(UpstreamError):
+    """404: no model or no endpoint can serve this request."""
+
+
+class RequestTimeoutError(UpstreamError):
+    """408 or 524: OpenRouter or its edge timed out."""
+
+    retryable = True
+
+
+class PayloadTooLargeError(UpstreamError):
+    """413: the request body is too large."""
+
+
+class UnprocessableError(UpstreamError):
+    """422: the request is well-formed but cannot be processed."""
+
+
+class RateLimitError(UpstreamError):
+    """429: rate limited by OpenRouter or the provider."""
+
+    retryable = True
+
+
+class ServerError(UpstreamError):
+    """500 (or another 5xx): an internal error upstream."""
+
+    retryable = True
+
+
+class BadGatewayError(ServerError):
+    """502: the provider is down or returned an invalid answer."""
+
+
+class ServiceUnavailableError(ServerError):
+    """503 or 529: no provider available right now, or overloaded."""
+
+
+class StreamError(UpstreamError):
+    """An `error` object inside a 200 answer: mid-stream or in a non-streamed body."""
+
+    retryable = True
+
+
+class IncompleteStreamError(UpstreamError):
+    """The stream ended (or broke) before a finish reason arrived."""
+
+    retryable = True
+
+
+class MalformedResponseError(UpstreamError):
+    """The body is not the JSON OpenRouter sends."""
+
+    retryable = True
+
+
+class UpstreamConnectError(UpstreamError):
+    """The connection could not be made, or was reset."""
+
+    retryable = True
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """No answer arrived within the read timeout."""
+
+    retryable = True
+
+
+_KIND_BY_CLASS: dict[type[UpstreamError], str] = {
+    UpstreamError: "upstream_error",
+    BadRequestError: "bad_request",
+    AuthenticationError: "authentication",
+    InsufficientCreditsError: "insufficient_credits",
+    ForbiddenError: "forbidden",
+    UpstreamNotFoundError: "not_found",
+    RequestTimeoutError: "request_timeout",
+    PayloadTooLargeError: "payload_too_large",
+    UnprocessableError: "unprocessable",
+    RateLimitError: "rate_limited",
+    ServerError: "server_error",
+    BadGatewayError: "bad_gateway",
+    ServiceUnavailableError: "service_unavailable",
+    StreamError: "stream_error",
+    IncompleteStreamError: "incomplete_stream",
+    MalformedResponseError: "malformed_response",
+    UpstreamConnectError: "connect_error",
+    UpstreamTimeoutError: "timeout",
+}
+
+_CLASS_BY_STATUS: dict[int, type[UpstreamError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    403: ForbiddenError,
+    404: UpstreamNotFoundError,
+    408: RequestTimeoutError,
+    413: PayloadTooLargeError,
+    422: UnprocessableError,
+    429: RateLimitError,
+    500: ServerError,
+    502: BadGatewayError,
+    503: ServiceUnavailableError,
+    524: RequestTimeoutError,
+    529: ServiceUnavailableError,
+}
+
+
+def error_for_status(status: int) -> type[UpstreamError]:
+    """The error class for an HTTP status (unknown 5xx are `ServerError`, other codes `UpstreamError`)."""
+    if status in _CLASS_BY_STATUS:
+        return _CLASS_BY_STATUS[status]
+    if 500 <= status < 600:
+        return ServerError
+    if 400 <= status < 500:
+        return BadRequestError
+    return UpstreamError
+
+
+class ModelNotFoundError(ModelyardError):
+    """A model reference that names no model, or more than one.
+
+    Attributes:
+        reference: what the caller asked for.
+        suggestions: the closest model ids, best first.
+    """
+
+    def __init__(self, reference: str, suggestions: Sequence[str], *, ambiguous: bool = False) -> None:
+        self.reference = reference
+        self.suggestions = list(suggestions)
+        self.ambiguous = ambiguous
+        what = "is ambiguous" if ambiguous else "is not a known model"
+        hint = f"; did you mean: {', '.join(self.suggestions)}" if self.suggestions else ""
+        super().__init__(f"{reference!r} {what}{hint}. Use list_models to see the ids.")
+
+
+class NoCandidatesError(ModelyardError):
+    """Every model was excluded by the request's constraints.
+
+    Attributes:
+        exclusions: model id -> why it was excluded (a sample when the catalog is large).
+    """
+
+    def __init__(self, message: str, exclusions: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.exclusions = dict(exclusions or {})
+
+
+class BudgetExceededError(ModelyardError):
+    """The worst-case cost of the request does not fit a budget.
+
+    Attributes:
+        budget: which budget refused (`per_request`, `daily`, `monthly`, `max_cost`).
+        remaining: what is left of it, in USD.
+        estimate: the worst-case cost of the cheapest candidate that was considered, in USD.
+    """
+
+    def __init__(self, budget: str, remaining: Decimal, estimate: Decimal | None, detail: str = "") -> None:
+        self.budget = budget
+        self.remaining = remaining
+        self.estimate = estimate
+        est = f"${_usd(estimate)}" if estimate is not None else "unknown"
+        extra = f" {detail}" if detail else ""
+        super().__init__(
+            f"Refused before sending: the {budget} budget has ${_usd(remaining)} left, but the worst-case cost "
+            f"of the cheapest eligible model is {est}.{extra} Lower max_tokens, pick a cheaper model or "
+            f"raise the budget."
+        )
+
+
+def _usd(amount: Decimal) -> str:
+    """A USD amount without trailing zeros or exponent: 0.00001, 12.5."""
+    return f"{amount.normalize():f}"
+
+
+class SchemaValidationError(ModelyardError):
+    """The model's answer is not valid JSON of the requested schema."""
+
+
+class AllCandidatesFailedError(ModelyardError):
+    """Every attempt on every candidate failed.
+
+    Attributes:
+        errors: (model id, error) per attempt, in order.
+    """
+
+    def __init__(self, errors: Sequence[tuple[str, BaseException]], *, attempts: int | None = None) -> None:
+        self.errors = list(errors)
+        self.attempts = attempts if attempts is not None else len(self.errors)
+        lines = "; ".join(f"{model}: {error}" for model, error in self.errors) or "no attempt was made"
+        noun = "attempt" if self.attempts == 1 else "attempts"
+        super().__init__(f"All candidates failed ({self.attempts} {noun}). {lines}")

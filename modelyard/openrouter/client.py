@@ -1,0 +1,241 @@
+"""The async OpenRouter client: the only code in modelyard that speaks OpenRouter over HTTP.
+
+It does not retry: retry policy belongs to routing. Every failure is raised as one typed
+`modelyard.errors.UpstreamError`, and the API key never appears in a message, repr or log line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx2
+from pydantic import BaseModel, ValidationError
+
+from modelyard.errors import ConfigurationError, IncompleteStreamError, MalformedResponseError
+from modelyard.openrouter.failures import (
+    Scrubber,
+    error_from_body,
+    error_from_response,
+    error_from_transport,
+    malformed,
+)
+from modelyard.openrouter.schemas import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EndpointsInfo,
+    Generation,
+    KeyInfo,
+    ModelInfo,
+    ModelList,
+)
+from modelyard.openrouter.sse import DONE, iter_sse_data
+
+__all__ = ["DEFAULT_BASE_URL", "OpenRouterClient"]
+
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+_T = TypeVar("_T", bound=BaseModel)
+
+
+class _DataEnvelope(BaseModel):
+    data: Any
+
+
+class OpenRouterClient:
+    """Async client for OpenRouter's REST API.
+
+    Args:
+        api_key: the OpenRouter key; only `list_models` and `model_endpoints` work without one.
+        base_url: API root, e.g. the sandbox's `http://127.0.0.1:PORT/api/v1`.
+        transport: an httpx2 transport to use instead of the network (tests, custom stacks).
+        timeout: read timeout in seconds for one request (a stream's gap between chunks).
+        connect_timeout: seconds to establish a connection.
+        limits: connection-pool limits.
+        app_name: sent as `X-OpenRouter-Title` / `X-Title` for OpenRouter's app attribution.
+        app_url: sent as `HTTP-Referer`.
+        clock: seconds since the epoch, used to turn rate-limit reset times into waits.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        timeout: float = 120.0,
+        connect_timeout: float = 10.0,
+        limits: httpx2.Limits | None = None,
+        app_name: str = "modelyard",
+        app_url: str = "https://github.com/modelyard/modelyard",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._api_key = api_key or None
+        self._scrub = Scrubber(self._api_key)
+        self._clock = clock
+        self.base_url = base_url.rstrip("/")
+        headers = {"HTTP-Referer": app_url, "X-OpenRouter-Title": app_name, "X-Title": app_name}
+        self._http = httpx2.AsyncClient(
+            base_url=self.base_url + "/",
+            headers=headers,
+            transport=transport,
+            timeout=httpx2.Timeout(timeout, connect=connect_timeout),
+            limits=limits or httpx2.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "none"
+        return f"OpenRouterClient(base_url={self.base_url!r}, api_key=<{key}>)"
+
+    @property
+    def has_key(self) -> bool:
+        """True when an API key was given."""
+        return self._api_key is not None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------ catalog and account
+
+    async def list_models(self) -> list[ModelInfo]:
+        """`GET /models`: every model OpenRouter lists (text output, the service's default)."""
+        response = await self._get("models", auth=False)
+        return self._parse(response, ModelList, model=None).data
+
+    async def model_endpoints(self, model_id: str) -> EndpointsInfo:
+        """`GET /models/{id}/endpoints`: the providers serving a model and their latency/throughput."""
+        slug = model_id.split(":", 1)[0]
+        response = await self._get(f"models/{slug}/endpoints", auth=self.has_key, model=model_id)
+        return EndpointsInfo.model_validate(self._parse(response, _DataEnvelope, model=model_id).data)
+
+    async def key_info(self) -> KeyInfo:
+        """`GET /key`: the key's label, limit, remaining credit and spend."""
+        response = await self._get("key", auth=True)
+        return KeyInfo.model_validate(self._parse(response, _DataEnvelope, model=None).data)
+
+    async def generation(self, generation_id: str) -> Generation:
+        """`GET /generation?id=`: OpenRouter's record of one completion."""
+        response = await self._get("generation", auth=True, params={"id": generation_id})
+        return Generation.model_validate(self._parse(response, _DataEnvelope, model=None).data)
+
+    # ------------------------------------------------------------------ chat
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """`POST /chat/completions` without streaming.
+
+        Raises:
+            UpstreamError: the typed failure, including an `error` object inside a 200 body
+                (`StreamError`) and a body that is not JSON (`MalformedResponseError`).
+        """
+        body = request.to_body()
+        body.pop("stream", None)
+        try:
+            response = await self._http.post("chat/completions", json=body, headers=self._auth())
+        except httpx2.HTTPError as exc:
+            raise error_from_transport(exc, model=request.model, scrub=self._scrub) from None
+        result = self._parse(response, ChatResponse, model=request.model)
+        return self._checked(result, request.model)
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """`POST /chat/completions` with `stream: true`: yields each chunk as it arrives.
+
+        The last chunk carries `usage`. Closing the iterator early closes the connection, which
+        cancels the generation upstream.
+
+        Raises:
+            StreamError: an error chunk mid-stream (`finish_reason: "error"`).
+            IncompleteStreamError: the stream ended or broke without a finish reason.
+        """
+        body = {**request.to_body(), "stream": True}
+        headers = self._auth()
+        started = False
+        try:
+            async with self._http.stream("POST", "chat/completions", json=body, headers=headers) as response:
+                if response.status_code >= 300:
+                    await response.aread()
+                    raise error_from_response(response, model=request.model, scrub=self._scrub, clock=self._clock)
+                started = True
+                async for chunk in self._chunks(response, request.model):
+                    yield chunk
+        except httpx2.HTTPError as exc:
+            raise error_from_transport(exc, model=request.model, scrub=self._scrub, streaming_started=started) from None
+
+    async def _chunks(self, response: httpx2.Response, model: str | None) -> AsyncIterator[ChatChunk]:
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            # An error that happened before streaming began can arrive as a plain JSON 200 body.
+            await response.aread()
+            self._checked(self._parse(response, ChatResponse, model=model), model)
+            raise malformed(response.content, model=model, reason="expected an event stream")
+        finished = False
+        async for data in iter_sse_data(response.aiter_lines()):
+            if data == DONE:
+                break
+            chunk = self._parse_chunk(data, model)
+            if chunk.error is not None:
+                raise error_from_body(chunk.error, model=model, scrub=self._scrub, where="mid-stream")
+            if chunk.finish_reason == "error":
+                raise IncompleteStreamError("The stream ended with finish_reason 'error'", model=model)
+            finished = finished or chunk.finish_reason is not None
+            yield chunk
+        if not finished:
+            raise IncompleteStreamError("The stream ended without a finish reason", model=model)
+
+    def _parse_chunk(self, data: str, model: str | None) -> ChatChunk:
+        try:
+            return ChatChunk.model_validate_json(data)
+        except ValidationError:
+            raise malformed(data, model=model, reason="undecodable stream chunk") from None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _auth(self, required: bool = True) -> dict[str, str]:
+        if self._api_key is None:
+            if required:
+                raise ConfigurationError(
+                    "No OpenRouter API key: set OPENROUTER_API_KEY (or point OPENROUTER_BASE_URL at "
+                    "`modelyard sandbox` to try everything offline)."
+                )
+            return {}
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    async def _get(
+        self, path: str, *, auth: bool, model: str | None = None, params: dict[str, str] | None = None
+    ) -> httpx2.Response:
+        headers = self._auth() if auth else self._auth(required=False)
+        try:
+            return await self._http.get(path, headers=headers, params=params)
+        except httpx2.HTTPError as exc:
+            raise error_from_transport(exc, model=model, scrub=self._scrub) from None
+
+    def _parse(self, response: httpx2.Response, schema: type[_T], *, model: str | None) -> _T:
+        if response.status_code >= 300:
+            raise error_from_response(response, model=model, scrub=self._scrub, clock=self._clock)
+        try:
+            # Non-streamed bodies start with "\n         \n" keep-alives (§4.3); JSON allows that.
+            return schema.model_validate_json(response.content)
+        except ValidationError:
+            raise malformed(response.content, model=model, reason=f"not a valid {schema.__name__}") from None
+
+    def _checked(self, result: ChatResponse, model: str | None) -> ChatResponse:
+        """Raise for the errors OpenRouter reports inside a 200 body."""
+        if result.error is not None:
+            raise error_from_body(result.error, model=model, scrub=self._scrub, where="inside a 200 answer")
+        choice = result.first_choice
+        if choice is None:
+            raise MalformedResponseError("OpenRouter answered with no choices", model=model)
+        if choice.error is not None:
+            raise error_from_body(choice.error, model=model, scrub=self._scrub, where="in the choice")
+        if choice.finish_reason == "error":
+            raise IncompleteStreamError("The answer ended with finish_reason 'error'", model=model)
+        return result

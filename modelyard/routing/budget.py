@@ -1,0 +1,133 @@
+"""Budgets that hold: limits from settings, tightened (never raised) at run time, enforced by
+reserving each request's worst case in the store before it is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+
+from modelyard.errors import ModelyardError
+from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, Store
+
+__all__ = ["BudgetManager", "BudgetRaiseRefusedError"]
+
+_OVERRIDES_KEY = "budget:overrides:v1"
+_FIELDS = ("daily", "monthly", "per_request")
+
+
+class BudgetRaiseRefusedError(ModelyardError):
+    """`set_budget` may only tighten limits; raising one needs the operator's config."""
+
+
+class BudgetManager:
+    """Reserve, settle and release money against the configured limits.
+
+    Args:
+        store: where reservations and the ledger live (atomic across processes).
+        configured: the operator's limits (settings / CLI).
+        clock: epoch seconds.
+        reservation_ttl_s: how long a reservation holds if its process dies before settling it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        configured: BudgetLimits,
+        *,
+        clock: Callable[[], float],
+        reservation_ttl_s: float = 900.0,
+    ) -> None:
+        self._store = store
+        self._configured = configured
+        self._clock = clock
+        self._ttl_s = reservation_ttl_s
+        self._overrides: BudgetLimits | None = None
+
+    async def limits(self) -> BudgetLimits:
+        """The limits in force: the configured ones, tightened by any stored `set_budget` call.
+
+        Read from the store each time, so a limit tightened by another instance (or the CLI) holds here too.
+        """
+        self._overrides = await self._load_overrides()
+        return _tightest(self._configured, self._overrides)
+
+    async def tighten(
+        self, *, daily: Decimal | None = None, monthly: Decimal | None = None, per_request: Decimal | None = None
+    ) -> BudgetLimits:
+        """Lower one or more limits (None leaves a limit as it is).
+
+        Raises:
+            BudgetRaiseRefusedError: a value would raise a limit (or lift one that is set).
+        """
+        current = await self.limits()
+        wanted = {"daily": daily, "monthly": monthly, "per_request": per_request}
+        for name, value in wanted.items():
+            if value is None:
+                continue
+            if value < 0:
+                raise BudgetRaiseRefusedError(f"{name} must be zero or more, not {value}.")
+            limit = getattr(current, name)
+            if limit is not None and value > limit:
+                raise BudgetRaiseRefusedError(
+                    f"set_budget can only tighten: {name} is ${limit}, so ${value} would raise it. "
+                    "Raising a limit needs the operator's config (MODELYARD_BUDGET__* or the TOML file)."
+                )
+        stored = self._overrides or BudgetLimits()
+        merged = BudgetLimits(**{n: wanted[n] if wanted[n] is not None else getattr(stored, n) for n in _FIELDS})
+        self._overrides = _tightest(stored, merged)
+        await self._store.set_value(_OVERRIDES_KEY, _dump(self._overrides))
+        return await self.limits()
+
+    async def clear_tightenings(self) -> BudgetLimits:
+        """Drop every limit tightened at run time (operator only: the CLI's `budget --reset`).
+
+        The store has no delete, so the overrides key is overwritten with an empty value, which
+        reads back as "no overrides". Returns the configured limits, now in force again.
+        """
+        await self._store.set_value(_OVERRIDES_KEY, "")
+        self._overrides = BudgetLimits()
+        return self._configured
+
+    async def reserve(self, amount: Decimal, *, cost_cap: Decimal | None = None) -> Reservation:
+        """Hold `amount` (a worst case) against every limit, atomically.
+
+        Raises:
+            BudgetExceededError: naming the limit that refused.
+        """
+        limits = await self.limits()
+        if cost_cap is not None:
+            limits = _tightest(limits, BudgetLimits(per_request=cost_cap))
+        return await self._store.reserve(amount, limits, now=self._clock(), ttl_s=self._ttl_s)
+
+    async def settle(self, reservation: Reservation | None, row: LedgerRow) -> None:
+        """Turn the reservation into the request's actual cost (the ledger row)."""
+        await self._store.commit(reservation.id if reservation else None, row)
+
+    async def release(self, reservation: Reservation) -> None:
+        """Free a reservation whose attempt cost nothing."""
+        await self._store.release(reservation.id)
+
+    async def totals(self) -> SpendTotals:
+        return await self._store.totals(now=self._clock())
+
+    async def _load_overrides(self) -> BudgetLimits:
+        text = await self._store.get_value(_OVERRIDES_KEY)
+        if not text:
+            return BudgetLimits()
+        data = json.loads(text)
+        return BudgetLimits(**{n: Decimal(data[n]) if data.get(n) is not None else None for n in _FIELDS})
+
+
+def _tightest(a: BudgetLimits, b: BudgetLimits) -> BudgetLimits:
+    def low(x: Decimal | None, y: Decimal | None) -> Decimal | None:
+        return y if x is None else x if y is None else min(x, y)
+
+    return BudgetLimits(
+        daily=low(a.daily, b.daily), monthly=low(a.monthly, b.monthly), per_request=low(a.per_request, b.per_request)
+    )
+
+
+def _dump(limits: BudgetLimits) -> str:
+    return json.dumps({n: str(v) if (v := getattr(limits, n)) is not None else None for n in _FIELDS})

@@ -1,0 +1,280 @@
+"""Exact-match response cache: canonical request keys, TTL + LRU storage, single-flight computes.
+
+DESIGN §3 "Cache": a request is cached on the sha256 of its canonical JSON; `auto` mode caches only
+deterministic requests (temperature 0 or a seed), `on` caches anything, `off` nothing; identical
+requests in flight share one upstream call. This module is a leaf: it knows nothing of OpenRouter,
+MCP or the router, and works on any value type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+import anyio
+
+__all__ = [
+    "CacheMode",
+    "CacheStats",
+    "ResponseCache",
+    "cache_allowed",
+    "canonical_key",
+    "is_deterministic",
+]
+
+V = TypeVar("V")
+
+CacheMode: TypeAlias = Literal["auto", "on", "off"]
+
+_ATOMS = frozenset({str, int, bool, type(None)})
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical_key(payload: Mapping[str, Any]) -> str:
+    """Return the sha256 hex digest of the canonical JSON form of `payload`.
+
+    The canonical form has sorted keys, compact separators and raw (non-ASCII-escaped) text.
+    `Decimal` is encoded as its `str`, tuples as lists, and integral floats as integers, so
+    `0`, `0.0` and `-0.0` (and `1` and `1.0`) give the same key.
+
+    Args:
+        payload: The request to key; nested mappings must have `str` keys.
+
+    Returns:
+        64 lowercase hex characters.
+
+    Raises:
+        TypeError: A value is not JSON-like (e.g. a set, bytes, an object) or a key is not a `str`.
+        ValueError: A float is NaN or infinite.
+    """
+    text = _ENCODER.encode(_normalise(payload))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _normalise(value: Any) -> Any:
+    """Rewrite `value` into plain JSON types, canonicalising floats and Decimals."""
+    kind = type(value)  # exact-type checks first: isinstance against an ABC is slow
+    if kind in _ATOMS:
+        return value
+    if kind is float or isinstance(value, float):
+        # is_integer() is False for NaN/inf, which the encoder (allow_nan=False) then rejects.
+        return int(value) if value.is_integer() else float(value)
+    if kind is list or kind is tuple:
+        return [_normalise(v) for v in value]
+    if kind is dict or isinstance(value, Mapping):
+        return {_key(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalise(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, str | int):  # subclasses such as StrEnum and IntEnum
+        return value
+    raise TypeError(f"canonical_key cannot encode a value of type {kind.__name__}")
+
+
+def _key(key: object) -> str:
+    """A mapping key, which must be a `str` so that `{1: x}` and `{"1": x}` never collide."""
+    if not isinstance(key, str):
+        raise TypeError(f"canonical_key needs str mapping keys, got {type(key).__name__}")
+    return key
+
+
+def is_deterministic(temperature: float | None, seed: int | None) -> bool:
+    """Whether a request should give the same answer twice: temperature 0 or a fixed seed.
+
+    `temperature=None` means the model's default, which samples, so it is not deterministic.
+    """
+    return seed is not None or (temperature is not None and temperature == 0)
+
+
+def cache_allowed(mode: CacheMode, *, temperature: float | None, seed: int | None) -> bool:
+    """Whether a request may be served from, and stored in, the cache.
+
+    Args:
+        mode: `auto` caches deterministic requests only, `on` caches everything, `off` nothing.
+        temperature: The request's temperature, `None` for the model default (sampled).
+        seed: The request's seed, `None` when not given.
+
+    Raises:
+        ValueError: `mode` is not one of the three modes.
+    """
+    if mode == "auto":
+        return is_deterministic(temperature, seed)
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    raise ValueError(f"unknown cache mode {mode!r}: expected 'auto', 'on' or 'off'")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """A snapshot of a `ResponseCache`'s counters (lifetime totals, except `size`)."""
+
+    hits: int
+    """Lookups answered from a stored entry."""
+    misses: int
+    """Lookups that found nothing; in `get_or_compute`, each one ran `compute`."""
+    coalesced: int
+    """`get_or_compute` calls answered by waiting on an identical in-flight compute."""
+    evictions: int
+    """Live entries dropped to keep within `max_entries`."""
+    expirations: int
+    """Entries dropped because their TTL had passed."""
+    size: int
+    """Entries held now (some may have expired but not yet been dropped)."""
+
+
+def _always(_: object) -> bool:
+    return True
+
+
+class _Flight(Generic[V]):
+    """One in-flight compute: waiters block on `done`; `result` is set only if it succeeded."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: tuple[V] | None = None
+
+
+class ResponseCache(Generic[V]):
+    """An in-memory TTL + LRU cache with single-flight `get_or_compute`.
+
+    Every operation is O(1). Not thread-safe: use it from one event loop.
+    """
+
+    def __init__(self, *, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        """Create an empty cache.
+
+        Args:
+            max_entries: Most entries held; the least recently used goes first. 0 disables storing.
+            ttl_s: Seconds an entry lives after it is stored. 0 disables storing.
+            clock: Monotonic seconds; injected so tests control expiry.
+
+        Raises:
+            ValueError: `max_entries` or `ttl_s` is negative.
+        """
+        if max_entries < 0 or ttl_s < 0:
+            raise ValueError(f"max_entries and ttl_s must be >= 0, got {max_entries} and {ttl_s}")
+        self._max_entries = max_entries
+        self._ttl_s = ttl_s
+        self._enabled = max_entries > 0 and ttl_s > 0
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self._flights: dict[str, _Flight[V]] = {}
+        self._hits = self._misses = self._coalesced = self._evictions = self._expirations = 0
+
+    def get(self, key: str) -> V | None:
+        """Return the live value stored under `key`, or `None` on a miss or an expired entry."""
+        entry = self._lookup(key)
+        if entry is None:
+            self._misses += 1
+            return None
+        self._hits += 1
+        return entry[1]
+
+    def put(self, key: str, value: V) -> None:
+        """Store `value` under `key` as the most recently used entry, evicting beyond `max_entries`."""
+        if not self._enabled:
+            return
+        now = self._clock()
+        entries = self._entries
+        entries[key] = (now + self._ttl_s, value)
+        entries.move_to_end(key)
+        while len(entries) > self._max_entries:
+            expires_at, _ = entries.popitem(last=False)[1]
+            if now >= expires_at:
+                self._expirations += 1
+            else:
+                self._evictions += 1
+
+    def clear(self) -> None:
+        """Drop every stored entry; counters and in-flight computes are left alone."""
+        self._entries.clear()
+
+    async def get_or_compute(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[V]],
+        *,
+        cacheable: Callable[[V], bool] = _always,
+    ) -> tuple[V, bool]:
+        """Return the value for `key`, computing it at most once at a time.
+
+        While one caller (the leader) computes `key`, other callers wait and receive its value
+        (counted as coalesced), whether or not it is cacheable. If the leader's compute raises or
+        is cancelled, the leader sees that and the waiters retry: one becomes the new leader.
+
+        Args:
+            key: The cache key, usually from `canonical_key`.
+            compute: Produces the value on a miss.
+            cacheable: Whether a computed value may be stored.
+
+        Returns:
+            `(value, hit)`, where `hit` is False only for the caller that ran `compute`.
+
+        Raises:
+            Exception: Whatever `compute` raised, to the caller that ran it.
+        """
+        while True:
+            entry = self._lookup(key)
+            if entry is not None:
+                self._hits += 1
+                return entry[1], True
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            await flight.done.wait()
+            if flight.result is not None:
+                self._coalesced += 1
+                return flight.result[0], True
+        # No checkpoint since the lookup above, so no other task can have become leader meanwhile.
+        self._misses += 1
+        return await self._lead(key, compute, cacheable), False
+
+    async def _lead(self, key: str, compute: Callable[[], Awaitable[V]], cacheable: Callable[[V], bool]) -> V:
+        """Run `compute` as the single flight for `key`, always releasing the waiters."""
+        flight: _Flight[V] = _Flight()
+        self._flights[key] = flight
+        try:
+            value = await compute()
+            store = cacheable(value)
+            flight.result = (value,)
+            if store:
+                self.put(key, value)
+            return value
+        finally:
+            del self._flights[key]
+            flight.done.set()
+
+    @property
+    def stats(self) -> CacheStats:
+        """The counters so far and the current number of entries."""
+        return CacheStats(
+            hits=self._hits,
+            misses=self._misses,
+            coalesced=self._coalesced,
+            evictions=self._evictions,
+            expirations=self._expirations,
+            size=len(self._entries),
+        )
+
+    def _lookup(self, key: str) -> tuple[float, V] | None:
+        """The live entry for `key`, marked most recently used; expired entries are dropped."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self._clock() >= entry[0]:
+            del self._entries[key]
+            self._expirations += 1
+            return None
+        self._entries.move_to_end(key)
+        return entry

@@ -1,0 +1,172 @@
+"""Turning answers, failures and plans into ledger rows and result views."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Literal
+
+from modelyard.errors import UpstreamError
+from modelyard.openrouter.schemas import ChatResponse, Usage
+from modelyard.routing.catalog import Catalog
+from modelyard.routing.pricing import cost_of_usage, per_million
+from modelyard.routing.request import RouteRequest
+from modelyard.routing.result import (
+    AttemptRecord,
+    CandidateView,
+    ExclusionView,
+    PlanView,
+    RouteResult,
+    TokenUsage,
+)
+from modelyard.routing.selection import Candidate, Plan
+from modelyard.store.base import LedgerRow
+
+__all__ = ["attempt_record", "failure_row", "success_row", "view_of_plan"]
+
+_PLAN_EXCLUSIONS_SHOWN = 60
+
+
+def attempt_record(model: str, error: BaseException, latency_ms: float) -> AttemptRecord:
+    kind = error.kind if isinstance(error, UpstreamError) else "schema_validation"
+    return AttemptRecord(
+        model=model, outcome="error", error=str(error), error_kind=kind, latency_ms=round(latency_ms, 3)
+    )
+
+
+def _cost(
+    catalog: Catalog, candidate: Candidate, response: ChatResponse, usage: Usage | None, images: int
+) -> tuple[Decimal | None, Literal["upstream", "computed"] | None]:
+    """OpenRouter's `usage.cost` when given, else computed at the served model's prices, else unknown."""
+    if usage is None:
+        return None, None
+    if usage.cost is not None:
+        return usage.cost, "upstream"
+    served = catalog.get(response.model) or candidate.entry
+    if served.info.pricing.is_dynamic:
+        return None, None
+    return cost_of_usage(served.info.pricing, usage, images=images), "computed"
+
+
+def success_row(
+    request: RouteRequest,
+    plan: Plan,
+    catalog: Catalog,
+    candidate: Candidate,
+    response: ChatResponse,
+    attempts: list[AttemptRecord],
+    *,
+    latency_ms: float,
+    total_ms: float,
+    now: float,
+) -> tuple[LedgerRow, RouteResult]:
+    """The ledger row and the result for an answered request."""
+    usage = response.usage
+    cost, source = _cost(catalog, candidate, response, usage, request.image_count())
+    attempts.append(AttemptRecord(model=candidate.id, outcome="ok", latency_ms=round(latency_ms, 3), cost=cost))
+    tokens = _tokens(usage)
+    choice = response.choices[0]
+    result = RouteResult(
+        content=choice.message.content,
+        tool_calls=[c.model_dump(exclude_none=True) for c in choice.message.tool_calls or []],
+        reasoning=choice.message.reasoning,
+        model=response.model or candidate.id,
+        requested_model=request.model,
+        resolved_model=candidate.id,
+        provider=response.provider,
+        finish_reason=choice.finish_reason,
+        usage=tokens,
+        cost=cost,
+        cost_source=source,
+        latency_ms=round(total_ms, 3),
+        attempts=list(attempts),
+        selection=f"{plan.mode}: {candidate.reason}",
+        generation_id=response.id or None,
+    )
+    row = LedgerRow(
+        id=uuid.uuid4().hex,
+        ts=now,
+        requested_model=request.model,
+        model=result.model,
+        provider=response.provider,
+        prompt_tokens=tokens.prompt_tokens,
+        completion_tokens=tokens.completion_tokens,
+        cached_tokens=tokens.cached_tokens,
+        reasoning_tokens=tokens.reasoning_tokens,
+        cost=cost,
+        cost_source=source,
+        latency_ms=round(total_ms, 3),
+        attempts=len(attempts),
+        streamed=request.stream,
+        detail={
+            "resolved": candidate.id,
+            "generation_id": response.id,
+            "attempts": [a.model_dump(mode="json") for a in attempts],
+        },
+    )
+    return row, result
+
+
+def failure_row(
+    request: RouteRequest,
+    plan: Plan,
+    attempts: list[AttemptRecord],
+    error: BaseException,
+    now: float,
+    *,
+    status: Literal["error", "refused"] = "error",
+) -> LedgerRow:
+    """The ledger row for a request that got no answer (refused before sending, or all attempts failed)."""
+    return LedgerRow(
+        id=uuid.uuid4().hex,
+        ts=now,
+        requested_model=request.model,
+        model=plan.candidates[0].id if plan.candidates else None,
+        attempts=sum(1 for a in attempts if a.outcome != "skipped"),
+        status=status,
+        error=str(error)[:2000],
+        streamed=request.stream,
+        cost=None,
+        detail={"attempts": [a.model_dump(mode="json") for a in attempts]},
+    )
+
+
+def _tokens(usage: Usage | None) -> TokenUsage:
+    if usage is None:
+        return TokenUsage()
+    return TokenUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        total_tokens=usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
+    )
+
+
+def view_of_plan(plan: Plan) -> PlanView:
+    """The plan as `plan_route` shows it."""
+    candidates = [
+        CandidateView(
+            model=c.id,
+            score=c.score,
+            tier=c.entry.tier,
+            quality=c.entry.quality,
+            quality_source=c.entry.quality_source,
+            prompt_per_1m=per_million(c.entry.info.pricing.prompt).normalize(),
+            completion_per_1m=per_million(c.entry.info.pricing.completion).normalize(),
+            max_tokens=c.max_tokens,
+            worst_case_cost=c.worst_case,
+            reason=c.reason,
+        )
+        for c in plan.candidates
+    ]
+    return PlanView(
+        mode=plan.mode,
+        required_capabilities=sorted(plan.required),
+        prompt_tokens_estimate=plan.prompt_tokens_estimate,
+        prompt_tokens_bound=plan.prompt_tokens_bound,
+        candidates=candidates,
+        excluded=[ExclusionView(model=e.model, reason=e.reason) for e in plan.exclusions[:_PLAN_EXCLUSIONS_SHOWN]],
+        excluded_total=len(plan.exclusions),
+        estimated_cost=candidates[0].worst_case_cost if candidates else None,
+    )

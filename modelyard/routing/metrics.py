@@ -1,0 +1,275 @@
+"""Usage metrics computed from ledger rows (so they survive restarts), plus live breaker state.
+
+Counting rules:
+- every row in the window is a request: status `ok` is a success, `error` and `cancelled` are
+  failures, `refused` (stopped before sending, e.g. by a budget) is counted apart;
+- a cache hit is a row with `cache_hit`; it costs nothing and `saved` holds what it would have cost;
+- an unknown cost (`None`) adds nothing to any total and is left out of the average's denominator;
+- per-model figures, latencies and tokens describe upstream calls only, so refused rows and cache
+  hits are left out of them; a row counts under `model`, or `requested_model` when `model` is None,
+  and each failed attempt listed in its `detail` counts as a failed call of the model it tried;
+- token `total` is prompt + completion (cached tokens are part of the prompt, reasoning tokens part
+  of the completion, as OpenRouter reports them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel
+
+from modelyard.routing.circuit import BreakerState
+from modelyard.routing.money import Usd
+from modelyard.store.base import BudgetLimits, LedgerRow, SpendTotals
+
+__all__ = [
+    "BudgetStatus",
+    "Metrics",
+    "ModelMetrics",
+    "TokenTotals",
+    "Window",
+    "budget_status",
+    "compute_metrics",
+    "percentile",
+    "window_start",
+]
+
+Window = Literal["today", "7d", "all"]
+
+_DAY_S = 86_400.0
+_TOP = 5
+_ZERO = Decimal(0)
+
+
+def window_start(window: Window, now: float) -> float | None:
+    """The first epoch second of `window`: UTC midnight of today, 7 days before `now`, or None (all)."""
+    if window == "today":
+        return now - now % _DAY_S  # epoch seconds have no leap seconds, so days align with UTC midnight
+    if window == "7d":
+        return now - 7 * _DAY_S
+    return None
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """The nearest-rank percentile (`pct` in 0..100) of `values`, or None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+class ModelMetrics(BaseModel):
+    """Upstream calls to one model in the window."""
+
+    model: str
+    calls: int
+    successes: int
+    failures: int
+    error_rate: float
+    """failures / calls, 0.0 when there were no calls."""
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    cost: Usd
+    tokens: int
+    breaker: BreakerState | None
+    """The live circuit-breaker state, None when the breaker never saw this model."""
+
+
+class TokenTotals(BaseModel):
+    """Tokens of upstream calls; `total` is prompt + completion."""
+
+    prompt: int = 0
+    completion: int = 0
+    cached: int = 0
+    reasoning: int = 0
+    total: int = 0
+
+
+class BudgetStatus(BaseModel):
+    """Limits (None = no limit), what is spent and held, and what remains (USD)."""
+
+    daily: Usd | None
+    monthly: Usd | None
+    per_request: Usd | None
+    spent_today: Usd
+    spent_month: Usd
+    reserved: Usd
+    remaining_today: Usd | None
+    """daily - spent_today - reserved, never below 0; None when there is no daily limit."""
+    remaining_month: Usd | None
+    """monthly - spent_month - reserved, never below 0; None when there is no monthly limit."""
+
+
+class Metrics(BaseModel):
+    """Everything `get_metrics` reports for one window."""
+
+    window: Window
+    total_requests: int
+    successes: int
+    failures: int
+    refused: int
+    cache_hits: int
+    cache_savings: Usd
+    total_cost: Usd
+    average_cost_per_request: Usd | None
+    """total_cost over the requests whose cost is known; None when there are none."""
+    tokens: TokenTotals
+    by_model: list[ModelMetrics]
+    """Sorted by calls (most first), then by model id."""
+    top_models: list[str]
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    error_rate: float
+    """failures / (successes + failures), 0.0 when there were none."""
+    budget: BudgetStatus | None
+
+
+def budget_status(limits: BudgetLimits, totals: SpendTotals) -> BudgetStatus:
+    """Combine the configured limits with the store's spend totals."""
+    held = totals.reserved
+    return BudgetStatus(
+        daily=limits.daily,
+        monthly=limits.monthly,
+        per_request=limits.per_request,
+        spent_today=totals.spent_today,
+        spent_month=totals.spent_month,
+        reserved=held,
+        remaining_today=_remaining(limits.daily, totals.spent_today + held),
+        remaining_month=_remaining(limits.monthly, totals.spent_month + held),
+    )
+
+
+def _remaining(limit: Decimal | None, used: Decimal) -> Decimal | None:
+    return None if limit is None else max(_ZERO, limit - used)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Running counts for one model (or for all rows)."""
+
+    successes: int = 0
+    failures: int = 0
+    cost: Decimal = _ZERO
+    tokens: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, row: LedgerRow) -> None:
+        if row.status == "ok":
+            self.successes += 1
+        else:
+            self.failures += 1
+        if row.cost is not None:
+            self.cost += row.cost
+        self.tokens += row.prompt_tokens + row.completion_tokens
+        if row.latency_ms is not None:
+            self.latencies.append(row.latency_ms)
+
+    def add_failed_attempt(self, latency_ms: object) -> None:
+        self.failures += 1
+        if isinstance(latency_ms, int | float):
+            self.latencies.append(float(latency_ms))
+
+
+def _failed_attempts(row: LedgerRow) -> list[tuple[str, object]]:
+    """(model, latency) of the attempts that failed before the row's final outcome, from its detail."""
+    attempts = row.detail.get("attempts")
+    if not isinstance(attempts, list):
+        return []
+    failed = [a for a in attempts if isinstance(a, dict) and a.get("outcome") == "error"]
+    if row.status != "ok" and failed:
+        failed = failed[:-1]  # the row itself stands for the last failure
+    return [(str(a.get("model")), a.get("latency_ms")) for a in failed]
+
+
+def compute_metrics(
+    rows: Sequence[LedgerRow],
+    *,
+    window: Window,
+    now: float,
+    breakers: Mapping[str, BreakerState] | None = None,
+    budget: BudgetStatus | None = None,
+) -> Metrics:
+    """Metrics of the ledger rows inside `window`, with live breaker states and budget merged in.
+
+    Args:
+        rows: ledger rows, in any order; rows before the window's start are ignored.
+        window: `today` (since UTC midnight), `7d` (the last 7 days) or `all`.
+        now: epoch seconds.
+        breakers: the live breaker state per model (`CircuitBreakers.snapshot()`); a model with a
+            breaker state but no calls in the window is listed with zero calls.
+        budget: the budget status to report alongside, if any.
+    """
+    start = window_start(window, now)
+    selected = [row for row in rows if start is None or row.ts >= start]
+    upstream = [row for row in selected if row.status != "refused" and not row.cache_hit]
+    states = breakers or {}
+    by_model = _by_model(upstream, states)
+    latencies = [row.latency_ms for row in upstream if row.latency_ms is not None]
+    priced = [row.cost for row in selected if row.cost is not None and row.status != "refused"]
+    total_cost = sum(priced, _ZERO)
+    successes = sum(1 for row in selected if row.status == "ok")
+    failures = sum(1 for row in selected if row.status in ("error", "cancelled"))
+    hits = [row for row in selected if row.cache_hit]
+    return Metrics(
+        window=window,
+        total_requests=len(selected),
+        successes=successes,
+        failures=failures,
+        refused=sum(1 for row in selected if row.status == "refused"),
+        cache_hits=len(hits),
+        cache_savings=sum((row.saved for row in hits if row.saved is not None), _ZERO),
+        total_cost=total_cost,
+        average_cost_per_request=total_cost / len(priced) if priced else None,
+        tokens=_token_totals(upstream),
+        by_model=by_model,
+        top_models=[m.model for m in by_model if m.calls > 0][:_TOP],
+        p50_latency_ms=percentile(latencies, 50),
+        p95_latency_ms=percentile(latencies, 95),
+        error_rate=_rate(failures, successes + failures),
+        budget=budget,
+    )
+
+
+def _by_model(rows: Iterable[LedgerRow], states: Mapping[str, BreakerState]) -> list[ModelMetrics]:
+    tallies: dict[str, _Tally] = {model: _Tally() for model in states}
+    for row in rows:
+        tallies.setdefault(row.model or row.requested_model, _Tally()).add(row)
+        for model, latency in _failed_attempts(row):
+            tallies.setdefault(model, _Tally()).add_failed_attempt(latency)
+    models = [
+        ModelMetrics(
+            model=model,
+            calls=t.successes + t.failures,
+            successes=t.successes,
+            failures=t.failures,
+            error_rate=_rate(t.failures, t.successes + t.failures),
+            p50_latency_ms=percentile(t.latencies, 50),
+            p95_latency_ms=percentile(t.latencies, 95),
+            cost=t.cost,
+            tokens=t.tokens,
+            breaker=states.get(model),
+        )
+        for model, t in tallies.items()
+    ]
+    return sorted(models, key=lambda m: (-m.calls, m.model))
+
+
+def _token_totals(rows: Sequence[LedgerRow]) -> TokenTotals:
+    prompt = sum(row.prompt_tokens for row in rows)
+    completion = sum(row.completion_tokens for row in rows)
+    return TokenTotals(
+        prompt=prompt,
+        completion=completion,
+        cached=sum(row.cached_tokens for row in rows),
+        reasoning=sum(row.reasoning_tokens for row in rows),
+        total=prompt + completion,
+    )
+
+
+def _rate(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0

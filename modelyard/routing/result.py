@@ -1,0 +1,85 @@
+"""What the router answers: the content, who answered, what it cost, and every attempt on the way."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from modelyard.routing.money import Usd
+
+__all__ = ["AttemptRecord", "CandidateView", "ExclusionView", "PlanView", "RouteResult", "TokenUsage"]
+
+
+class TokenUsage(BaseModel):
+    """Token counts as OpenRouter reported them (native tokenizer)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+
+
+class AttemptRecord(BaseModel):
+    """One upstream attempt (or a candidate skipped before sending)."""
+
+    model: str = Field(description="The model id tried.")
+    outcome: Literal["ok", "error", "skipped"]
+    error: str | None = Field(default=None, description="What went wrong, if anything.")
+    error_kind: str | None = Field(default=None, description="Stable failure name, e.g. rate_limited.")
+    latency_ms: float | None = None
+    cost: Usd | None = Field(default=None, description="USD billed for this attempt; null = unknown.")
+
+
+class RouteResult(BaseModel):
+    """The answer to one routed request."""
+
+    content: str | None = Field(description="The answer text (null when the model only called tools).")
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    reasoning: str | None = None
+    model: str = Field(description="The model that answered, as OpenRouter reports it.")
+    requested_model: str = Field(description="What the caller asked for (auto, a tier, an id).")
+    resolved_model: str = Field(description="The catalog id the router sent the request to.")
+    provider: str | None = None
+    finish_reason: str | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    cost: Usd | None = Field(description="USD charged; 0 for a cache hit; null when unknown.")
+    cost_source: Literal["upstream", "computed", "cache"] | None = None
+    cached: bool = False
+    saved: Usd | None = Field(default=None, description="USD a cache hit saved.")
+    latency_ms: float = 0.0
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    selection: str = Field(default="", description="Why this model was chosen.")
+    generation_id: str | None = None
+
+
+class CandidateView(BaseModel):
+    model: str
+    score: float
+    tier: str
+    quality: float
+    quality_source: str
+    prompt_per_1m: Usd
+    completion_per_1m: Usd
+    max_tokens: int
+    worst_case_cost: Usd | None
+    reason: str
+
+
+class ExclusionView(BaseModel):
+    model: str
+    reason: str
+
+
+class PlanView(BaseModel):
+    """A dry run: the ranked candidates, the excluded models with reasons, the estimated cost."""
+
+    mode: str
+    required_capabilities: list[str]
+    prompt_tokens_estimate: int
+    prompt_tokens_bound: int
+    candidates: list[CandidateView]
+    excluded: list[ExclusionView]
+    excluded_total: int
+    estimated_cost: Usd | None = Field(description="Worst-case USD of the first candidate.")

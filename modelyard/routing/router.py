@@ -1,0 +1,400 @@
+"""The Router: catalog → selection → cache → budget reservation → attempts with retry and fallback → ledger.
+
+Usable from any caller: `await router.execute(request)`, `router.stream(request)`, `await router.plan(request)`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import anyio
+
+from modelyard.errors import (
+    AllCandidatesFailedError,
+    BudgetExceededError,
+    ModelyardError,
+    NoCandidatesError,
+    SchemaValidationError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from modelyard.openrouter.client import OpenRouterClient
+from modelyard.openrouter.schemas import ChatResponse
+from modelyard.routing.attempt import EventSink, Restart, StreamEvent, TextDelta, call_model, check_json
+from modelyard.routing.attempt import wire_request as _wire_request
+from modelyard.routing.budget import BudgetManager
+from modelyard.routing.cache import ResponseCache, cache_allowed, canonical_key
+from modelyard.routing.catalog import Catalog, CatalogService
+from modelyard.routing.circuit import CircuitBreakers
+from modelyard.routing.ledger import attempt_record, failure_row, success_row, view_of_plan
+from modelyard.routing.metrics import Metrics, Window, budget_status, compute_metrics, window_start
+from modelyard.routing.request import RouteRequest
+from modelyard.routing.result import AttemptRecord, PlanView, RouteResult
+from modelyard.routing.retry import RetryPolicy, is_final
+from modelyard.routing.selection import Candidate, Plan, SelectionDefaults, select
+from modelyard.routing.speed import SpeedBook
+from modelyard.settings import Settings
+from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, Store
+
+__all__ = ["Router", "RouterClock"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterClock:
+    """The router's time seams: wall clock (ledger, budgets), monotonic (latency, breakers), sleep, random."""
+
+    now: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    random: Callable[[], float] = random.random
+
+
+class Router:
+    """Routes requests to OpenRouter models within budgets, with fallback, retry, breakers and a cache.
+
+    Args:
+        client: the OpenRouter client.
+        store: ledger, reservations and the stored catalog.
+        settings: defaults, limits, retry and cache settings.
+        clock: time seams (tests pass fakes).
+    """
+
+    def __init__(
+        self, client: OpenRouterClient, store: Store, settings: Settings, *, clock: RouterClock | None = None
+    ) -> None:
+        self.clock = clock or RouterClock()
+        self.client, self.store, self.settings = client, store, settings
+        self.catalogs = CatalogService(
+            client,
+            store,
+            ttl_s=settings.catalog_ttl_s,
+            quality_overrides=settings.quality_overrides,
+            clock=self.clock.now,
+        )
+        limits = BudgetLimits(
+            daily=settings.budget.daily, monthly=settings.budget.monthly, per_request=settings.budget.per_request
+        )
+        ttl = settings.request_timeout_s * settings.max_attempts + 60.0
+        self.budgets = BudgetManager(store, limits, clock=self.clock.now, reservation_ttl_s=ttl)
+        self.breakers = CircuitBreakers(clock=self.clock.monotonic)
+        self.retry = RetryPolicy(max_retries=settings.max_retries, random=self.clock.random)
+        self.cache: ResponseCache[RouteResult] = ResponseCache(
+            max_entries=settings.cache.max_entries, ttl_s=settings.cache.ttl_s, clock=self.clock.monotonic
+        )
+        self.speed = SpeedBook()
+        self.defaults = SelectionDefaults(
+            default_max_tokens=settings.default_max_tokens,
+            max_cost_per_1k=settings.max_cost_per_1k,
+            quality=settings.quality,
+            speed=settings.speed,
+            capabilities=tuple(settings.capabilities),  # type: ignore[arg-type]
+            fallback_models=tuple(settings.fallback_models),
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    async def plan(self, request: RouteRequest) -> PlanView:
+        """A dry run: ranked candidates, exclusions with reasons, the worst-case cost. Spends nothing."""
+        plan, _ = await self._plan(request)
+        return view_of_plan(plan)
+
+    async def execute(self, request: RouteRequest, *, on_event: EventSink | None = None) -> RouteResult:
+        """Answer `request`; with `on_event` (or `request.stream`) the text is streamed to it as it arrives.
+
+        Raises:
+            NoCandidatesError: no model meets the constraints (the message lists why).
+            BudgetExceededError: no candidate's worst case fits the budget; nothing was sent.
+            AllCandidatesFailedError: every attempt failed; says what each model answered.
+            UpstreamError: a failure no fallback can fix (key out of credit, invalid key).
+        """
+        started = self.clock.monotonic()
+        sink = on_event if on_event is not None else (_discard if request.stream else None)
+        plan, catalog = await self._plan(request, record_refusal=True)
+        mode = request.cache or self.settings.cache.mode
+        if not cache_allowed(mode, temperature=request.temperature, seed=request.seed):
+            return await self._run(request, plan, catalog, sink, started)
+        key = canonical_key(self._cache_payload(request))
+        result, hit = await self.cache.get_or_compute(key, lambda: self._run(request, plan, catalog, sink, started))
+        if not hit:
+            return result
+        return await self._cache_hit(request, result, sink, started)
+
+    async def stream(self, request: RouteRequest) -> AsyncIterator[StreamEvent | RouteResult]:
+        """Yield `TextDelta`/`Restart` events as the answer streams, then the final `RouteResult`."""
+        send, receive = anyio.create_memory_object_stream[StreamEvent | RouteResult](256)
+        streamed = request.model_copy(update={"stream": True})
+
+        async def produce() -> None:
+            async with send:
+                result = await self.execute(streamed, on_event=send.send)
+                await send.send(result)
+
+        async with anyio.create_task_group() as group, receive:
+            group.start_soon(produce)
+            async for item in receive:
+                yield item
+
+    async def metrics(self, window: Window = "today") -> Metrics:
+        """Requests, spend, cache savings, per-model latency and errors, breakers and budget status."""
+        now = self.clock.now()
+        rows = await self.store.rows(since=window_start(window, now))
+        status = budget_status(await self.budgets.limits(), await self.budgets.totals())
+        return compute_metrics(rows, window=window, now=now, breakers=self.breakers.snapshot(), budget=status)
+
+    async def aclose(self) -> None:
+        """Nothing to close of its own: the client and store belong to the caller."""
+
+    # ------------------------------------------------------------------ planning
+
+    async def _plan(self, request: RouteRequest, *, record_refusal: bool = False) -> tuple[Plan, Catalog]:
+        catalog = await self.catalogs.current()
+        limits = await self.budgets.limits()
+        cap = _tightest(request.max_cost, limits.per_request)
+        plan = select(
+            catalog,
+            request,
+            defaults=self.defaults,
+            open_breakers=frozenset(self.breakers.open_models()),
+            speed=self.speed,
+            cost_cap=cap,
+            now=self.clock.now(),
+        )
+        if not plan.candidates:
+            error = _no_candidates(plan)
+            if record_refusal:
+                await self._record(failure_row(request, plan, [], error, self.clock.now(), status="refused"))
+            raise error
+        return plan, catalog
+
+    def _cache_payload(self, request: RouteRequest) -> dict[str, Any]:
+        payload = request.model_dump(exclude={"stream", "cache", "timeout_s", "max_cost"})
+        payload["max_tokens"] = request.max_tokens or self.settings.default_max_tokens
+        payload["capabilities"] = sorted(request.capabilities)
+        return payload
+
+    # ------------------------------------------------------------------ running
+
+    async def _run(
+        self, request: RouteRequest, plan: Plan, catalog: Catalog, sink: EventSink | None, started: float
+    ) -> RouteResult:
+        attempts: list[AttemptRecord] = []
+        failures: list[tuple[str, BaseException]] = []
+        refusals: list[BudgetExceededError] = []
+        budget_left = self.settings.max_attempts
+        cap = _tightest(request.max_cost, (await self.budgets.limits()).per_request)
+        for candidate in plan.candidates:
+            if budget_left <= 0 or self._time_left(request, started) <= 0:
+                break
+            if not self.breakers.allow(candidate.id):
+                attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
+                continue
+            try:
+                reservation = await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=cap)
+            except BudgetExceededError as refusal:
+                refusals.append(refusal)
+                attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error=str(refusal)))
+                continue
+            outcome = await self._try_candidate(
+                request, plan, catalog, candidate, reservation, sink, attempts, budget_left, started
+            )
+            budget_left -= outcome.used
+            if outcome.result is not None:
+                return outcome.result
+            failures.extend(outcome.failures)
+            if outcome.final is not None:
+                await self._record(failure_row(request, plan, attempts, outcome.final, self.clock.now()))
+                raise outcome.final
+        error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"))
+        refused = not failures and bool(refusals)
+        row = failure_row(request, plan, attempts, error, self.clock.now(), status="refused" if refused else "error")
+        await self._record(row)
+        raise error
+
+    async def _try_candidate(
+        self,
+        request: RouteRequest,
+        plan: Plan,
+        catalog: Catalog,
+        candidate: Candidate,
+        reservation: Reservation,
+        sink: EventSink | None,
+        attempts: list[AttemptRecord],
+        budget_left: int,
+        started: float,
+    ) -> _Outcome:
+        """Attempts on one candidate, with same-model retries, holding its reservation throughout."""
+        outcome = _Outcome()
+        retries = 0
+        while outcome.used < budget_left:
+            outcome.used += 1
+            began = self.clock.monotonic()
+            try:
+                response = await self._call(request, candidate, sink, began, started)
+            except (UpstreamError, SchemaValidationError) as exc:
+                attempts.append(attempt_record(candidate.id, exc, (self.clock.monotonic() - began) * 1000))
+                self._count_failure(candidate.id, exc)
+                if is_final(exc):
+                    await self.budgets.release(reservation)
+                    outcome.final = exc
+                    return outcome
+                delay = self.retry.delay_s(exc, retries)
+                retry = self.retry.should_retry(exc, retries) and outcome.used < budget_left
+                if retry and self._time_left(request, started) > delay:
+                    await self.clock.sleep(delay)
+                    retries += 1
+                    continue
+                await self.budgets.release(reservation)
+                outcome.failures.append((candidate.id, exc))
+                if sink is not None:
+                    await sink(Restart(candidate.id, str(exc)))
+                return outcome
+            except BaseException:
+                await self.budgets.release(reservation)
+                raise
+            outcome.result = await self._succeed(
+                request, plan, catalog, candidate, reservation, response, attempts, began, started
+            )
+            return outcome
+        await self.budgets.release(reservation)
+        return outcome
+
+    def _time_left(self, request: RouteRequest, started: float) -> float:
+        """Seconds left of the request's `timeout_s` (unbounded when it gives none)."""
+        if request.timeout_s is None:
+            return float("inf")
+        return request.timeout_s - (self.clock.monotonic() - started)
+
+    async def _call(
+        self, request: RouteRequest, candidate: Candidate, sink: EventSink | None, began: float, started: float
+    ) -> ChatResponse:
+        remaining = self._time_left(request, started)
+        timeout = request.timeout_s
+        body = _wire_request(request, candidate.id, candidate.max_tokens)
+        with anyio.move_on_after(max(0.0, remaining)):
+            response = await call_model(self.client, body, sink)
+            message = response.choices[0].message
+            check_json(message.content, request.response_format if not message.tool_calls else None, candidate.id)
+            return response
+        raise UpstreamTimeoutError(f"No complete answer within timeout_s={timeout:g}", model=candidate.id)
+
+    async def _succeed(
+        self,
+        request: RouteRequest,
+        plan: Plan,
+        catalog: Catalog,
+        candidate: Candidate,
+        reservation: Reservation,
+        response: ChatResponse,
+        attempts: list[AttemptRecord],
+        began: float,
+        started: float,
+    ) -> RouteResult:
+        now_mono = self.clock.monotonic()
+        self.breakers.record_success(candidate.id)
+        row, result = success_row(
+            request,
+            plan,
+            catalog,
+            candidate,
+            response,
+            attempts,
+            latency_ms=(now_mono - began) * 1000,
+            total_ms=(now_mono - started) * 1000,
+            now=self.clock.now(),
+        )
+        completion = response.usage.completion_tokens if response.usage else 0
+        self.speed.observe(
+            candidate.id,
+            latency_ms=(now_mono - began) * 1000,
+            completion_tokens=completion,
+            duration_ms=(now_mono - began) * 1000,
+        )
+        await self.budgets.settle(reservation, row)
+        return result
+
+    async def _cache_hit(
+        self, request: RouteRequest, original: RouteResult, sink: EventSink | None, started: float
+    ) -> RouteResult:
+        if sink is not None and original.content:
+            await sink(TextDelta(original.resolved_model, original.content))
+        result = original.model_copy(
+            update={
+                "cached": True,
+                "cost": Decimal(0),
+                "cost_source": "cache",
+                "saved": original.cost,
+                "attempts": [],
+                "latency_ms": (self.clock.monotonic() - started) * 1000,
+            }
+        )
+        await self._record(
+            LedgerRow(
+                id=uuid.uuid4().hex,
+                ts=self.clock.now(),
+                requested_model=request.model,
+                model=result.resolved_model,
+                provider=result.provider,
+                cost=Decimal(0),
+                cost_source=None,
+                latency_ms=result.latency_ms,
+                cache_hit=True,
+                saved=original.cost,
+                streamed=request.stream,
+                detail={"served": result.model},
+            )
+        )
+        return result
+
+    def _count_failure(self, model: str, error: BaseException) -> None:
+        """Only failures that say something about the model's health trip its breaker."""
+        if isinstance(error, UpstreamError) and error.retryable:
+            self.breakers.record_failure(model)
+
+    async def _record(self, row: LedgerRow) -> None:
+        await self.budgets.settle(None, row)
+
+
+@dataclass
+class _Outcome:
+    used: int = 0
+    result: RouteResult | None = None
+    final: UpstreamError | SchemaValidationError | None = None
+
+    def __post_init__(self) -> None:
+        self.failures: list[tuple[str, BaseException]] = []
+
+
+async def _discard(event: StreamEvent) -> None:
+    return None
+
+
+def _tightest(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _no_candidates(plan: Plan) -> NoCandidatesError:
+    reasons: dict[str, int] = {}
+    for exclusion in plan.exclusions:
+        key = exclusion.reason.split(" (")[0] if exclusion.model != "*" else exclusion.reason
+        reasons[key] = reasons.get(key, 0) + 1
+    summary = "; ".join(f"{reason} ({count})" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:6])
+    sample = {e.model: e.reason for e in plan.exclusions[:20]}
+    return NoCandidatesError(
+        f"No model meets the constraints. Excluded: {summary}. Relax capabilities, max_cost_per_1k, "
+        "max_tokens or provider, or call plan_route to see every reason.",
+        sample,
+    )
+
+
+def _all_failed(
+    failures: list[tuple[str, BaseException]], refusals: list[BudgetExceededError], attempts: int
+) -> ModelyardError:
+    if not failures and refusals:
+        return min(refusals, key=lambda r: r.estimate if r.estimate is not None else Decimal("Infinity"))
+    return AllCandidatesFailedError(failures, attempts=attempts)

@@ -1,0 +1,71 @@
+"""`build_server(settings)`: the MCP server, its lifespan, and the transports it can run on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from mcp.server import MCPServer
+
+from modelyard import __version__
+from modelyard.server.context import AppContext, open_app_context
+from modelyard.server.http_auth import BearerAuth, check_bind
+from modelyard.settings import Settings
+
+__all__ = ["INSTRUCTIONS", "Transport", "build_server", "serve"]
+
+Transport = Literal["stdio", "sse", "streamable-http"]
+
+INSTRUCTIONS = """\
+modelyard reaches OpenRouter's models through one set of tools and picks the right model per request.
+- execute: run a prompt. Leave model='auto' to let it choose by capabilities, cost, speed and quality,
+  or name a model ('gpt-4o-mini'), a tier ('economy', 'balanced', 'premium') or 'openrouter/auto'.
+  Constraints: capabilities, max_cost_per_1k (USD per 1K tokens), max_cost (USD for this request).
+- plan_route: see which model execute would use and what it may cost, without spending anything.
+- list_models, compare_models, execute_batch, get_metrics, get_budget, set_budget, test_connection.
+Costs are USD; an unknown cost is null, never 0."""
+
+
+def build_server(settings: Settings) -> MCPServer[AppContext]:
+    """The MCP server with every tool registered; its lifespan opens client, store and router once."""
+
+    @asynccontextmanager
+    async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
+        async with open_app_context(settings) as context:
+            yield context
+
+    server: MCPServer[AppContext] = MCPServer(
+        "modelyard",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        website_url="https://github.com/modelyard/modelyard",
+        lifespan=lifespan,
+        log_level="DEBUG" if settings.debug else "WARNING",
+    )
+    # The tools depend on the server's AppContext, so they are imported here, at build time.
+    from modelyard.tools import register_all
+
+    register_all(server)
+    return server
+
+
+def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Run the server until interrupted. HTTP transports need a bearer token off loopback.
+
+    Raises:
+        ConfigurationError: HTTP on a non-loopback address without `MODELYARD_HTTP_TOKEN`.
+    """
+    server = build_server(settings)
+    if transport == "stdio":
+        server.run("stdio")
+        return
+    token = settings.http_token.get_secret_value() if settings.http_token else None
+    check_bind(host, token)
+    import anyio
+    import uvicorn
+
+    app = server.streamable_http_app(host=host) if transport == "streamable-http" else server.sse_app(host=host)
+    asgi = BearerAuth(app, token) if token else app
+    config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
+    anyio.run(uvicorn.Server(config).serve)

@@ -1,0 +1,74 @@
+"""Persistence behind one interface: the ledger, budget reservations and a small key-value area.
+
+`open_store(url)` picks the backend from the store URL (`MODELYARD_STORE`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from modelyard.errors import ConfigurationError
+from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, Store
+from modelyard.store.sqlite import MEMORY, SQLiteStore
+
+__all__ = [
+    "BudgetLimits",
+    "LedgerRow",
+    "Reservation",
+    "SQLiteStore",
+    "SpendTotals",
+    "Store",
+    "open_store",
+]
+
+_SQLITE_PREFIX = "sqlite://"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_WINDOWS_DRIVE = re.compile(r"^/[A-Za-z]:[/\\]")
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names.
+
+    Accepted: `sqlite:///abs/path.db` (also `sqlite:////abs/path.db`), `sqlite:///:memory:`,
+    `sqlite:///~/path.db`, and a plain file path (`~` expanded, relative to the working directory).
+
+    Raises:
+        ConfigurationError: the URL is empty, names no path, uses Redis (not available yet) or an
+            unknown scheme, or the database cannot be opened.
+    """
+    text = url.strip()
+    if not text:
+        raise ConfigurationError("The store URL is empty; set MODELYARD_STORE to sqlite:///path/to/file.db.")
+    return SQLiteStore(_sqlite_path(text))
+
+
+def _sqlite_path(url: str) -> str | Path:
+    """The database path a store URL (or a plain path) names."""
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return MEMORY if url == MEMORY else Path(url)
+    name = scheme.group(1).lower()
+    if name in ("redis", "rediss"):
+        raise ConfigurationError(
+            f"The Redis store is not available yet ({_redacted(url)}); use sqlite:///path/to/file.db."
+        )
+    if name != "sqlite":
+        raise ConfigurationError(
+            f"Unknown store URL scheme {name!r} in {_redacted(url)}; use sqlite:///path/to/file.db."
+        )
+    rest = url[len(_SQLITE_PREFIX) :].split("?", 1)[0]
+    if rest.lstrip("/") == MEMORY:
+        return MEMORY
+    if not rest.startswith("/") or not rest.strip("/"):
+        raise ConfigurationError(f"{url!r} names no database file; use sqlite:///path/to/file.db.")
+    if rest.startswith("/~"):
+        return Path(rest[1:])
+    if _WINDOWS_DRIVE.match(rest):
+        return Path(rest[1:])
+    return Path("/" + rest.lstrip("/"))
+
+
+def _redacted(url: str) -> str:
+    """The URL without any password (store URLs may carry credentials)."""
+    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)

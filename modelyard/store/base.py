@@ -1,0 +1,132 @@
+"""The persistence interface: ledger, budget reservations, and a small key-value area.
+
+Every backend (SQLite embedded, Redis shared) implements `Store`. The budget check is the store's
+job because only the store can make "check the remaining budget and reserve" one atomic step
+across processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal, Protocol
+
+__all__ = [
+    "BudgetLimits",
+    "LedgerRow",
+    "Reservation",
+    "SpendTotals",
+    "Store",
+]
+
+CostSource = Literal["upstream", "computed"]
+Status = Literal["ok", "error", "refused", "cancelled"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetLimits:
+    """Spending limits in USD; None means no limit."""
+
+    daily: Decimal | None = None
+    monthly: Decimal | None = None
+    per_request: Decimal | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reservation:
+    """Money held for one in-flight request until it is committed or released."""
+
+    id: str
+    amount: Decimal
+    expires_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpendTotals:
+    """What was spent (committed ledger cost) in the UTC day and month, and what is held (live
+    reservations), in USD."""
+
+    spent_today: Decimal
+    spent_month: Decimal
+    reserved: Decimal
+
+
+@dataclass(kw_only=True)
+class LedgerRow:
+    """One request as it was answered (or refused). `cost` None means unknown, never 0."""
+
+    id: str
+    ts: float
+    requested_model: str
+    model: str | None = None
+    provider: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: Decimal | None = None
+    cost_source: CostSource | None = None
+    latency_ms: float | None = None
+    attempts: int = 0
+    cache_hit: bool = False
+    saved: Decimal | None = None
+    status: Status = "ok"
+    error: str | None = None
+    streamed: bool = False
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """Persistence for the ledger, reservations and small values. All methods are safe to call
+    concurrently, from several tasks and several processes sharing the same backing store."""
+
+    async def reserve(
+        self,
+        amount: Decimal,
+        limits: BudgetLimits,
+        *,
+        now: float,
+        ttl_s: float,
+    ) -> Reservation:
+        """Atomically check that `amount` fits every limit and hold it.
+
+        Fits means: `amount <= per_request`, `spent_today + reserved + amount <= daily` and
+        `spent_month + reserved + amount <= monthly` (UTC day and month of `now`), counting only
+        reservations that have not expired at `now`.
+
+        Raises:
+            BudgetExceededError: naming the limit that refused, what remains of it and `amount`.
+        """
+        ...
+
+    async def release(self, reservation_id: str) -> None:
+        """Free a reservation without recording spend (the request failed before any cost)."""
+        ...
+
+    async def commit(self, reservation_id: str | None, row: LedgerRow) -> None:
+        """Atomically drop the reservation (if any) and append the ledger row (its cost counts as spend)."""
+        ...
+
+    async def totals(self, *, now: float) -> SpendTotals:
+        """Spend of the UTC day and month of `now`, and the live reservations."""
+        ...
+
+    async def rows(self, *, since: float | None = None, limit: int | None = None) -> list[LedgerRow]:
+        """Ledger rows with `ts >= since`, oldest first (the newest `limit` when a limit is given)."""
+        ...
+
+    async def get_value(self, key: str) -> str | None:
+        """A stored value (catalog snapshot, budget overrides), or None."""
+        ...
+
+    async def set_value(self, key: str, value: str) -> None:
+        """Store a value under a key, replacing any old one."""
+        ...
+
+    async def healthy(self) -> bool:
+        """True when the backing store answers."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection(s)."""
+        ...

@@ -1,0 +1,124 @@
+"""`get_metrics`, `get_budget`, `set_budget` (tighten only) and `test_connection`."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from modelyard.errors import ModelyardError
+from modelyard.routing.budget import BudgetRaiseRefusedError
+from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
+from modelyard.routing.money import Usd
+from modelyard.server.context import AppContext
+from modelyard.tools.common import app_of, tool_errors
+
+__all__ = ["ConnectionReport", "register"]
+
+
+class ConnectionReport(BaseModel):
+    """Whether modelyard can reach OpenRouter, and with what."""
+
+    upstream: str = Field(description="The API root in use.")
+    sandbox: bool = Field(description="True when the upstream is a local sandbox, not openrouter.ai.")
+    key_present: bool
+    key_valid: bool | None = Field(description="null when it could not be checked.")
+    key_label: str | None = None
+    credit_remaining: Usd | None = Field(default=None, description="USD left on the key; null = unlimited/unknown.")
+    round_trip_ms: float | None = None
+    catalog_models: int | None = None
+    catalog_age_s: float | None = None
+    store_healthy: bool
+    problems: list[str] = Field(default_factory=list)
+
+
+async def _budget(app: AppContext) -> BudgetStatus:
+    return budget_status(await app.router.budgets.limits(), await app.router.budgets.totals())
+
+
+async def _connection(app: AppContext) -> ConnectionReport:
+    base = app.settings.openrouter_base_url
+    local = any(h in base for h in ("127.0.0.1", "localhost", "[::1]"))
+    report = ConnectionReport(
+        upstream=base,
+        sandbox=local,
+        key_present=app.client.has_key,
+        key_valid=None,
+        store_healthy=await app.store.healthy(),
+    )
+    if not app.client.has_key:
+        report.problems.append(
+            "No key: set OPENROUTER_API_KEY, or run `modelyard sandbox` and point OPENROUTER_BASE_URL at it."
+        )
+    else:
+        began = time.perf_counter()
+        try:
+            key = await app.client.key_info()
+            report.key_valid, report.key_label, report.credit_remaining = True, key.label, key.limit_remaining
+        except ModelyardError as exc:
+            report.key_valid = False if "401" in str(exc) else None
+            report.problems.append(f"/key: {exc}")
+        report.round_trip_ms = round((time.perf_counter() - began) * 1000, 2)
+    try:
+        catalog = await app.router.catalogs.current()
+        report.catalog_models, report.catalog_age_s = len(catalog), round(catalog.age_s(time.time()), 1)
+    except ModelyardError as exc:
+        report.problems.append(f"catalog: {exc}")
+    if not report.store_healthy:
+        report.problems.append(f"store {app.settings.store} does not answer")
+    return report
+
+
+def register(server: MCPServer[AppContext]) -> None:
+    """Add the metrics, budget and connection tools."""
+    read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+
+    @server.tool(annotations=read_only)
+    async def get_metrics(
+        ctx: Context[AppContext],
+        window: Annotated[
+            Literal["today", "7d", "all"], Field(description="UTC today, the last 7 days, or all.")
+        ] = "today",
+    ) -> Metrics:
+        """Requests, successes, failures, cache hits and savings, tokens and spend; per model: calls, p50/p95
+        latency, error rate and circuit-breaker state; top models; budget status."""
+        return await app_of(ctx).router.metrics(window)
+
+    @server.tool(annotations=read_only)
+    async def get_budget(ctx: Context[AppContext]) -> BudgetStatus:
+        """Daily, monthly and per-request limits (USD; null = none), spend today and this month, money held
+        by requests in flight, and what remains."""
+        return await _budget(app_of(ctx))
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
+    async def set_budget(
+        ctx: Context[AppContext],
+        daily: Annotated[Decimal | None, Field(ge=0, description="New daily limit, USD (only lower).")] = None,
+        monthly: Annotated[Decimal | None, Field(ge=0, description="New monthly limit, USD (only lower).")] = None,
+        per_request: Annotated[
+            Decimal | None, Field(ge=0, description="New per-request limit, USD (only lower).")
+        ] = None,
+    ) -> BudgetStatus:
+        """Tighten the budget. Limits can only be lowered here; raising one needs the operator's config, so an
+        agent cannot lift its own cap."""
+        app = app_of(ctx)
+        if daily is None and monthly is None and per_request is None:
+            raise ToolError("Give at least one of daily, monthly or per_request (USD).")
+        try:
+            await app.router.budgets.tighten(daily=daily, monthly=monthly, per_request=per_request)
+        except BudgetRaiseRefusedError as exc:
+            raise ToolError(str(exc)) from None
+        return await _budget(app)
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
+    async def test_connection(ctx: Context[AppContext]) -> ConnectionReport:
+        """Is the key present and valid, how much credit is left, how old and large is the catalog, what is
+        the upstream round trip, is the store healthy, and is this the sandbox or the live service."""
+        with tool_errors():
+            return await _connection(app_of(ctx))

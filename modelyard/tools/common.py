@@ -1,0 +1,109 @@
+"""What every tool shares: the AppContext, error translation, and progress/keep-alive reporting."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import anyio
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import ValidationError
+
+from modelyard.errors import InsufficientCreditsError, ModelyardError, UpstreamError
+from modelyard.routing.attempt import Restart, StreamEvent, TextDelta
+from modelyard.server.context import AppContext
+
+__all__ = ["Progress", "app_of", "compact", "tool_errors", "with_keepalive"]
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+KEEPALIVE_S = 5.0
+
+
+def app_of(ctx: Context[AppContext]) -> AppContext:
+    """The lifespan's AppContext."""
+    return ctx.request_context.lifespan_context
+
+
+@contextmanager
+def tool_errors() -> Iterator[None]:
+    """Turn the failures a caller can act on into `ToolError` with a message that says what to change."""
+    try:
+        yield
+    except InsufficientCreditsError as exc:
+        raise ToolError(
+            f"OpenRouter key out of credit: {exc.message}. Add credit or raise the key's limit "
+            "at https://openrouter.ai/settings/keys."
+        ) from None
+    except (ModelyardError, UpstreamError) as exc:
+        raise ToolError(str(exc)) from None
+    except ValidationError as exc:
+        raise ToolError(_validation_message(exc)) from None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()[:5]]
+    return "Invalid arguments: " + "; ".join(problems)
+
+
+class Progress:
+    """Sends streamed text and keep-alives as progress notifications (a no-op without a progress token)."""
+
+    def __init__(self, ctx: Context[AppContext]) -> None:
+        self._ctx = ctx
+        self._count = 0
+        self._lock = anyio.Lock()
+        self.chars = 0
+
+    async def send(self, message: str) -> None:
+        async with self._lock:
+            self._count += 1
+            try:
+                await self._ctx.report_progress(self._count, message=message)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                log.debug("progress not delivered: the client went away")
+
+    async def on_event(self, event: StreamEvent) -> None:
+        """Forward router stream events: text as it arrives, and fallbacks as they happen."""
+        if isinstance(event, TextDelta):
+            self.chars += len(event.text)
+            await self.send(event.text)
+        elif isinstance(event, Restart):
+            await self.send(f"\n[{event.failed_model} failed ({event.reason[:120]}); restarting on the next model]\n")
+
+    async def keepalive(self, every_s: float) -> None:
+        """Send a progress note every `every_s` seconds until cancelled."""
+        while True:
+            await anyio.sleep(every_s)
+            await self.send(f"working… ({self.chars} characters so far)")
+
+
+async def with_keepalive(reporter: Progress, work: Callable[[], Awaitable[T]], *, every_s: float | None = None) -> T:
+    """Await `work()` while sending keep-alive progress every few seconds, so hosts' 60 s timeouts don't fire.
+
+    `every_s` None means `KEEPALIVE_S`, read at call time. Errors from `work` are re-raised as they are
+    (not wrapped in an ExceptionGroup).
+    """
+    outcome: list[T] = []
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(reporter.keepalive, KEEPALIVE_S if every_s is None else every_s)
+        try:
+            outcome.append(await work())
+        except Exception as exc:
+            failure.append(exc)
+        finally:
+            group.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def compact(value: Any, limit: int = 2000) -> str:
+    """A short text of `value` for messages."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,190 @@
+"""`execute` and `plan_route`: run one prompt on the right model, or show which model that would be."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from modelyard.routing.request import Capability, RouteRequest
+from modelyard.routing.result import PlanView, RouteResult
+from modelyard.routing.supervise import Supervision, supervise
+from modelyard.server.context import AppContext
+from modelyard.tools.common import Progress, app_of, tool_errors, with_keepalive
+from modelyard.tools.inputs import build_messages, translate_functions
+
+__all__ = ["ExecuteResult", "register"]
+
+Prompt = Annotated[str | None, Field(description="The user prompt. Give this or `messages`.")]
+Messages = Annotated[
+    list[dict[str, Any]] | None,
+    Field(
+        description="OpenAI-format chat messages (roles system/user/assistant/tool; content may hold image_url "
+        "parts). Use instead of, or before, `prompt`."
+    ),
+]
+System = Annotated[str | None, Field(description="A system prompt put first.")]
+Model = Annotated[
+    str,
+    Field(
+        description="'auto' (default: chosen by capabilities, cost, speed, quality), a model id "
+        "('openai/gpt-4o-mini'), a short name ('gpt-4o-mini'), a tier ('economy', 'balanced', "
+        "'premium') or 'openrouter/auto' (OpenRouter's own router)."
+    ),
+]
+Models = Annotated[list[str] | None, Field(description="Explicit fallback chain tried after `model`, in order.")]
+Caps = Annotated[
+    list[Capability] | None,
+    Field(description="Capabilities the model must have: vision, tools, json_mode, structured_outputs, reasoning."),
+]
+PricePer1K = Annotated[
+    Decimal | None,
+    Field(ge=0, description="USD per 1K tokens; both the prompt and completion price must be at or under it."),
+]
+MaxCost = Annotated[Decimal | None, Field(ge=0, description="USD cap for this request (worst case reserved).")]
+MaxTokens = Annotated[int | None, Field(ge=1, le=200_000, description="Max completion tokens (default 4096).")]
+Images = Annotated[
+    list[str] | None,
+    Field(description="Images for the last user message: URLs, data URIs, or local files under allowed dirs."),
+]
+
+
+class ExecuteResult(RouteResult):
+    """The answer, plus the supervisor's review when `supervisor` was given."""
+
+    supervision: Supervision | None = None
+
+
+def _request(app: AppContext, **fields: Any) -> RouteRequest:
+    settings = app.settings
+    messages = build_messages(
+        fields.pop("prompt"),
+        fields.pop("messages"),
+        fields.pop("system"),
+        fields.pop("images") or [],
+        settings.allowed_image_dirs,
+    )
+    tools, tool_choice = fields.pop("tools"), fields.pop("tool_choice")
+    functions, function_call = fields.pop("functions"), fields.pop("function_call")
+    if functions and not tools:
+        tools, tool_choice = translate_functions(functions, function_call)
+    cleaned = {k: v for k, v in fields.items() if v is not None}
+    return RouteRequest(messages=messages, tools=tools, tool_choice=tool_choice, **cleaned)
+
+
+def register(server: MCPServer[AppContext]) -> None:
+    """Add `execute` and `plan_route` to the server."""
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
+    async def execute(
+        ctx: Context[AppContext],
+        prompt: Prompt = None,
+        messages: Messages = None,
+        system: System = None,
+        model: Model = "auto",
+        models: Models = None,
+        quality: Annotated[Literal["low", "medium", "high"] | None, Field(description="Quality vs cost.")] = None,
+        speed: Annotated[Literal["any", "fast"] | None, Field(description="'fast' favours throughput.")] = None,
+        capabilities: Caps = None,
+        provider: Annotated[list[str] | None, Field(description="Allowed model authors, e.g. ['openai'].")] = None,
+        max_cost_per_1k: PricePer1K = None,
+        max_cost: MaxCost = None,
+        max_tokens: MaxTokens = None,
+        temperature: Annotated[float | None, Field(ge=0, le=2)] = None,
+        top_p: Annotated[float | None, Field(gt=0, le=1)] = None,
+        stop: Annotated[str | list[str] | None, Field(description="Stop sequence(s).")] = None,
+        seed: int | None = None,
+        tools: Annotated[list[dict[str, Any]] | None, Field(description="OpenAI-format tool definitions.")] = None,
+        tool_choice: Annotated[
+            str | dict[str, Any] | None, Field(description="auto, none, required or a tool.")
+        ] = None,
+        functions: Annotated[list[dict[str, Any]] | None, Field(description="Legacy; use tools.")] = None,
+        function_call: Annotated[str | dict[str, Any] | None, Field(description="Legacy; use tool_choice.")] = None,
+        response_format: Annotated[
+            dict[str, Any] | None,
+            Field(
+                description="{'type':'json_object'} or {'type':'json_schema','json_schema':{'name':..,'schema':..}};"
+                " the answer is validated."
+            ),
+        ] = None,
+        reasoning: Annotated[dict[str, Any] | None, Field(description="e.g. {'effort': 'high'}.")] = None,
+        images: Images = None,
+        stream: Annotated[bool, Field(description="Send the text as progress notifications as it arrives.")] = False,
+        cache: Annotated[Literal["auto", "on", "off"] | None, Field(description="auto: deterministic only.")] = None,
+        timeout_s: Annotated[float | None, Field(gt=0, le=3600, description="Seconds for the whole request.")] = None,
+        supervisor: Annotated[
+            str | None,
+            Field(description="A model or tier that reviews the answer: it approves it or returns a revision."),
+        ] = None,
+    ) -> ExecuteResult:
+        """Run a prompt on the best model for it (or the one named), with fallback, budget and cache.
+
+        Returns the answer, the model that gave it, token usage, the exact cost in USD, every attempt,
+        and why the model was selected.
+        """
+        app = app_of(ctx)
+        arguments = dict(locals())
+        for name in ("ctx", "app", "supervisor", "server"):
+            arguments.pop(name, None)
+        with tool_errors():
+            request = _request(app, **arguments)
+            reporter = Progress(ctx)
+            sink = reporter.on_event if stream else None
+            result = await with_keepalive(reporter, lambda: app.router.execute(request, on_event=sink))
+            review = await supervise(app.router, request, result, supervisor) if supervisor else None
+        answer = ExecuteResult(**result.model_dump(), supervision=review)
+        if review is not None and review.revised_content is not None:
+            answer.content = review.revised_content
+        return answer
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False))
+    async def plan_route(
+        ctx: Context[AppContext],
+        prompt: Prompt = None,
+        messages: Messages = None,
+        system: System = None,
+        model: Model = "auto",
+        models: Models = None,
+        quality: Literal["low", "medium", "high"] | None = None,
+        speed: Literal["any", "fast"] | None = None,
+        capabilities: Caps = None,
+        provider: list[str] | None = None,
+        max_cost_per_1k: PricePer1K = None,
+        max_cost: MaxCost = None,
+        max_tokens: MaxTokens = None,
+        tools: list[dict[str, Any]] | None = None,
+        response_format: dict[str, Any] | None = None,
+        reasoning: dict[str, Any] | None = None,
+        images: Images = None,
+    ) -> PlanView:
+        """Dry run of execute: the ranked candidate models with their worst-case cost, and why every other
+        model was excluded. Sends nothing upstream and spends nothing."""
+        app = app_of(ctx)
+        with tool_errors():
+            request = _request(
+                app,
+                prompt=prompt,
+                messages=messages,
+                system=system,
+                model=model,
+                models=models,
+                quality=quality,
+                speed=speed,
+                capabilities=capabilities,
+                provider=provider,
+                max_cost_per_1k=max_cost_per_1k,
+                max_cost=max_cost,
+                max_tokens=max_tokens,
+                tools=tools,
+                tool_choice=None,
+                functions=None,
+                function_call=None,
+                response_format=response_format,
+                reasoning=reasoning,
+                images=images,
+            )
+            return await app.router.plan(request)

@@ -1,0 +1,174 @@
+"""`compare_models` and `execute_batch`: several routed requests in parallel under one budget."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from modelyard.errors import ModelyardError
+from modelyard.routing.money import Usd
+from modelyard.routing.request import Capability, RouteRequest
+from modelyard.routing.result import RouteResult
+from modelyard.routing.router import Router
+from modelyard.server.context import AppContext
+from modelyard.tools.common import Progress, app_of, tool_errors, with_keepalive
+from modelyard.tools.inputs import build_messages
+
+__all__ = ["BatchResult", "BatchTask", "CompareResult", "register"]
+
+_MAX_PARALLEL = 8
+
+
+class Outcome(BaseModel):
+    """One task's answer, or its error."""
+
+    label: str
+    result: RouteResult | None = None
+    error: str | None = None
+
+
+class CompareResult(BaseModel):
+    """Every model's answer, with cost and latency; the judge's pick when a judge was given."""
+
+    answers: list[Outcome]
+    total_cost: Usd | None = Field(description="USD over all answers (and the judge); null if any is unknown.")
+    best: str | None = Field(default=None, description="The label the judge picked.")
+    judge: RouteResult | None = None
+
+
+class BatchTask(BaseModel):
+    """One independent task of a batch."""
+
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    system: str | None = None
+    model: str = "auto"
+    capabilities: list[Capability] = Field(default_factory=list)
+    max_cost_per_1k: Decimal | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    response_format: dict[str, Any] | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[Outcome]
+    succeeded: int
+    failed: int
+    total_cost: Usd | None
+
+
+async def _run_all(router: Router, labelled: list[tuple[str, RouteRequest]], parallel: int) -> list[Outcome]:
+    outcomes: list[Outcome | None] = [None] * len(labelled)
+    limiter = anyio.CapacityLimiter(parallel)
+
+    async def one(index: int, label: str, request: RouteRequest) -> None:
+        async with limiter:
+            try:
+                outcomes[index] = Outcome(label=label, result=await router.execute(request))
+            except ModelyardError as exc:
+                outcomes[index] = Outcome(label=label, error=str(exc))
+
+    async with anyio.create_task_group() as group:
+        for index, (label, request) in enumerate(labelled):
+            group.start_soon(one, index, label, request)
+    return [o for o in outcomes if o is not None]
+
+
+def _total(outcomes: list[Outcome], extra: RouteResult | None = None) -> Decimal | None:
+    costs = [o.result.cost for o in outcomes if o.result is not None] + ([extra.cost] if extra else [])
+    return None if any(c is None for c in costs) else sum((c for c in costs if c is not None), Decimal(0))
+
+
+async def _judge(router: Router, question: str, outcomes: list[Outcome], judge: str) -> tuple[str | None, RouteResult]:
+    answered = [o for o in outcomes if o.result is not None]
+    listing = "\n\n".join(f"[{o.label}]\n{o.result.content if o.result else ''}" for o in answered)
+    request = RouteRequest(
+        model=judge,
+        temperature=0,
+        cache="off",
+        messages=[
+            {"role": "system", "content": "Pick the best answer. Reply with only its label, exactly as written."},
+            {"role": "user", "content": f"Question:\n{question}\n\nAnswers:\n{listing}"},
+        ],
+    )
+    verdict = await router.execute(request)
+    text = (verdict.content or "").strip()
+    best = next((o.label for o in answered if o.label in text), None)
+    return best, verdict
+
+
+def register(server: MCPServer[AppContext]) -> None:
+    """Add `compare_models` and `execute_batch`."""
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
+    async def compare_models(
+        ctx: Context[AppContext],
+        prompt: Annotated[str, Field(min_length=1, description="The prompt every model answers.")],
+        models: Annotated[list[str] | None, Field(description="Models (ids, short names or tiers) to compare.")] = None,
+        perspectives: Annotated[
+            list[str] | None,
+            Field(description="System prompts, one per answer (a 'swarm' of viewpoints); with one model or auto."),
+        ] = None,
+        judge: Annotated[str | None, Field(description="A model or tier that picks the best answer.")] = None,
+        max_tokens: Annotated[int | None, Field(ge=1, le=200_000)] = None,
+        max_cost: Annotated[Decimal | None, Field(ge=0, description="USD cap per answer.")] = None,
+    ) -> CompareResult:
+        """The same prompt on several models (or one model per perspective) in parallel; all answers with
+        cost and latency; an optional judge picks the best."""
+        app = app_of(ctx)
+        names = models or ["auto"]
+        if len(names) < 2 and not perspectives:
+            raise ToolError("Give at least two models, or perspectives (system prompts) to compare.")
+        if len(names) * max(1, len(perspectives or [])) > 12:
+            raise ToolError("At most 12 answers per comparison: fewer models or perspectives.")
+        views: list[str | None] = list(perspectives) if perspectives else [None]
+        with tool_errors():
+            labelled = [
+                (
+                    name + (f" / perspective {i + 1}" if perspectives else ""),
+                    RouteRequest(
+                        model=name,
+                        max_tokens=max_tokens,
+                        max_cost=max_cost,
+                        messages=build_messages(prompt, None, view, [], []),
+                    ),
+                )
+                for name in names
+                for i, view in enumerate(views)
+            ]
+            outcomes = await with_keepalive(Progress(ctx), lambda: _run_all(app.router, labelled, _MAX_PARALLEL))
+            best, verdict = await _judge(app.router, prompt, outcomes, judge) if judge else (None, None)
+        return CompareResult(answers=outcomes, total_cost=_total(outcomes, verdict), best=best, judge=verdict)
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
+    async def execute_batch(
+        ctx: Context[AppContext],
+        tasks: Annotated[list[BatchTask], Field(min_length=1, max_length=50, description="Independent tasks.")],
+        max_parallel: Annotated[int, Field(ge=1, le=16, description="Tasks running at once.")] = 4,
+    ) -> BatchResult:
+        """Several independent tasks (each with its own prompt and model or constraints) in parallel, with
+        bounded concurrency, all inside the same budget. A failed task does not stop the others."""
+        app = app_of(ctx)
+        with tool_errors():
+            labelled = [
+                (
+                    f"task {i + 1}",
+                    RouteRequest(
+                        messages=build_messages(t.prompt, t.messages, t.system, [], []),
+                        **t.model_dump(exclude={"prompt", "messages", "system"}, exclude_none=True),
+                    ),
+                )
+                for i, t in enumerate(tasks)
+            ]
+            outcomes = await with_keepalive(Progress(ctx), lambda: _run_all(app.router, labelled, max_parallel))
+        failed = sum(1 for o in outcomes if o.error)
+        return BatchResult(
+            results=outcomes, succeeded=len(outcomes) - failed, failed=failed, total_cost=_total(outcomes)
+        )

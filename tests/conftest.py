@@ -1,0 +1,35 @@
+"""Shared fixtures: anyio on asyncio, the shared fixtures folder, a clean environment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURES = SHARED / "fixtures" / "openrouter"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees the developer's OpenRouter key or modelyard settings."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("OPENROUTER_", "MODELYARD_")):
+            monkeypatch.delenv(name, raising=False)
+    yield
+
+
+def shared_fixture(*parts: str) -> Path:
+    """A path under ../shared/fixtures/openrouter, or skip the test saying why."""
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared fixtures folder is not beside this checkout")
+    return path

@@ -1,0 +1,162 @@
+"""BudgetManager: set_budget only tightens (and what it sets persists), reservations hold every cap."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+
+from modelyard.errors import BudgetExceededError
+from modelyard.routing.budget import BudgetManager, BudgetRaiseRefusedError
+from modelyard.store.base import BudgetLimits, LedgerRow
+from modelyard.store.sqlite import SQLiteStore
+
+NOW = 1_787_000_000.0
+CONFIGURED = BudgetLimits(daily=Decimal("10"), monthly=Decimal("100"), per_request=Decimal("1"))
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[SQLiteStore]:
+    async with SQLiteStore(":memory:") as opened:
+        yield opened
+
+
+def _manager(store: SQLiteStore, configured: BudgetLimits = CONFIGURED) -> BudgetManager:
+    return BudgetManager(store, configured, clock=lambda: NOW)
+
+
+@pytest.mark.anyio
+async def test_the_limits_in_force_start_as_the_configured_ones(store: SQLiteStore) -> None:
+    """With nothing tightened, the limits are the operator's."""
+    assert await _manager(store).limits() == CONFIGURED
+
+
+@pytest.mark.anyio
+async def test_lowering_a_limit_takes_effect_and_leaves_the_others(store: SQLiteStore) -> None:
+    """tighten(daily=5) lowers daily only; monthly and per_request stay as configured."""
+    limits = await _manager(store).tighten(daily=Decimal("5"))
+    assert limits == BudgetLimits(daily=Decimal("5"), monthly=Decimal("100"), per_request=Decimal("1"))
+
+
+@pytest.mark.anyio
+async def test_a_lowered_limit_persists_for_a_new_manager_on_the_same_store(store: SQLiteStore) -> None:
+    """A restart (a new manager over the same store) keeps the tightened limits."""
+    await _manager(store).tighten(daily=Decimal("5"), per_request=Decimal("0.25"))
+    limits = await _manager(store).limits()
+    assert (limits.daily, limits.monthly, limits.per_request) == (Decimal("5"), Decimal("100"), Decimal("0.25"))
+
+
+@pytest.mark.anyio
+async def test_raising_a_limit_is_refused_with_a_message_saying_how(store: SQLiteStore) -> None:
+    """Asking for more than the limit in force is refused, naming the limit and the operator's route."""
+    manager = _manager(store)
+    with pytest.raises(BudgetRaiseRefusedError, match=r"can only tighten: daily is \$10, so \$20 would raise it") as e:
+        await manager.tighten(daily=Decimal("20"))
+    assert "MODELYARD_BUDGET__" in str(e.value)
+    assert await manager.limits() == CONFIGURED
+
+
+@pytest.mark.anyio
+async def test_a_limit_lowered_earlier_cannot_be_raised_back_towards_the_configured_one(store: SQLiteStore) -> None:
+    """After lowering daily to 5, asking for 8 (still under the configured 10) is a raise and refused."""
+    await _manager(store).tighten(daily=Decimal("5"))
+    manager = _manager(store)
+    with pytest.raises(BudgetRaiseRefusedError, match="daily is \\$5"):
+        await manager.tighten(daily=Decimal("8"))
+    assert (await manager.limits()).daily == Decimal("5")
+
+
+@pytest.mark.anyio
+async def test_a_refused_call_changes_nothing_even_for_the_fields_that_would_tighten(store: SQLiteStore) -> None:
+    """tighten(daily lower, monthly higher) is refused as a whole: daily is not lowered either."""
+    manager = _manager(store)
+    with pytest.raises(BudgetRaiseRefusedError, match="monthly"):
+        await manager.tighten(daily=Decimal("5"), monthly=Decimal("500"))
+    assert await _manager(store).limits() == CONFIGURED
+
+
+@pytest.mark.anyio
+async def test_setting_a_limit_that_was_unlimited_is_a_tightening(store: SQLiteStore) -> None:
+    """With no configured monthly budget, setting one is allowed and persists; raising it then is not."""
+    configured = BudgetLimits(daily=Decimal("10"))
+    await _manager(store, configured).tighten(monthly=Decimal("50"))
+    manager = _manager(store, configured)
+    assert (await manager.limits()).monthly == Decimal("50")
+    with pytest.raises(BudgetRaiseRefusedError):
+        await manager.tighten(monthly=Decimal("60"))
+
+
+@pytest.mark.anyio
+async def test_a_negative_limit_is_refused(store: SQLiteStore) -> None:
+    """A limit below zero is not a budget."""
+    with pytest.raises(BudgetRaiseRefusedError, match="zero or more"):
+        await _manager(store).tighten(per_request=Decimal("-1"))
+
+
+@pytest.mark.anyio
+async def test_setting_a_limit_to_its_current_value_is_allowed(store: SQLiteStore) -> None:
+    """Equal is not a raise."""
+    assert (await _manager(store).tighten(daily=Decimal("10"))).daily == Decimal("10")
+
+
+@pytest.mark.anyio
+async def test_a_reservation_above_the_request_cost_cap_is_refused(store: SQLiteStore) -> None:
+    """reserve(0.5, cost_cap=0.1) fails on per_request even though the configured cap is $1."""
+    manager = _manager(store)
+    with pytest.raises(BudgetExceededError) as caught:
+        await manager.reserve(Decimal("0.5"), cost_cap=Decimal("0.1"))
+    assert caught.value.budget == "per_request"
+    assert caught.value.estimate == Decimal("0.5")
+    assert (await manager.totals()).reserved == 0
+
+
+@pytest.mark.anyio
+async def test_a_reservation_within_the_cost_cap_is_held(store: SQLiteStore) -> None:
+    """reserve(0.05, cost_cap=0.1) succeeds and counts as reserved until released."""
+    manager = _manager(store)
+    reservation = await manager.reserve(Decimal("0.05"), cost_cap=Decimal("0.1"))
+    assert reservation.amount == Decimal("0.05")
+    assert (await manager.totals()).reserved == Decimal("0.05")
+    await manager.release(reservation)
+    assert (await manager.totals()).reserved == 0
+
+
+@pytest.mark.anyio
+async def test_a_looser_cost_cap_does_not_lift_the_per_request_budget(store: SQLiteStore) -> None:
+    """A request cap of $5 cannot exceed the configured per-request $1: the tighter one holds."""
+    with pytest.raises(BudgetExceededError, match="per_request"):
+        await _manager(store).reserve(Decimal("2"), cost_cap=Decimal("5"))
+
+
+@pytest.mark.anyio
+async def test_a_tightened_daily_limit_refuses_a_reservation_that_no_longer_fits(store: SQLiteStore) -> None:
+    """After daily drops to $0.75, a second $0.5 hold does not fit beside the first."""
+    manager = _manager(store)
+    await manager.tighten(daily=Decimal("0.75"))
+    await manager.reserve(Decimal("0.5"))
+    with pytest.raises(BudgetExceededError) as caught:
+        await manager.reserve(Decimal("0.5"))
+    assert caught.value.budget == "daily"
+    assert caught.value.remaining == Decimal("0.25")
+
+
+@pytest.mark.anyio
+async def test_settling_turns_the_hold_into_spend(store: SQLiteStore) -> None:
+    """settle() drops the reservation and counts the ledger row's actual cost as spent."""
+    manager = _manager(store)
+    reservation = await manager.reserve(Decimal("0.5"))
+    await manager.settle(reservation, LedgerRow(id="r1", ts=NOW, requested_model="auto", cost=Decimal("0.0123")))
+    totals = await manager.totals()
+    assert (totals.reserved, totals.spent_today, totals.spent_month) == (0, Decimal("0.0123"), Decimal("0.0123"))
+
+
+@pytest.mark.anyio
+async def test_a_limit_tightened_by_another_instance_holds_here_at_once(store: SQLiteStore) -> None:
+    """Two servers (or the CLI and a server) share the store: one's set_budget binds the other's reservations."""
+    server, cli = _manager(store), _manager(store)
+    assert (await server.limits()).daily == Decimal("10")
+    await cli.tighten(daily=Decimal("0.3"))
+    assert (await server.limits()).daily == Decimal("0.3")
+    with pytest.raises(BudgetExceededError, match="daily"):
+        await server.reserve(Decimal("0.5"))

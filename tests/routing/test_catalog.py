@@ -1,0 +1,322 @@
+"""The catalog: quality scores and their source, tiers in thirds, JSON round trip, and the service
+that fetches `/models`, stores it, refreshes it on a TTL and survives a restart without network."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from modelyard.errors import ModelyardError
+from modelyard.openrouter.client import OpenRouterClient
+from modelyard.openrouter.schemas import ModelInfo, ModelList
+from modelyard.routing.catalog import Catalog, CatalogService
+from modelyard.store.sqlite import SQLiteStore
+from tests.conftest import shared_fixture
+from tests.routing.catalog_factory import (
+    AUTO,
+    FETCHED_AT,
+    GEMMA,
+    GEMMA_FREE,
+    GPT_4O_MINI,
+    LLAMA,
+    O1_PRO,
+    SONNET,
+    SONNET_CANONICAL,
+    catalog,
+    model,
+    rows,
+    small_catalog,
+)
+
+TTL = 3600.0
+
+
+class FakeClock:
+    """Epoch seconds that only move when told to."""
+
+    def __init__(self, now: float = FETCHED_AT) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeUpstream:
+    """A `/models` endpoint that answers with `models`, or refuses to connect while `down`."""
+
+    def __init__(self, models: list[ModelInfo]) -> None:
+        self.models = models
+        self.down = False
+        self.calls = 0
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.calls += 1
+        if self.down:
+            raise httpx2.ConnectError("connection refused", request=request)
+        assert request.url.path.endswith("/models")
+        data = [m.model_dump(mode="json", exclude_none=True) for m in self.models]
+        return httpx2.Response(200, json={"data": data})
+
+
+def _client(upstream: FakeUpstream) -> OpenRouterClient:
+    return OpenRouterClient(base_url="https://or.test/api/v1", transport=httpx2.MockTransport(upstream))
+
+
+def _offline_client() -> OpenRouterClient:
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("network is unreachable", request=request)
+
+    return OpenRouterClient(base_url="https://or.test/api/v1", transport=httpx2.MockTransport(refuse))
+
+
+# --------------------------------------------------------------------------- quality and tiers
+
+
+def test_quality_comes_from_the_intelligence_index_where_the_catalog_has_one() -> None:
+    """A model with an Artificial Analysis index scores exactly that, labelled benchmark."""
+    entry = small_catalog().entries[SONNET]
+    assert (entry.quality, entry.quality_source) == (60.0, "benchmark")
+
+
+def test_quality_without_a_benchmark_is_an_estimate_from_price_labelled_as_such() -> None:
+    """llama-3.1-8b ($0.05/M out) scores 32.1 + 15.75·log10(0.05) = 11.6, labelled estimate."""
+    entry = small_catalog().entries[LLAMA]
+    assert entry.quality_source == "estimate"
+    assert entry.quality == round(32.1 + 15.75 * math.log10(0.05), 1) == 11.6
+
+
+def test_a_free_twin_is_estimated_at_its_paid_models_benchmark() -> None:
+    """gemma:free has no index of its own: it takes the paid gemma's 35, still labelled estimate."""
+    entry = small_catalog().entries[GEMMA_FREE]
+    assert (entry.quality, entry.quality_source) == (35.0, "estimate")
+
+
+def test_an_estimate_is_clamped_to_the_range_the_fit_was_made_on() -> None:
+    """A $600/M model without an index is capped at 60, a $0.0001/M one floored at 5, a free one is 20."""
+    models = [
+        model("x/dear", prompt="0.0001", completion="0.0006"),
+        model("x/cheap", prompt="0.0000000001", completion="0.0000000001"),
+        model("x/zero"),
+    ]
+    scores = {e.id: e.quality for e in catalog(models).entries.values()}
+    assert scores == {"x/dear": 60.0, "x/cheap": 5.0, "x/zero": 20.0}
+
+
+def test_a_quality_override_from_settings_wins_over_benchmark_and_estimate() -> None:
+    """Overrides replace both a benchmark and an estimate, labelled override, and move the tier."""
+    entries = small_catalog(overrides={LLAMA: 99, SONNET: 1}).entries
+    assert (entries[LLAMA].quality, entries[LLAMA].quality_source, entries[LLAMA].tier) == (99, "override", "premium")
+    assert (entries[SONNET].quality, entries[SONNET].quality_source, entries[SONNET].tier) == (1, "override", "economy")
+
+
+def test_tiers_split_the_scored_models_into_thirds() -> None:
+    """Six models scoring 10..60 make two economy, two balanced and two premium."""
+    models = [model(f"lab/m{score}", index=score) for score in (60, 10, 40, 20, 50, 30)]
+    tiers = {e.id: e.tier for e in catalog(models).entries.values()}
+    assert tiers == {
+        "lab/m10": "economy", "lab/m20": "economy",
+        "lab/m30": "balanced", "lab/m40": "balanced",
+        "lab/m50": "premium", "lab/m60": "premium",
+    }  # fmt: skip
+
+
+def test_routers_do_not_move_the_tier_cuts() -> None:
+    """Adding a router row leaves every other model's tier as it was."""
+    models = [model(f"lab/m{score}", index=score) for score in (10, 20, 30, 40, 50, 60)]
+    router = model(AUTO, prompt="-1", completion="-1", tokenizer="Router")
+    with_router = catalog([*models, router]).entries
+    without = catalog(models).entries
+    assert {i: e.tier for i, e in without.items()} == {i: with_router[i].tier for i in without}
+
+
+def test_the_small_catalog_tiers_match_its_table() -> None:
+    """The hand-made catalog tiers as its docstring says (cuts at 30 and 50)."""
+    tiers = {e.id: e.tier for e in small_catalog().entries.values() if not e.info.is_router}
+    assert Counter(tiers.values()) == {"economy": 3, "balanced": 3, "premium": 3}
+    assert tiers[GPT_4O_MINI] == "balanced" and tiers[O1_PRO] == "premium" and tiers[LLAMA] == "economy"
+
+
+def test_capabilities_are_derived_from_the_row() -> None:
+    """Vision from image input; tools, json_mode, structured_outputs, reasoning from supported parameters."""
+    entries = small_catalog().entries
+    assert entries[SONNET].info.capabilities.names() == [
+        "vision", "tools", "json_mode", "structured_outputs", "reasoning"
+    ]  # fmt: skip
+    assert entries[GEMMA].info.capabilities.names() == ["vision", "tools", "json_mode"]
+    assert entries[GPT_4O_MINI].info.capabilities.max_completion_tokens == 16_384
+
+
+def test_a_model_is_found_by_its_id_or_its_canonical_slug() -> None:
+    """`get` accepts the routable id and the dated permaslug, and nothing else."""
+    cat = small_catalog()
+    assert cat.get(SONNET) is cat.get(SONNET_CANONICAL) is cat.entries[SONNET]
+    assert cat.get("claude-sonnet-4.5") is None
+
+
+def test_a_duplicate_row_is_kept_once() -> None:
+    """The same id twice in the list is one entry."""
+    assert len(catalog([*rows(), *rows()])) == len(rows())
+
+
+# --------------------------------------------------------------------------- JSON round trip
+
+
+def test_the_catalog_survives_a_json_round_trip_exactly() -> None:
+    """Ids, Decimal prices, overrides, capabilities, scores, tiers and fetch time come back the same."""
+    original = small_catalog()
+    copy = Catalog.from_json(original.to_json())
+    assert copy.fetched_at == original.fetched_at
+    assert list(copy.entries) == list(original.entries)
+    for model_id, entry in original.entries.items():
+        back = copy.entries[model_id]
+        assert back.info.pricing == entry.info.pricing
+        assert back.info.capabilities == entry.info.capabilities
+        assert (back.quality, back.quality_source, back.tier) == (entry.quality, entry.quality_source, entry.tier)
+    assert copy.entries[GPT_4O_MINI].info.pricing.prompt == Decimal("0.00000015")
+    assert copy.get(SONNET_CANONICAL) is copy.entries[SONNET]
+
+
+def test_the_stored_json_is_compact_raw_rows_with_their_fetch_time() -> None:
+    """The stored form is `{"fetched_at", "data": [rows]}`, parseable as OpenRouter's own list."""
+    payload = json.loads(small_catalog().to_json())
+    assert payload["fetched_at"] == FETCHED_AT
+    assert len(ModelList.model_validate({"data": payload["data"]}).data) == len(rows())
+
+
+def test_overrides_are_reapplied_when_a_stored_catalog_is_read() -> None:
+    """Quality overrides are settings, not data: they apply to a catalog read back from JSON."""
+    copy = Catalog.from_json(small_catalog().to_json(), quality_overrides={GPT_4O_MINI: 77})
+    assert (copy.entries[GPT_4O_MINI].quality, copy.entries[GPT_4O_MINI].quality_source) == (77, "override")
+
+
+# --------------------------------------------------------------------------- the real snapshot
+
+
+def test_the_real_snapshot_scores_every_model_and_tiers_the_routable_ones_in_thirds() -> None:
+    """All 414 rows score; known indexes are benchmarks; each tier holds about a third."""
+    data = json.loads(shared_fixture("models-2026-08-19.json").read_text())
+    cat = Catalog(ModelList.model_validate(data).data, fetched_at=0.0)
+    assert len(cat) == 414
+    assert cat.entries["anthropic/claude-sonnet-4.5"].quality_source == "benchmark"
+    assert cat.entries["openai/gpt-4o-mini"].quality_source == "estimate"
+    tiers = Counter(e.tier for e in cat.entries.values() if not e.info.is_router)
+    routable = sum(tiers.values())
+    assert all(abs(count - routable / 3) <= routable * 0.1 for count in tiers.values()), tiers
+
+
+# --------------------------------------------------------------------------- CatalogService
+
+
+@pytest.mark.anyio
+async def test_the_first_current_fetches_the_models_and_stores_them() -> None:
+    """`current()` fetches `/models` once and writes the snapshot to the store."""
+    upstream = FakeUpstream(rows())
+    async with _client(upstream) as client, SQLiteStore(":memory:") as store:
+        service = CatalogService(client, store, ttl_s=TTL, clock=FakeClock())
+        assert service.loaded is None
+        cat = await service.current()
+        assert list(cat.entries) == sorted(m.id for m in rows())
+        assert upstream.calls == 1
+        stored = await store.get_value("catalog:v1")
+        assert stored is not None
+        assert list(Catalog.from_json(stored).entries) == list(cat.entries)
+
+
+@pytest.mark.anyio
+async def test_a_restart_without_network_serves_the_stored_catalog(tmp_path: Path) -> None:
+    """A new process whose `/models` cannot connect reads the copy stored by the last one."""
+    db = tmp_path / "store.db"
+    clock = FakeClock()
+    async with _client(FakeUpstream(rows())) as client, SQLiteStore(db) as store:
+        await CatalogService(client, store, ttl_s=TTL, clock=clock).current()
+
+    clock.now += 10 * TTL  # the stored copy is long stale and the network is down
+    async with _offline_client() as client, SQLiteStore(db) as store:
+        service = CatalogService(client, store, ttl_s=TTL, clock=clock)
+        cat = await service.current()
+        assert list(cat.entries) == sorted(m.id for m in rows())
+        assert cat.fetched_at == FETCHED_AT
+        assert service.last_error is not None and "reach OpenRouter" in service.last_error
+
+
+@pytest.mark.anyio
+async def test_no_network_and_nothing_stored_is_a_clear_error() -> None:
+    """With no copy to fall back on, `current()` says what failed and what to check."""
+    async with _offline_client() as client, SQLiteStore(":memory:") as store:
+        service = CatalogService(client, store, ttl_s=TTL, clock=FakeClock())
+        with pytest.raises(ModelyardError, match=r"No model catalog.*OPENROUTER_BASE_URL"):
+            await service.current()
+
+
+@pytest.mark.anyio
+async def test_the_catalog_is_refetched_only_after_its_ttl() -> None:
+    """Within the TTL `current()` does not fetch; past it, it fetches and serves the new list."""
+    upstream = FakeUpstream(rows())
+    clock = FakeClock()
+    async with _client(upstream) as client, SQLiteStore(":memory:") as store:
+        service = CatalogService(client, store, ttl_s=TTL, clock=clock)
+        first = await service.current()
+        clock.now += TTL - 1
+        assert await service.current() is first
+        assert upstream.calls == 1
+
+        upstream.models = [*rows(), model("new/model", index=42)]
+        clock.now += 1
+        refreshed = await service.current()
+        assert upstream.calls == 2
+        assert "new/model" in refreshed.entries
+        assert refreshed.fetched_at == clock.now
+
+
+@pytest.mark.anyio
+async def test_a_failed_refresh_keeps_the_old_copy_with_its_true_age() -> None:
+    """When the refetch fails the previous catalog stays in use, and its age is not disguised."""
+    upstream = FakeUpstream(rows())
+    clock = FakeClock()
+    async with _client(upstream) as client, SQLiteStore(":memory:") as store:
+        service = CatalogService(client, store, ttl_s=TTL, clock=clock)
+        first = await service.current()
+        upstream.down = True
+        clock.now += 2 * TTL
+        assert await service.current() is first
+        assert service.last_error is not None
+        assert first.fetched_at == FETCHED_AT
+        assert first.age_s(clock.now) == 2 * TTL
+
+
+@pytest.mark.anyio
+async def test_a_failed_refresh_backs_off_before_trying_again() -> None:
+    """While the network is down, requests within the next minute do not refetch; after it, one does."""
+    upstream = FakeUpstream(rows())
+    clock = FakeClock()
+    async with _client(upstream) as client, SQLiteStore(":memory:") as store:
+        service = CatalogService(client, store, ttl_s=TTL, clock=clock)
+        await service.current()
+        upstream.down = True
+        clock.now += TTL
+        await service.current()
+        calls = upstream.calls
+        clock.now += 30
+        await service.current()
+        assert upstream.calls == calls
+        upstream.down = False
+        clock.now += 31
+        cat = await service.current()
+        assert upstream.calls == calls + 1
+        assert cat.fetched_at == clock.now and service.last_error is None
+
+
+@pytest.mark.anyio
+async def test_an_unparsable_stored_catalog_is_ignored_and_refetched() -> None:
+    """A corrupt stored snapshot does not break startup: the service fetches a fresh one."""
+    upstream = FakeUpstream(rows())
+    async with _client(upstream) as client, SQLiteStore(":memory:") as store:
+        await store.set_value("catalog:v1", "{not json")
+        cat = await CatalogService(client, store, ttl_s=TTL, clock=FakeClock()).current()
+        assert len(cat) == len(rows()) and upstream.calls == 1

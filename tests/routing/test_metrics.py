@@ -1,0 +1,238 @@
+"""compute_metrics, window_start, percentile and budget_status over hand-built ledger rows."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import count
+from typing import Any
+
+from modelyard.routing.circuit import BreakerState
+from modelyard.routing.metrics import (
+    BudgetStatus,
+    budget_status,
+    compute_metrics,
+    percentile,
+    window_start,
+)
+from modelyard.store.base import BudgetLimits, LedgerRow, SpendTotals
+
+# 00:30 UTC on 10 March 2025: half an hour after midnight, so "yesterday" is close by.
+NOW = datetime(2025, 3, 10, 0, 30, tzinfo=UTC).timestamp()
+MIDNIGHT = datetime(2025, 3, 10, tzinfo=UTC).timestamp()
+DAY = 86_400.0
+_ids = count()
+
+
+def row(**fields: Any) -> LedgerRow:
+    """A ledger row at NOW for `a/m` unless told otherwise."""
+    fields.setdefault("ts", NOW)
+    fields.setdefault("requested_model", "a/m")
+    fields.setdefault("model", fields["requested_model"])
+    return LedgerRow(id=f"r{next(_ids)}", **fields)
+
+
+def test_today_starts_at_utc_midnight() -> None:
+    """The today window begins at 00:00 UTC of the day of `now`."""
+    assert window_start("today", NOW) == MIDNIGHT
+    assert window_start("today", MIDNIGHT) == MIDNIGHT
+    assert window_start("today", MIDNIGHT - 1) == MIDNIGHT - DAY
+
+
+def test_seven_days_and_all_windows() -> None:
+    """7d is exactly 7 days of 24 h before now; all has no start."""
+    assert window_start("7d", NOW) == NOW - 7 * DAY
+    assert window_start("all", NOW) is None
+
+
+def test_nearest_rank_percentiles() -> None:
+    """Nearest rank: p50 of 1..10 is 5, p95 is 10, and one value is every percentile."""
+    values = [float(v) for v in range(10, 0, -1)]
+    assert percentile(values, 50) == 5.0
+    assert percentile(values, 95) == 10.0
+    assert percentile(values, 0) == 1.0
+    assert percentile([7.0], 95) == 7.0
+    assert percentile([], 50) is None
+
+
+def test_totals_count_successes_failures_and_refusals() -> None:
+    """ok is a success, error and cancelled are failures, refused is counted apart."""
+    rows = [
+        row(status="ok", cost=Decimal("0.01")),
+        row(status="ok", cost=Decimal("0.03")),
+        row(status="error"),
+        row(status="cancelled", cost=Decimal("0.002")),
+        row(status="refused", model=None, requested_model="auto"),
+    ]
+    metrics = compute_metrics(rows, window="all", now=NOW)
+    assert (metrics.total_requests, metrics.successes, metrics.failures, metrics.refused) == (5, 2, 2, 1)
+    assert metrics.total_cost == Decimal("0.042")
+    assert metrics.error_rate == 0.5
+    assert [m.model for m in metrics.by_model] == ["a/m"]
+
+
+def test_unknown_costs_add_nothing_and_leave_the_average_denominator() -> None:
+    """A None cost is unknown, not zero: the average divides by priced requests only."""
+    rows = [row(cost=Decimal("0.02")), row(cost=Decimal("0.04")), row(cost=None), row(cost=None)]
+    metrics = compute_metrics(rows, window="all", now=NOW)
+    assert metrics.total_cost == Decimal("0.06")
+    assert metrics.average_cost_per_request == Decimal("0.03")
+
+
+def test_the_average_is_none_without_priced_requests() -> None:
+    """No known cost at all gives no average rather than a misleading 0."""
+    metrics = compute_metrics([row(cost=None), row(status="refused")], window="all", now=NOW)
+    assert metrics.average_cost_per_request is None
+    assert metrics.total_cost == Decimal(0)
+
+
+def test_an_empty_ledger_gives_zeros_and_nones() -> None:
+    """No rows: zero counts, no latencies, no average, error rate 0."""
+    metrics = compute_metrics([], window="today", now=NOW)
+    assert metrics.total_requests == 0
+    assert metrics.by_model == [] and metrics.top_models == []
+    assert metrics.p50_latency_ms is None and metrics.p95_latency_ms is None
+    assert metrics.average_cost_per_request is None
+    assert metrics.error_rate == 0.0
+
+
+def test_today_window_excludes_rows_before_utc_midnight() -> None:
+    """A row one second before midnight belongs to yesterday; one at midnight to today."""
+    rows = [row(ts=MIDNIGHT - 1, cost=Decimal(1)), row(ts=MIDNIGHT, cost=Decimal(2)), row(cost=Decimal(4))]
+    today = compute_metrics(rows, window="today", now=NOW)
+    assert (today.total_requests, today.total_cost) == (2, Decimal(6))
+    assert compute_metrics(rows, window="7d", now=NOW).total_requests == 3
+
+
+def test_seven_day_window_excludes_older_rows() -> None:
+    """7d keeps rows from exactly 7 days ago onward; all keeps everything."""
+    rows = [row(ts=NOW - 7 * DAY - 1), row(ts=NOW - 7 * DAY), row(ts=NOW - DAY)]
+    assert compute_metrics(rows, window="7d", now=NOW).total_requests == 2
+    assert compute_metrics(rows, window="all", now=NOW).total_requests == 3
+
+
+def test_per_model_latency_percentiles_and_error_rate() -> None:
+    """Each model has its own nearest-rank p50/p95 and error rate over its upstream calls."""
+    fast = [row(model="a/fast", latency_ms=float(ms)) for ms in range(100, 2100, 100)]  # 20 calls
+    slow = [
+        row(model="b/slow", latency_ms=1000.0),
+        row(model="b/slow", latency_ms=3000.0),
+        row(model="b/slow", latency_ms=2000.0, status="error"),
+        row(model="b/slow", latency_ms=None, status="error"),
+    ]
+    metrics = compute_metrics([*fast, *slow], window="all", now=NOW)
+    by = {m.model: m for m in metrics.by_model}
+    assert (by["a/fast"].p50_latency_ms, by["a/fast"].p95_latency_ms) == (1000.0, 1900.0)
+    assert (by["b/slow"].p50_latency_ms, by["b/slow"].p95_latency_ms) == (2000.0, 3000.0)
+    assert (by["b/slow"].calls, by["b/slow"].failures, by["b/slow"].error_rate) == (4, 2, 0.5)
+    assert by["a/fast"].error_rate == 0.0
+    assert metrics.p50_latency_ms == 1100.0
+    assert metrics.p95_latency_ms == 2000.0
+
+
+def test_rows_without_a_resolved_model_count_under_the_requested_one() -> None:
+    """A request that failed before any model answered is filed under what was asked for."""
+    rows = [row(requested_model="auto", model=None, status="error"), row(requested_model="auto", model="a/m")]
+    assert {m.model: m.calls for m in compute_metrics(rows, window="all", now=NOW).by_model} == {
+        "auto": 1,
+        "a/m": 1,
+    }
+
+
+def test_by_model_is_sorted_by_calls_then_id_and_top_models_has_five() -> None:
+    """Most calls first, ties broken by id; top_models lists the first five ids."""
+    calls = {"f/six": 1, "e/five": 2, "a/tie": 3, "b/tie": 3, "c/most": 9, "d/four": 2}
+    rows = [row(model=model) for model, n in calls.items() for _ in range(n)]
+    metrics = compute_metrics(rows, window="all", now=NOW)
+    assert [m.model for m in metrics.by_model] == ["c/most", "a/tie", "b/tie", "d/four", "e/five", "f/six"]
+    assert metrics.top_models == ["c/most", "a/tie", "b/tie", "d/four", "e/five"]
+
+
+def test_cache_hits_are_counted_with_their_savings_but_not_as_model_calls() -> None:
+    """A hit costs 0, adds its `saved` to the savings, and is left out of per-model figures."""
+    rows = [
+        row(cost=Decimal("0.05"), latency_ms=900.0, prompt_tokens=100, completion_tokens=50),
+        row(cache_hit=True, cost=Decimal(0), saved=Decimal("0.05"), latency_ms=1.0, prompt_tokens=100),
+        row(cache_hit=True, cost=Decimal(0), saved=Decimal("0.05"), latency_ms=1.0),
+        row(cache_hit=True, cost=Decimal(0), saved=None),
+    ]
+    metrics = compute_metrics(rows, window="all", now=NOW)
+    assert (metrics.cache_hits, metrics.cache_savings) == (3, Decimal("0.10"))
+    assert (metrics.total_requests, metrics.successes) == (4, 4)
+    assert metrics.total_cost == Decimal("0.05")
+    assert metrics.average_cost_per_request == Decimal("0.0125")
+    assert metrics.p50_latency_ms == 900.0
+    assert metrics.tokens.prompt == 100
+    (model,) = metrics.by_model
+    assert (model.calls, model.cost, model.tokens, model.p50_latency_ms) == (1, Decimal("0.05"), 150, 900.0)
+
+
+def test_token_totals_add_up_upstream_calls() -> None:
+    """Tokens sum per kind; total is prompt + completion (cached and reasoning are inside them)."""
+    rows = [
+        row(prompt_tokens=1000, completion_tokens=200, cached_tokens=800, reasoning_tokens=50),
+        row(prompt_tokens=10, completion_tokens=5, status="error"),
+        row(status="refused", prompt_tokens=999),
+    ]
+    tokens = compute_metrics(rows, window="all", now=NOW).tokens
+    assert tokens.model_dump() == {
+        "prompt": 1010,
+        "completion": 205,
+        "cached": 800,
+        "reasoning": 50,
+        "total": 1215,
+    }
+
+
+def test_breaker_states_are_merged_into_by_model() -> None:
+    """Each model shows its live breaker; a breaker without calls in the window still appears."""
+    rows = [row(model="a/m"), row(model="a/m"), row(model="b/m", status="error")]
+    breakers: dict[str, BreakerState] = {"b/m": "open", "z/quiet": "half_open"}
+    metrics = compute_metrics(rows, window="all", now=NOW, breakers=breakers)
+    assert [(m.model, m.calls, m.breaker) for m in metrics.by_model] == [
+        ("a/m", 2, None),
+        ("b/m", 1, "open"),
+        ("z/quiet", 0, "half_open"),
+    ]
+    assert metrics.top_models == ["a/m", "b/m"]
+
+
+def test_budget_status_reports_what_remains_after_spend_and_reservations() -> None:
+    """Remaining = limit - spent - reserved, floored at 0; None where there is no limit."""
+    limits = BudgetLimits(daily=Decimal("5"), monthly=None, per_request=Decimal("0.50"))
+    totals = SpendTotals(spent_today=Decimal("3.25"), spent_month=Decimal("40"), reserved=Decimal("0.75"))
+    status = budget_status(limits, totals)
+    assert status == BudgetStatus(
+        daily=Decimal("5"),
+        monthly=None,
+        per_request=Decimal("0.50"),
+        spent_today=Decimal("3.25"),
+        spent_month=Decimal("40"),
+        reserved=Decimal("0.75"),
+        remaining_today=Decimal("1.00"),
+        remaining_month=None,
+    )
+
+
+def test_an_overspent_budget_has_nothing_remaining() -> None:
+    """Spend beyond the limit (a late reconcile) shows 0 remaining, never a negative figure."""
+    limits = BudgetLimits(daily=Decimal("1"), monthly=Decimal("10"))
+    totals = SpendTotals(spent_today=Decimal("1.20"), spent_month=Decimal("9.90"), reserved=Decimal("0.30"))
+    status = budget_status(limits, totals)
+    assert (status.remaining_today, status.remaining_month) == (Decimal(0), Decimal(0))
+
+
+def test_metrics_carry_the_budget_and_serialise_money_as_json() -> None:
+    """The budget passes through, and the whole result dumps to JSON with exact money."""
+    budget = budget_status(
+        BudgetLimits(daily=Decimal("2")),
+        SpendTotals(spent_today=Decimal("0.5"), spent_month=Decimal("0.5"), reserved=Decimal(0)),
+    )
+    rows = [row(cost=Decimal("0.000123"), latency_ms=420.0)]
+    metrics = compute_metrics(rows, window="today", now=NOW, budget=budget)
+    assert metrics.budget == budget
+    dumped = json.loads(metrics.model_dump_json())
+    assert dumped["window"] == "today"
+    assert Decimal(str(dumped["total_cost"])) == Decimal("0.000123")
+    assert Decimal(str(dumped["budget"]["remaining_today"])) == Decimal("1.5")

@@ -1,0 +1,245 @@
+"""The Router against the sandbox over loopback: selection, accounting, fallback, retry, streaming."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import anyio
+import pytest
+
+from modelyard import errors
+from modelyard.routing.attempt import Restart, TextDelta
+from modelyard.routing.result import RouteResult
+from tests.routing.conftest import Rig, RigFactory
+
+pytestmark = pytest.mark.anyio
+
+CHEAP = "meta-llama/llama-3.1-8b-instruct"
+BACKUP = "openai/gpt-4o-mini"
+
+
+async def test_auto_selection_answers_and_reports_cost_equal_to_what_the_upstream_billed(rig: Rig) -> None:
+    """An automatic request gets an answer whose cost is exactly the sandbox's billed amount."""
+    result = await rig.router.execute(rig.ask("Say hi in Portuguese"))
+    assert result.content and result.cost is not None and result.cost > 0
+    assert result.cost_source == "upstream" and result.selection.startswith("auto:")
+    assert rig.sandbox.state.ledger[-1].cost == result.cost
+    assert [a.outcome for a in result.attempts] == ["ok"]
+
+
+async def test_the_ledger_total_matches_the_upstream_billed_total_to_the_last_digit(rig: Rig) -> None:
+    """After a mix of models, the router's ledger sum equals the sandbox's billed sum as Decimals."""
+    for index, model in enumerate(["auto", BACKUP, "anthropic/claude-haiku-4.5", "economy", "premium"]):
+        await rig.router.execute(rig.ask(f"question {index} " * (index + 1), model=model, max_tokens=64))
+    rows = await rig.store.rows()
+    assert sum((r.cost for r in rows if r.cost is not None), Decimal(0)) == rig.billed()
+    assert len(rows) == 5
+
+
+async def test_the_request_sends_the_reserved_max_tokens_upstream(rig: Rig) -> None:
+    """Without max_tokens, the configured default (capped by the model) is what the upstream sees."""
+    await rig.router.execute(rig.ask(model=BACKUP))
+    assert rig.sandbox.state.ledger[-1].max_tokens == 4096
+
+
+@pytest.mark.parametrize(
+    ("kind", "stream"),
+    [
+        ("rate_limit", False),
+        ("server_error", False),
+        ("bad_gateway", False),
+        ("unavailable", False),
+        ("timeout", False),
+        ("error_in_200", False),
+        ("malformed_json", False),
+        ("reset", False),
+        ("mid_stream_error", True),
+        ("truncated_stream", True),
+        ("moderation", False),
+    ],
+)
+async def test_a_failing_model_falls_back_to_the_next_in_the_chain(rig: Rig, kind: str, stream: bool) -> None:
+    """Each failure kind on the first model ends in an answer from the second, with the failure listed."""
+    rig.sandbox.state.faults.add(model=CHEAP, kind=kind, count=None, retry_after=1)
+    result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP], stream=stream))
+    assert result.resolved_model == BACKUP and result.content
+    failed = [a for a in result.attempts if a.outcome == "error"]
+    assert failed and all(a.model == CHEAP for a in failed)
+    assert result.attempts[-1].model == BACKUP and result.attempts[-1].outcome == "ok"
+
+
+async def test_a_hanging_model_is_abandoned_at_the_read_timeout_and_the_next_one_answers(
+    rig_factory: RigFactory,
+) -> None:
+    """A hang on the first model costs the read timeout, then the fallback answers within timeout_s."""
+    rig: Rig = await rig_factory(request_timeout_s=0.3, max_retries=0)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="hang", count=None)
+    with anyio.fail_after(10):
+        result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP], timeout_s=5.0))
+    assert result.resolved_model == BACKUP
+    assert [a.error_kind for a in result.attempts] == ["timeout", None]
+
+
+async def test_timeout_s_bounds_the_whole_request(rig_factory: RigFactory) -> None:
+    """When every model hangs, the request ends at timeout_s with a timeout error."""
+    rig: Rig = await rig_factory()
+    rig.sandbox.state.faults.add(model="*", kind="hang", count=None)
+    with anyio.fail_after(10), pytest.raises(errors.AllCandidatesFailedError, match=r"timeout_s=0\.5"):
+        await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP], timeout_s=0.5))
+
+
+async def test_retry_after_is_honoured_before_retrying_the_same_model(rig: Rig) -> None:
+    """A 429 with Retry-After 3 makes the router wait at least 3 s, then the same model answers."""
+    rig.sandbox.state.faults.add(model=CHEAP, kind="rate_limit", count=1, retry_after=3)
+    result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+    assert result.resolved_model == CHEAP
+    assert [a.outcome for a in result.attempts] == ["error", "ok"]
+    assert rig.sleep.waits and rig.sleep.waits[0] >= 3
+
+
+async def test_a_moderation_block_is_not_retried_on_the_same_model(rig: Rig) -> None:
+    """403 moves on without waiting or retrying."""
+    rig.sandbox.state.faults.add(model=CHEAP, kind="moderation", count=None)
+    result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+    assert [a.model for a in result.attempts] == [CHEAP, BACKUP] and rig.sleep.waits == []
+
+
+async def test_a_spent_key_stops_the_request_saying_the_key_is_out_of_credit(rig: Rig) -> None:
+    """402 is final: no fallback, and the error says the OpenRouter key is out of credit."""
+    rig.sandbox.state.set_key_limit(Decimal("0"))
+    with pytest.raises(errors.InsufficientCreditsError) as caught:
+        await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+    assert "credit" in str(caught.value).lower()
+    assert [e.status for e in rig.sandbox.state.ledger] == [402]
+
+
+async def test_when_every_candidate_fails_the_error_says_what_each_answered(rig: Rig) -> None:
+    """All models failing raises one error naming each model and its failure."""
+    rig.sandbox.state.faults.add(model="*", kind="server_error", count=None)
+    with pytest.raises(errors.AllCandidatesFailedError) as caught:
+        await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+    message = str(caught.value)
+    assert CHEAP in message and BACKUP in message and "500" in message
+    assert (await rig.store.rows())[-1].status == "error"
+
+
+async def test_total_attempts_are_capped(rig_factory: RigFactory) -> None:
+    """max_attempts bounds upstream calls however long the chain."""
+    rig: Rig = await rig_factory(max_attempts=3)
+    rig.sandbox.state.faults.add(model="*", kind="server_error", count=None)
+    chain = [BACKUP, "openai/gpt-4.1-nano", "mistralai/mistral-nemo", "qwen/qwen3-32b"]
+    with pytest.raises(errors.AllCandidatesFailedError):
+        await rig.router.execute(rig.ask(model=CHEAP, models=chain))
+    assert rig.received() == 3
+
+
+async def test_a_fallback_never_costs_more_than_the_price_cap_allows(rig: Rig) -> None:
+    """A dear model in the chain is excluded by max_cost_per_1k rather than tried."""
+    rig.sandbox.state.faults.add(model=CHEAP, kind="server_error", count=None)
+    with pytest.raises(errors.AllCandidatesFailedError):
+        await rig.router.execute(rig.ask(model=CHEAP, models=["openai/gpt-5.5"], max_cost_per_1k=Decimal("0.001")))
+    assert {e.requested_model for e in rig.sandbox.state.ledger} == {CHEAP}
+
+
+async def test_the_circuit_breaker_opens_after_repeated_failures_and_skips_the_model(rig: Rig) -> None:
+    """After 5 retryable failures the model is skipped without a request."""
+    rig.sandbox.state.faults.add(model=CHEAP, kind="server_error", count=None)
+    for _ in range(2):
+        await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+    assert rig.router.breakers.state(CHEAP) == "open"
+    before = rig.received()
+    result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+    assert result.resolved_model == BACKUP and rig.received() == before + 1
+    plan = await rig.router.plan(rig.ask(model="auto"))
+    assert any(e.model == CHEAP and "breaker" in e.reason for e in plan.excluded)
+
+
+async def test_streaming_sends_deltas_in_order_and_the_result_holds_the_full_text(rig: Rig) -> None:
+    """stream() yields text deltas, then a result whose content is their concatenation."""
+    items = [item async for item in rig.router.stream(rig.ask("Tell me a story", model=BACKUP))]
+    deltas = [i.text for i in items if isinstance(i, TextDelta)]
+    result = items[-1]
+    assert isinstance(result, RouteResult) and len(deltas) > 1
+    assert "".join(deltas) == result.content and result.cost == rig.sandbox.state.ledger[-1].cost
+
+
+async def test_a_stream_that_fails_after_its_first_token_restarts_on_the_fallback(rig: Rig) -> None:
+    """A mid-stream error after text was sent announces a restart; the result is the fallback's answer."""
+    rig.sandbox.state.faults.add(model=CHEAP, kind="mid_stream_error", count=None, after_chunks=2)
+    items = [item async for item in rig.router.stream(rig.ask("Tell me a story", model=CHEAP, models=[BACKUP]))]
+    restarts = [i for i in items if isinstance(i, Restart)]
+    result = items[-1]
+    assert restarts and restarts[0].failed_model == CHEAP
+    assert isinstance(result, RouteResult) and result.resolved_model == BACKUP
+    after_restart = items[items.index(restarts[0]) + 1 : -1]
+    assert "".join(i.text for i in after_restart if isinstance(i, TextDelta)) == result.content
+
+
+async def test_tool_calls_come_back_with_arguments_and_a_tool_capable_model(rig: Rig) -> None:
+    """Giving tools implies tool support; the answer carries a tool call with JSON arguments."""
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+    result = await rig.router.execute(rig.ask("Weather in Florence?", tools=tools))
+    assert result.finish_reason == "tool_calls" and result.tool_calls[0]["function"]["name"] == "weather"
+    plan = await rig.router.plan(rig.ask(tools=tools))
+    assert any("lacks tools" in e.reason for e in plan.excluded)
+
+
+async def test_json_schema_answers_are_validated(rig: Rig) -> None:
+    """A json_schema request gets schema-valid JSON from a structured-outputs model."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
+    result = await rig.router.execute(rig.ask("Pick a number", response_format=fmt))
+    assert result.content and '"n"' in result.content
+
+
+async def test_plan_spends_nothing_and_explains_exclusions(rig: Rig) -> None:
+    """plan_route ranks candidates with worst-case costs and sends no request."""
+    plan = await rig.router.plan(rig.ask(capabilities=["vision"], max_cost_per_1k=Decimal("0.001")))
+    assert plan.candidates and all(c.worst_case_cost is not None for c in plan.candidates)
+    assert any("lacks vision" in e.reason for e in plan.excluded)
+    assert any("max_cost_per_1k" in e.reason for e in plan.excluded)
+    assert rig.received() == 0
+
+
+async def test_impossible_constraints_are_refused_with_the_reasons(rig: Rig) -> None:
+    """No model left: NoCandidatesError says why, and a refused row is recorded."""
+    with pytest.raises(errors.NoCandidatesError, match="lacks"):
+        await rig.router.execute(rig.ask(capabilities=["vision", "reasoning"], max_cost_per_1k=Decimal("0.0000001")))
+    assert rig.received() == 0 and (await rig.store.rows())[-1].status == "refused"
+
+
+async def test_an_unknown_model_name_lists_the_closest_ids(rig: Rig) -> None:
+    """A typo in model raises ModelNotFoundError with suggestions."""
+    with pytest.raises(errors.ModelNotFoundError, match="gpt-4o-mini"):
+        await rig.router.execute(rig.ask(model="gpt-4o-mnii"))
+
+
+async def test_short_names_and_the_openrouter_prefix_resolve(rig: Rig) -> None:
+    """`gpt-4o-mini` and `openrouter/openai/gpt-4o-mini` both reach openai/gpt-4o-mini."""
+    for name in ("gpt-4o-mini", "openrouter/openai/gpt-4o-mini"):
+        result = await rig.router.execute(rig.ask(model=name, max_tokens=16))
+        assert result.resolved_model == BACKUP and result.requested_model == name
+
+
+async def test_openrouter_auto_passes_through_and_is_billed_at_the_routed_model(rig: Rig) -> None:
+    """openrouter/auto is sent as is; the answer names the model it routed to and its cost."""
+    result = await rig.router.execute(rig.ask(model="openrouter/auto", max_tokens=32))
+    assert result.resolved_model == "openrouter/auto" and result.model != "openrouter/auto"
+    assert result.cost == rig.sandbox.state.ledger[-1].cost
+
+
+async def test_failed_attempts_count_against_the_model_that_failed_in_metrics(rig: Rig) -> None:
+    """A fallback's failed attempts show as failures of the first model, the answer under the second."""
+    rig.sandbox.state.faults.add(model=CHEAP, kind="server_error", count=None)
+    await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+    by_model = {m.model: m for m in (await rig.router.metrics("today")).by_model}
+    assert by_model[CHEAP].failures == 3 and by_model[CHEAP].successes == 0
+    assert by_model[BACKUP].successes == 1 and by_model[BACKUP].cost == rig.billed()

@@ -1,0 +1,128 @@
+"""Budgets that hold under concurrency, and the response cache, against the sandbox."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import anyio
+import pytest
+
+from modelyard import errors
+from modelyard.settings import BudgetSettings, CacheSettings
+from tests.routing.conftest import Rig, RigFactory
+
+pytestmark = pytest.mark.anyio
+
+MODEL = "openai/gpt-4o-mini"
+
+
+async def test_200_concurrent_requests_never_overshoot_a_budget_that_fits_a_few(rig_factory: RigFactory) -> None:
+    """The sandbox's own billed total stays within the daily budget; refusals say why."""
+    rig: Rig = await rig_factory(budget=BudgetSettings(daily=Decimal("0.0005")))
+    outcomes: list[str] = []
+
+    async def one(index: int) -> None:
+        try:
+            await rig.router.execute(rig.ask(f"request {index}", model=MODEL, max_tokens=200))
+            outcomes.append("ok")
+        except errors.BudgetExceededError:
+            outcomes.append("refused")
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            for index in range(200):
+                group.start_soon(one, index)
+    served = outcomes.count("ok")
+    assert 0 < served < 200 and outcomes.count("refused") == 200 - served
+    assert rig.billed() <= Decimal("0.0005")
+    rows = await rig.store.rows()
+    assert sum((r.cost for r in rows if r.cost is not None), Decimal(0)) == rig.billed()
+    assert (await rig.router.budgets.totals()).reserved == 0
+    print(f"budget test: 200 requests at c=200, served {served}, billed {rig.billed()} of 0.0005")
+
+
+async def test_a_request_whose_worst_case_does_not_fit_is_refused_before_sending(rig_factory: RigFactory) -> None:
+    """The refusal names the budget, what is left and the estimate; the upstream sees nothing."""
+    rig: Rig = await rig_factory(budget=BudgetSettings(per_request=Decimal("0.0001")))
+    with pytest.raises((errors.BudgetExceededError, errors.NoCandidatesError)) as caught:
+        await rig.router.execute(rig.ask(model="openai/gpt-5.5", max_tokens=4000))
+    assert "0.0001" in str(caught.value) or "per-request" in str(caught.value)
+    assert rig.received() == 0
+
+
+async def test_when_the_best_candidate_does_not_fit_a_cheaper_one_is_used(rig_factory: RigFactory) -> None:
+    """A daily budget too small for the first candidate's worst case falls to a cheaper candidate."""
+    rig: Rig = await rig_factory(budget=BudgetSettings(daily=Decimal("0.002")))
+    result = await rig.router.execute(rig.ask(model="openai/gpt-4o", models=[MODEL], max_tokens=1000))
+    assert result.resolved_model == MODEL
+    assert result.attempts[0].outcome == "skipped" and "daily" in (result.attempts[0].error or "")
+
+
+async def test_spend_survives_a_restart(rig_factory: RigFactory, tmp_path: object) -> None:
+    """A new router on the same store sees the spend of the old one."""
+    first: Rig = await rig_factory()
+    await first.router.execute(first.ask(model=MODEL))
+    second: Rig = await rig_factory(sandbox=first.sandbox)
+    assert (await second.router.budgets.totals()).spent_today == first.billed()
+
+
+async def test_an_identical_deterministic_request_is_served_from_the_cache_for_free(rig: Rig) -> None:
+    """temperature 0: the second call sends nothing, costs 0 and reports what it saved."""
+    first = await rig.router.execute(rig.ask(model=MODEL, temperature=0))
+    second = await rig.router.execute(rig.ask(model=MODEL, temperature=0))
+    assert rig.received() == 1
+    assert second.cached and second.cost == 0 and second.saved == first.cost and second.content == first.content
+    metrics = await rig.router.metrics("today")
+    assert metrics.cache_hits == 1 and metrics.cache_savings == first.cost
+
+
+async def test_a_sampled_request_is_never_cached_under_auto(rig: Rig) -> None:
+    """Without temperature 0 or a seed, every call goes upstream."""
+    for _ in range(2):
+        await rig.router.execute(rig.ask(model=MODEL))
+    assert rig.received() == 2
+
+
+async def test_cache_on_caches_sampled_requests_and_off_caches_nothing(rig: Rig) -> None:
+    """cache='on' caches anything; cache='off' never."""
+    for _ in range(2):
+        await rig.router.execute(rig.ask("a", model=MODEL, cache="on"))
+    for _ in range(2):
+        await rig.router.execute(rig.ask("b", model=MODEL, temperature=0, cache="off"))
+    assert rig.received() == 3
+
+
+async def test_50_identical_concurrent_requests_make_one_upstream_call(rig: Rig) -> None:
+    """Single-flight: one request reaches the sandbox; 49 share its answer as free hits."""
+    rig.sandbox.state.faults.add(model=MODEL, kind="latency", latency_ms=200, count=None)
+    results = []
+
+    async def one() -> None:
+        results.append(await rig.router.execute(rig.ask("same", model=MODEL, seed=7)))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(50):
+            group.start_soon(one)
+    assert rig.received() == 1
+    assert sum(1 for r in results if r.cached) == 49 and len({r.content for r in results}) == 1
+    print(f"single-flight test: 50 identical concurrent requests, {rig.received()} upstream call")
+
+
+async def test_cache_entries_expire_after_their_ttl(rig_factory: RigFactory) -> None:
+    """With a zero TTL nothing is reused."""
+    rig: Rig = await rig_factory(cache=CacheSettings(ttl_s=0))
+    for _ in range(2):
+        await rig.router.execute(rig.ask(model=MODEL, temperature=0))
+    assert rig.received() == 2
+
+
+async def test_metrics_count_requests_failures_tokens_and_spend(rig: Rig) -> None:
+    """get_metrics figures come from the ledger."""
+    await rig.router.execute(rig.ask(model=MODEL))
+    rig.sandbox.state.faults.add(model="*", kind="bad_gateway", count=None)
+    with pytest.raises(errors.AllCandidatesFailedError):
+        await rig.router.execute(rig.ask(model=MODEL))
+    metrics = await rig.router.metrics("all")
+    assert (metrics.total_requests, metrics.successes, metrics.failures) == (2, 1, 1)
+    assert metrics.total_cost == rig.billed() and metrics.tokens.total > 0
+    assert metrics.by_model[0].model.startswith("openai/gpt-4o-mini")

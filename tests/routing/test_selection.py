@@ -1,0 +1,447 @@
+"""Selection: every filter with its exclusion reason, the price units, worst cases, scoring by the
+request's preferences, determinism, tiers, and explicit chains."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from modelyard.errors import ModelNotFoundError
+from modelyard.openrouter.schemas import EndpointsInfo
+from modelyard.routing.catalog import Catalog
+from modelyard.routing.pricing import worst_case_cost
+from modelyard.routing.request import RouteRequest
+from modelyard.routing.selection import Plan, SelectionDefaults, select
+from modelyard.routing.speed import SpeedBook
+from tests.routing.catalog_factory import (
+    AUTO,
+    FETCHED_AT,
+    FLUX,
+    GEMMA,
+    GEMMA_FREE,
+    GPT_4O_MINI,
+    GROK,
+    LLAMA,
+    MISTRAL,
+    O1_PRO,
+    SONNET,
+    catalog,
+    model,
+    small_catalog,
+)
+
+DEFAULTS = SelectionDefaults()
+HELLO = [{"role": "user", "content": "hello"}]  # bound: 5 bytes + 16 + 32 = 53 tokens
+IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+ROUTABLE = {SONNET, GEMMA, LLAMA, MISTRAL, GPT_4O_MINI, O1_PRO, GROK}
+
+
+def _plan(
+    cat: Catalog | None = None,
+    *,
+    defaults: SelectionDefaults = DEFAULTS,
+    open_breakers: frozenset[str] = frozenset(),
+    book: SpeedBook | None = None,
+    cost_cap: Decimal | None = None,
+    now: float = FETCHED_AT,
+    **request: Any,
+) -> Plan:
+    request.setdefault("messages", HELLO)
+    return select(
+        cat or small_catalog(),
+        RouteRequest(**request),
+        defaults=defaults,
+        open_breakers=open_breakers,
+        speed=book,
+        cost_cap=cost_cap,
+        now=now,
+    )
+
+
+def _ids(plan: Plan) -> list[str]:
+    return [c.id for c in plan.candidates]
+
+
+def _why(plan: Plan) -> dict[str, str]:
+    return {e.model: e.reason for e in plan.exclusions}
+
+
+def _throughput(book: SpeedBook, model_id: str, tps: float) -> None:
+    book.record_endpoints(
+        model_id, EndpointsInfo.model_validate({"id": model_id, "endpoints": [{"throughput_last_30m": {"p50": tps}}]})
+    )
+
+
+# --------------------------------------------------------------------------- the plan as a whole
+
+
+def test_every_model_is_either_a_candidate_or_excluded_with_a_reason() -> None:
+    """The plan partitions the catalog: each id once, every exclusion with a non-empty reason."""
+    plan = _plan(tools=TOOLS)
+    excluded = [e.model for e in plan.exclusions]
+    assert sorted(_ids(plan) + excluded) == sorted(small_catalog().entries)
+    assert all(e.reason for e in plan.exclusions)
+
+
+def test_with_no_constraints_the_routable_text_models_are_all_candidates() -> None:
+    """Auto leaves out only the router, the free twin and the image model, each saying why."""
+    plan = _plan()
+    assert set(_ids(plan)) == ROUTABLE
+    why = _why(plan)
+    assert why[AUTO] == "a router picks its own model; name it (model='openrouter/auto') to use it"
+    assert why[GEMMA_FREE].startswith("free variant")
+    assert why[FLUX] == "does not output text (image)"
+    assert plan.mode == "auto"
+
+
+def test_each_candidate_carries_its_worst_case_cost_at_the_plans_prompt_bound() -> None:
+    """Every candidate's worst case is its prices at the prompt bound and its own max_tokens."""
+    plan = _plan()
+    assert plan.prompt_tokens_bound == 53
+    for candidate in plan.candidates:
+        expected = worst_case_cost(
+            candidate.entry.info.pricing, prompt_tokens=plan.prompt_tokens_bound, max_tokens=candidate.max_tokens
+        )
+        assert candidate.worst_case == expected
+
+
+def test_a_candidates_reason_states_tier_quality_source_and_price_per_1k() -> None:
+    """The selection reason shows what the score was made of, prices per 1K tokens."""
+    reason = next(c.reason for c in _plan().candidates if c.id == SONNET)
+    assert reason.startswith("premium tier, quality 60 (benchmark), $0.003/$0.015 per 1K, score ")
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_the_worst_case_of_1000_bytes_and_500_max_tokens_is_the_exact_hand_computed_decimal() -> None:
+    """gpt-4o-mini: 1,048 * $0.00000015 + 500 * $0.0000006 = $0.0004572 exactly."""
+    plan = _plan(model=GPT_4O_MINI, messages=[{"role": "user", "content": "x" * 1000}], max_tokens=500)
+    assert plan.prompt_tokens_bound == 1048
+    assert plan.candidates[0].worst_case == Decimal("0.0004572")
+
+
+@pytest.mark.parametrize("cap", [Decimal("0.0002"), "0.0002", 0.0002])
+def test_a_model_at_15_cents_per_million_passes_a_cap_of_0_0002_per_1k(cap: Any) -> None:
+    """$0.15/M = $0.00015 per 1K, under a 0.0002 per-1K cap (given as Decimal, text or JSON number)."""
+    cat = catalog([model("lab/flat", prompt="0.00000015", completion="0.00000015", index=30)])
+    assert _ids(_plan(cat, max_cost_per_1k=cap)) == ["lab/flat"]
+
+
+def test_a_model_at_15_cents_per_million_fails_a_cap_of_0_0001_per_1k() -> None:
+    """$0.00015 per 1K is above 0.0001 per 1K: excluded, the reason in per-1K units."""
+    cat = catalog([model("lab/flat", prompt="0.00000015", completion="0.00000015", index=30)])
+    plan = _plan(cat, max_cost_per_1k=Decimal("0.0001"))
+    assert plan.candidates == []
+    assert _why(plan)["lab/flat"] == (
+        "price $0.00015/$0.00015 per 1K tokens (prompt/completion) is above max_cost_per_1k $0.0001"
+    )
+
+
+def test_a_price_cap_holds_the_completion_price_too() -> None:
+    """gpt-4o-mini's prompt ($0.00015/1K) fits 0.0002 but its completion ($0.0006/1K) does not."""
+    plan = _plan(max_cost_per_1k=Decimal("0.0002"))
+    assert GPT_4O_MINI not in _ids(plan)
+    assert "$0.00015/$0.0006 per 1K" in _why(plan)[GPT_4O_MINI]
+
+
+def test_a_price_cap_holds_the_prompt_price_too() -> None:
+    """A model whose completion fits the cap but whose prompt does not is excluded."""
+    cat = catalog([model("lab/dear-prompt", prompt="0.0000003", completion="0.0000001", index=30)])
+    assert _ids(_plan(cat, max_cost_per_1k=Decimal("0.0002"))) == []
+
+
+def test_a_price_cap_keeps_exactly_the_models_whose_both_prices_fit() -> None:
+    """At 0.0003 per 1K: llama, mistral and gemma fit; gpt-4o-mini (0.0006 out) and grok (0.0005 out) do not."""
+    assert set(_ids(_plan(max_cost_per_1k=Decimal("0.0003")))) == {LLAMA, MISTRAL, GEMMA}
+
+
+def test_the_configured_price_cap_applies_when_the_request_gives_none() -> None:
+    """SelectionDefaults.max_cost_per_1k filters like a request cap; a request cap replaces it."""
+    defaults = SelectionDefaults(max_cost_per_1k=Decimal("0.0003"))
+    assert set(_ids(_plan(defaults=defaults))) == {LLAMA, MISTRAL, GEMMA}
+    assert GROK in _ids(_plan(defaults=defaults, max_cost_per_1k=Decimal("0.001")))
+
+
+def test_a_router_with_minus_one_prices_cannot_be_held_to_a_price_cap() -> None:
+    """openrouter/auto named with max_cost_per_1k is excluded: its price is only known after routing."""
+    plan = _plan(model=AUTO, max_cost_per_1k=Decimal("1"))
+    assert plan.candidates == []
+    assert _why(plan)[AUTO] == "price is only known after routing, so it cannot be held to max_cost_per_1k"
+
+
+def test_a_routers_worst_case_is_bounded_by_the_catalogs_dearest_prices() -> None:
+    """openrouter/auto: 53 bound * $0.00015 (dearest prompt) + 4,096 * $0.0006 (dearest completion)."""
+    plan = _plan(model=AUTO)
+    (candidate,) = plan.candidates
+    assert candidate.max_tokens == 4096
+    assert candidate.worst_case == 53 * Decimal("0.00015") + 4096 * Decimal("0.0006") == Decimal("2.46555")
+    others = _plan(model=O1_PRO).candidates[0].worst_case
+    assert others is not None and candidate.worst_case >= others
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+def test_explicit_capabilities_exclude_models_lacking_them_and_name_what_is_missing() -> None:
+    """Asking for vision and reasoning leaves sonnet and o1-pro; others say which they lack."""
+    plan = _plan(capabilities=["vision", "reasoning"])
+    assert set(_ids(plan)) == {SONNET, O1_PRO}
+    why = _why(plan)
+    assert why[GPT_4O_MINI] == "lacks reasoning"
+    assert why[GROK] == "lacks vision"
+    assert why[MISTRAL] == "lacks reasoning, vision"
+
+
+def test_configured_capabilities_apply_to_every_request() -> None:
+    """SelectionDefaults.capabilities are required as if the request had asked."""
+    plan = _plan(defaults=SelectionDefaults(capabilities=("reasoning",)))
+    assert set(_ids(plan)) == {SONNET, O1_PRO, GROK}
+    assert plan.required == {"reasoning"}
+
+
+def test_giving_tools_implies_tool_support() -> None:
+    """A request with tools needs the tools capability: mistral (no tools) is excluded."""
+    plan = _plan(tools=TOOLS)
+    assert plan.required == {"tools"}
+    assert _why(plan)[MISTRAL] == "lacks tools"
+    assert set(_ids(plan)) == ROUTABLE - {MISTRAL}
+
+
+def test_an_image_part_implies_vision() -> None:
+    """A message with an image_url part needs vision: llama, mistral and grok are excluded."""
+    plan = _plan(messages=[{"role": "user", "content": [{"type": "text", "text": "what is it?"}, IMAGE]}])
+    assert plan.required == {"vision"}
+    assert {m for m, why in _why(plan).items() if why == "lacks vision"} == {LLAMA, MISTRAL, GROK}
+
+
+def test_a_json_schema_response_format_implies_structured_outputs() -> None:
+    """response_format json_schema needs structured_outputs: gemma and mistral (json_mode only) are out."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    plan = _plan(response_format=fmt)
+    assert plan.required == {"structured_outputs"}
+    assert _why(plan)[GEMMA] == _why(plan)[MISTRAL] == "lacks structured_outputs"
+
+
+def test_a_json_object_response_format_implies_json_mode() -> None:
+    """response_format json_object needs json_mode, which every text model here has."""
+    plan = _plan(response_format={"type": "json_object"})
+    assert plan.required == {"json_mode"}
+    assert set(_ids(plan)) == ROUTABLE
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "implied"),
+    [
+        ({"effort": "high"}, True),
+        ({"max_tokens": 2000}, True),
+        ({"enabled": False}, False),
+        ({"effort": "none"}, False),
+    ],
+)
+def test_a_reasoning_request_implies_reasoning_unless_it_turns_reasoning_off(
+    reasoning: dict[str, Any], implied: bool
+) -> None:
+    """`reasoning` needs reasoning support, except when it is disabled or its effort is none."""
+    assert ("reasoning" in _plan(reasoning=reasoning).required) is implied
+
+
+# --------------------------------------------------------------------------- context and max_tokens
+
+
+def test_a_prompt_that_does_not_fit_the_context_with_max_tokens_is_excluded() -> None:
+    """A ~15,000-token prompt plus 4,096 max_tokens overflows llama's 16,384 context."""
+    plan = _plan(messages=[{"role": "user", "content": "x" * 60_000}])
+    assert plan.prompt_tokens_estimate == 15_007
+    assert _why(plan)[LLAMA] == "context 16384 < ~15007 prompt + 4096 max_tokens"
+    assert MISTRAL in _ids(plan)  # 32,768 context holds 15,007 + its own 2,048 max
+
+
+def test_the_context_filter_admits_an_exact_fit() -> None:
+    """Context ≥ prompt estimate + max_tokens passes at equality and fails one token short."""
+    messages = [{"role": "user", "content": "x" * 400}]  # estimate 100 + 4 + 3 = 107
+    cat = catalog([model("lab/fits", context=207, index=30), model("lab/short", context=206, index=30)])
+    plan = _plan(cat, messages=messages, max_tokens=100)
+    assert _ids(plan) == ["lab/fits"]
+    assert _why(plan)["lab/short"] == "context 206 < ~107 prompt + 100 max_tokens"
+
+
+def test_max_tokens_above_a_models_completion_limit_excludes_it() -> None:
+    """Asking for 4,000 tokens excludes mistral, whose completion limit is 2,048."""
+    plan = _plan(max_tokens=4000)
+    assert _why(plan)[MISTRAL] == "max_tokens 4000 is above its completion limit 2048"
+    assert all(c.max_tokens == 4000 for c in plan.candidates)
+
+
+def test_the_default_max_tokens_is_capped_by_each_models_completion_limit() -> None:
+    """With no max_tokens, mistral gets its own 2,048 and the others the configured 4,096."""
+    max_tokens = {c.id: c.max_tokens for c in _plan().candidates}
+    assert max_tokens[MISTRAL] == 2048
+    assert max_tokens[GPT_4O_MINI] == max_tokens[SONNET] == 4096
+
+
+def test_the_configured_default_max_tokens_is_used_and_never_the_models_maximum() -> None:
+    """default_max_tokens=1,000 is what every candidate sends; o1-pro's 100,000 limit is not used."""
+    plan = _plan(defaults=SelectionDefaults(default_max_tokens=1000))
+    assert {c.max_tokens for c in plan.candidates} == {1000}
+
+
+# --------------------------------------------------------------------------- other filters
+
+
+def test_a_per_request_cost_cap_excludes_models_whose_worst_case_exceeds_it() -> None:
+    """With a $0.01 cap, o1-pro ($2.46555 worst case) and sonnet are out; the cheap ones stay."""
+    plan = _plan(cost_cap=Decimal("0.01"))
+    assert _why(plan)[O1_PRO] == "worst-case cost $2.46555 is above the per-request cap $0.01"
+    assert _why(plan)[SONNET].startswith("worst-case cost $")
+    assert set(_ids(plan)) == ROUTABLE - {O1_PRO, SONNET}
+    assert all(c.worst_case is not None and c.worst_case <= Decimal("0.01") for c in plan.candidates)
+
+
+def test_the_provider_filter_keeps_only_the_named_authors_in_any_case() -> None:
+    """provider=['OpenAI'] keeps openai's models; the others say whose they are."""
+    plan = _plan(provider=["OpenAI"])
+    assert set(_ids(plan)) == {GPT_4O_MINI, O1_PRO}
+    assert _why(plan)[SONNET] == "author anthropic is not among OpenAI"
+
+
+def test_a_model_with_an_open_breaker_is_excluded() -> None:
+    """A model whose circuit breaker is open is not a candidate, and the plan says so."""
+    plan = _plan(open_breakers=frozenset({GROK}))
+    assert GROK not in _ids(plan)
+    assert _why(plan)[GROK] == "circuit breaker open after repeated failures"
+
+
+def test_a_retired_model_is_excluded_after_its_expiration_date() -> None:
+    """A model whose expiration date has passed is out; one expiring later is kept."""
+    cat = catalog(
+        [
+            model("lab/old", index=30, expiration_date="2026-01-01"),
+            model("lab/new", index=30, expiration_date="2027-01-01"),
+        ]
+    )
+    plan = _plan(cat)
+    assert _ids(plan) == ["lab/new"]
+    assert _why(plan)["lab/old"] == "retired on 2026-01-01"
+
+
+def test_the_tier_filter_considers_only_that_tier() -> None:
+    """tier='premium' ranks only sonnet, o1-pro and grok, and the plan notes the restriction."""
+    plan = _plan(tier="premium")
+    assert set(_ids(plan)) == {SONNET, O1_PRO, GROK}
+    assert ("*", "only premium-tier models were considered") in [(e.model, e.reason) for e in plan.exclusions]
+    assert plan.mode == "auto"
+
+
+def test_a_tier_alias_as_the_model_selects_within_that_tier() -> None:
+    """model='economy' ranks the economy text models (llama, mistral) and reports tier mode."""
+    plan = _plan(model="economy")
+    assert set(_ids(plan)) == {LLAMA, MISTRAL}
+    assert all(c.entry.tier == "economy" for c in plan.candidates)
+    assert plan.mode == "tier:economy"
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def test_the_same_inputs_give_the_same_ranking() -> None:
+    """Selection is deterministic: two plans for the same request agree on order and scores."""
+    first, second = _plan(tools=TOOLS), _plan(tools=TOOLS)
+    assert [(c.id, c.score) for c in first.candidates] == [(c.id, c.score) for c in second.candidates]
+
+
+def test_equal_scores_are_ordered_by_id() -> None:
+    """Two identical models score the same and rank alphabetically by id."""
+    twins = [model(i, prompt="0.000001", completion="0.000002", index=40) for i in ("zeta/twin", "alpha/twin")]
+    plan = _plan(catalog(twins))
+    assert _ids(plan) == ["alpha/twin", "zeta/twin"]
+    assert plan.candidates[0].score == plan.candidates[1].score
+
+
+def test_quality_high_ranks_a_premium_model_first() -> None:
+    """With quality='high' the best-scoring premium model (sonnet, 60) comes first."""
+    plan = _plan(quality="high")
+    assert plan.candidates[0].id == SONNET
+    assert plan.candidates[0].entry.tier == "premium"
+
+
+def test_quality_low_ranks_the_cheapest_model_first() -> None:
+    """With quality='low' the cheapest model (llama, $0.02/$0.05 per M) comes first."""
+    plan = _plan(quality="low")
+    assert plan.candidates[0].id == LLAMA
+    assert plan.candidates[0].entry.tier == "economy"
+
+
+def test_the_configured_quality_preference_applies_when_the_request_gives_none() -> None:
+    """SelectionDefaults.quality='high' ranks like a request asking for high quality."""
+    assert _ids(_plan(defaults=SelectionDefaults(quality="high"))) == _ids(_plan(quality="high"))
+
+
+def test_speed_fast_prefers_a_model_with_higher_known_throughput() -> None:
+    """x (200 tok/s) loses to the cheaper y (20 tok/s) by default, and wins when speed='fast'."""
+    cat = catalog(
+        [
+            model("lab/x", prompt="0.000001", completion="0.000001", index=40),
+            model("lab/y", prompt="0.0000002", completion="0.0000002", index=40),
+            model("lab/z", prompt="0.0001", completion="0.0001", index=40),
+        ]
+    )
+    book = SpeedBook()
+    _throughput(book, "lab/x", 200)
+    _throughput(book, "lab/y", 20)
+    assert _ids(_plan(cat, book=book))[0] == "lab/y"
+    assert _ids(_plan(cat, book=book, speed="fast"))[0] == "lab/x"
+
+
+# --------------------------------------------------------------------------- explicit chains
+
+
+def test_an_explicit_chain_is_model_then_models_then_fallbacks_in_that_order() -> None:
+    """Named models keep their order (not re-ranked); a filtered one is excluded with its reason."""
+    defaults = SelectionDefaults(fallback_models=(SONNET, "gone/unknown-fallback"))
+    plan = _plan(defaults=defaults, model=GPT_4O_MINI, models=[GROK, MISTRAL], tools=TOOLS)
+    assert plan.mode == "explicit"
+    assert _ids(plan) == [GPT_4O_MINI, GROK, SONNET]
+    assert _why(plan) == {MISTRAL: "lacks tools"}
+    assert all(c.reason == "named in the chain" for c in plan.candidates)
+
+
+def test_an_explicit_chain_is_not_reordered_by_preferences() -> None:
+    """o1-pro named first stays first even with quality='low' and a cheaper model behind it."""
+    assert _ids(_plan(model=O1_PRO, models=[LLAMA], quality="low")) == [O1_PRO, LLAMA]
+
+
+def test_a_chain_named_by_models_alone_is_tried_in_that_order() -> None:
+    """`models` without `model` is the explicit chain, not ignored in favour of auto selection."""
+    plan = _plan(models=[GROK, GPT_4O_MINI])
+    assert plan.mode == "explicit"
+    assert _ids(plan) == [GROK, GPT_4O_MINI]
+
+
+def test_a_model_named_twice_in_the_chain_is_tried_once() -> None:
+    """Duplicates (also by short name) collapse to the first position."""
+    assert _ids(_plan(model=GROK, models=["gpt-4o-mini", "grok-4.1-fast", GPT_4O_MINI])) == [GROK, GPT_4O_MINI]
+
+
+def test_an_explicit_chain_still_applies_price_caps_and_breakers() -> None:
+    """A named model above max_cost_per_1k, or with an open breaker, is excluded: no silent escalation."""
+    plan = _plan(model=SONNET, models=[GROK, LLAMA], max_cost_per_1k=Decimal("0.001"), open_breakers=frozenset({LLAMA}))
+    assert _ids(plan) == [GROK]
+    assert _why(plan)[SONNET].startswith("price $0.003/$0.015 per 1K tokens")
+    assert _why(plan)[LLAMA] == "circuit breaker open after repeated failures"
+
+
+def test_a_free_variant_or_the_router_can_be_named_explicitly() -> None:
+    """What auto leaves out (free twins, routers) is a candidate when the caller names it."""
+    assert _ids(_plan(model=GEMMA_FREE)) == [GEMMA_FREE]
+    assert _ids(_plan(model="openrouter/auto")) == [AUTO]
+
+
+def test_an_unknown_model_in_the_chain_is_an_error_with_suggestions() -> None:
+    """A typo in `models` raises rather than silently shortening the chain."""
+    with pytest.raises(ModelNotFoundError) as caught:
+        _plan(model=GPT_4O_MINI, models=["grok-4.1-fats"])
+    assert GROK in caught.value.suggestions

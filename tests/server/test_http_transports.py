@@ -1,0 +1,153 @@
+"""`python -m modelyard serve --transport streamable-http|sse` as a real subprocess: bearer auth, open
+loopback serving, and the refusal to serve off loopback without a token."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from anyio.abc import Process
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from modelyard.sandbox import Sandbox
+from tests.server.conftest import SERVE, free_port, server_env, structured
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "secret"
+TRANSPORTS = ["streamable-http", "sse"]
+ENDPOINT = {"streamable-http": "/mcp", "sse": "/sse"}
+STARTUP_S = 20.0
+
+
+def _port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+async def _stop(process: Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        with anyio.move_on_after(5):
+            await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+@asynccontextmanager
+async def http_server(transport: str, env: dict[str, str], tmp_path: Path) -> AsyncIterator[str]:
+    """Start `modelyard serve` on a free loopback port; yield its MCP URL once the port answers; stop it."""
+    port = free_port()
+    log = tmp_path / f"{transport}.log"
+    command = [sys.executable, *SERVE, "--transport", transport, "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as sink:
+        process = await anyio.open_process(command, env=env, cwd=str(tmp_path), stdin=None, stdout=sink, stderr=sink)
+    try:
+        with anyio.fail_after(STARTUP_S):
+            while not await anyio.to_thread.run_sync(_port_answers, port):
+                assert process.returncode is None, f"server exited {process.returncode}: {log.read_text()}"
+                await anyio.sleep(0.1)
+        yield f"http://127.0.0.1:{port}{ENDPOINT[transport]}"
+    finally:
+        await _stop(process)
+        await process.aclose()
+
+
+def _client(transport: str, url: str, http: httpx2.AsyncClient, headers: dict[str, str]) -> Client:
+    """A real MCP client session over `transport` sending `headers` on every HTTP request."""
+    target: AbstractAsyncContextManager[Any]
+    if transport == "streamable-http":
+        target = streamable_http_client(url, http_client=http)
+    else:
+        target = sse_client(url, headers=headers)
+    return Client(target)
+
+
+async def _status(http: httpx2.AsyncClient, transport: str, url: str, headers: dict[str, str]) -> httpx2.Response:
+    """The response to the transport's opening request (a POST initialize, or the SSE GET)."""
+    if transport == "streamable-http":
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+        }
+        accept = {"Accept": "application/json, text/event-stream", **headers}
+        return await http.post(url, json=body, headers=accept)
+    async with http.stream("GET", url, headers={"Accept": "text/event-stream", **headers}) as response:
+        if response.status_code != 200:  # an open event stream is never read to its end
+            await response.aread()
+        return response
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_http_transport_with_a_token_rejects_missing_or_wrong_bearers_and_serves_the_right_one(
+    transport: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """With MODELYARD_HTTP_TOKEN set: no token and a wrong token get 401; the right one gets a working session
+    that lists the nine tools and answers list_models from the sandbox catalog."""
+    env = server_env(tmp_path, sandbox.base_url, MODELYARD_HTTP_TOKEN=TOKEN)
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    with anyio.fail_after(45):
+        async with http_server(transport, env, tmp_path) as url, httpx2.AsyncClient(timeout=10) as raw:
+            missing = await _status(raw, transport, url, {})
+            wrong = await _status(raw, transport, url, {"Authorization": "Bearer secreT"})
+            post_wrong = await raw.post(url.rsplit("/", 1)[0] + "/messages/", headers={"Authorization": "Basic x"})
+            async with (
+                httpx2.AsyncClient(headers=right, timeout=httpx2.Timeout(10, read=60)) as http,
+                _client(transport, url, http, right) as client,
+            ):
+                names = {tool.name for tool in (await client.list_tools()).tools}
+                models = structured(await client.call_tool("list_models", {"limit": 3}))
+    for refused in (missing, wrong, post_wrong):
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert "MODELYARD_HTTP_TOKEN" in missing.text
+    assert len(names) == 9 and "execute" in names
+    assert len(models["models"]) == 3 and models["total"] >= 25
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_http_transport_without_a_token_on_loopback_serves_openly(
+    transport: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """No MODELYARD_HTTP_TOKEN and a loopback bind: a client with no Authorization header gets a session."""
+    env = server_env(tmp_path, sandbox.base_url)
+    with anyio.fail_after(45):
+        async with (
+            http_server(transport, env, tmp_path) as url,
+            httpx2.AsyncClient(timeout=httpx2.Timeout(10, read=60)) as http,
+            _client(transport, url, http, {}) as client,
+        ):
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            models = structured(await client.call_tool("list_models", {"limit": 1}))
+    assert len(names) == 9 and models["total"] >= 25
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_http_transport_off_loopback_without_a_token_refuses_to_start_and_says_why(
+    transport: str, tmp_path: Path
+) -> None:
+    """`--host 0.0.0.0` with no token exits non-zero naming MODELYARD_HTTP_TOKEN, before binding anything."""
+    port = free_port()
+    command = [sys.executable, *SERVE, "--transport", transport, "--host", "0.0.0.0", "--port", str(port)]
+    with anyio.fail_after(30):
+        done = await anyio.run_process(command, env=server_env(tmp_path, None), cwd=str(tmp_path), check=False)
+    message = done.stderr.decode()
+    assert done.returncode != 0
+    assert "Refusing to serve on 0.0.0.0 without a bearer token" in message and "MODELYARD_HTTP_TOKEN" in message
+    assert "Traceback" not in message and done.stdout == b""
+    assert not _port_answers(port)

@@ -1,0 +1,207 @@
+"""The `modelyard` terminal commands, run in-process through `cli.main` against a sandbox.
+
+The sandbox runs on its own event loop in a background thread (an anyio blocking portal), so each
+test can call the synchronous `main([...])`, which starts its own loop, as the console script does.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from anyio.from_thread import start_blocking_portal
+
+from modelyard.cli import main
+from modelyard.sandbox import Sandbox
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """One sandbox for the module, served from a background thread."""
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(Sandbox.running(port=0)) as sb:
+        yield sb
+
+
+@pytest.fixture
+def env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Point the CLI at the sandbox with a fresh store; returns an empty config file to pass as --config."""
+    sandbox.state.faults.clear()
+    monkeypatch.setenv("OPENROUTER_API_KEY", sandbox.api_key)
+    monkeypatch.setenv("OPENROUTER_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("MODELYARD_STORE", f"sqlite:///{tmp_path / 'cli.db'}")
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    return config
+
+
+def cli(config: Path, *args: str) -> None:
+    """`modelyard --config CONFIG ARGS...` in this process."""
+    main(["--config", str(config), *args])
+
+
+def exit_code(config: Path, *args: str) -> int | str | None:
+    """Run the CLI where it must exit, and return its exit code."""
+    with pytest.raises(SystemExit) as stopped:
+        cli(config, *args)
+    return stopped.value.code
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--help` names every command."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "run", "models", "metrics", "budget", "doctor", "sandbox", "demo"):
+        assert command in out
+
+
+def test_models_prints_an_aligned_table_with_prices_per_million(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`models` filters by capability, sorts by price and marks estimated quality with ~."""
+    cli(env, "models", "--capability", "vision", "--tier", "economy", "--sort", "price", "--limit", "3")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["id", "tier", "quality", "$/1M", "in", "$/1M", "out", "context", "capabilities"]
+    first = lines[2].split()
+    assert first[:2] == ["google/gemma-3-4b-it", "economy"]
+    assert first[2].startswith("~") and first[3:5] == ["0.05", "0.1"]
+    assert "vision" in first[-1]
+    assert lines[2].index("economy") == lines[0].index("tier")  # columns line up
+    assert re.search(r"^3 of \d+ matching models", "\n".join(lines), re.MULTILINE)
+
+
+def test_models_works_offline_from_the_stored_catalog(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the upstream unreachable, `models` lists the catalog stored by an earlier run and says so."""
+    cli(env, "models", "--limit", "1")
+    capsys.readouterr()
+    monkeypatch.setenv("OPENROUTER_BASE_URL", f"http://127.0.0.1:{free_port()}/api/v1")
+    monkeypatch.setenv("MODELYARD_CATALOG_TTL_S", "0")
+    cli(env, "models", "--search", "gpt-4o-mini")
+    out = capsys.readouterr().out
+    assert "openai/gpt-4o-mini" in out
+    assert "offline: showing the stored catalog" in out
+
+
+def test_run_streams_the_answer_and_prints_model_tokens_and_exact_cost(
+    env: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run` prints the answer, then the model, the tokens and the cost the sandbox billed."""
+    before = sandbox.state.billed_total()
+    cli(env, "run", "Say hi in Portuguese", "--model", "gpt-4o-mini", "--max-tokens", "50")
+    out = capsys.readouterr().out
+    answer, _, footer = out.partition("-" * 60)
+    assert answer.strip()
+    assert re.search(r"^model +openai/gpt-4o-mini", footer, re.MULTILINE)
+    assert re.search(r"^tokens +prompt \d+, completion \d+, cached 0, reasoning 0", footer, re.MULTILINE)
+    cost = re.search(r"^cost +\$([0-9.]+) \(upstream\)", footer, re.MULTILINE)
+    assert cost is not None
+    assert Decimal(cost.group(1)) == sandbox.state.billed_total() - before
+
+
+def test_run_reads_stdin_and_prints_at_the_end_with_no_stream(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run -` reads the prompt from stdin; `--no-stream` prints the whole answer at the end."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("Name a colour"))
+    cli(env, "run", "-", "--no-stream", "--model", "economy", "--system", "Be brief.", "--temperature", "0")
+    out = capsys.readouterr().out
+    assert out.split("\n", 1)[0].strip()
+    assert "selected  tier:economy" in out
+
+
+def test_run_lists_each_fallback_attempt_with_its_error(
+    env: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the first model fails, the footer shows that attempt and its error, then who answered."""
+    monkeypatch.setenv("MODELYARD_MAX_RETRIES", "0")
+    sandbox.state.faults.add(model="openai/gpt-4o-mini", kind="server_error", count=1)
+    cli(env, "run", "Hello", "--model", "openai/gpt-4o-mini", "--models", "openai/gpt-4.1-nano")
+    out = capsys.readouterr().out
+    assert "fallback  openai/gpt-4o-mini: error: 500 Internal Server Error" in out
+    assert re.search(r"^model +openai/gpt-4\.1-nano", out, re.MULTILINE)
+
+
+def test_run_without_a_key_exits_1_and_says_how_to_set_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No key: exit 1 with a message naming OPENROUTER_API_KEY and the sandbox alternative."""
+    monkeypatch.setenv("MODELYARD_STORE", f"sqlite:///{tmp_path / 'x.db'}")
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    assert exit_code(config, "run", "Hello") == 1
+    err = capsys.readouterr().err
+    assert "OPENROUTER_API_KEY" in err and "modelyard sandbox" in err and "OPENROUTER_BASE_URL" in err
+
+
+def test_budget_shows_limits_spent_reserved_and_remaining(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`budget` shows the configured limits, spend, money held and what remains."""
+    monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "5")
+    cli(env, "budget")
+    out = capsys.readouterr().out
+    assert re.search(r"daily +\$5 \(spent today \$0, remaining \$5\)", out)
+    assert re.search(r"monthly +no limit", out)
+    assert re.search(r"reserved +\$0 held by requests in flight", out)
+
+
+def test_budget_tightens_refuses_to_raise_and_resets(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--daily` lowers the limit, a higher value is refused with what to do, `--reset` restores the config."""
+    monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "5")
+    cli(env, "budget", "--daily", "1", "--per-request", "0.01")
+    out = capsys.readouterr().out
+    assert re.search(r"daily +\$1 ", out) and re.search(r"per request +\$0.01", out)
+    assert exit_code(env, "budget", "--daily", "2") == 1
+    err = capsys.readouterr().err
+    assert "Refused: --daily $2 would raise the daily limit, which is $1." in err
+    assert "MODELYARD_BUDGET__DAILY" in err and "modelyard budget --reset" in err
+    cli(env, "budget", "--reset")
+    out = capsys.readouterr().out
+    assert re.search(r"daily +\$5 ", out) and re.search(r"per request +no limit", out)
+
+
+def test_doctor_passes_against_the_sandbox(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`doctor` against the sandbox: every line is a ✓ and the verdict is good."""
+    cli(env, "doctor")
+    out = capsys.readouterr().out
+    assert "✗" not in out
+    for label in ("upstream", "key", "round trip", "catalog", "store", "budget"):
+        assert re.search(rf"✓ {label}", out)
+    assert "All checks passed." in out
+
+
+def test_doctor_fails_with_a_wrong_base_url(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`doctor` with an upstream that does not answer: ✗ key and catalog, exit 1."""
+    monkeypatch.setenv("OPENROUTER_BASE_URL", f"http://127.0.0.1:{free_port()}/api/v1")
+    assert exit_code(env, "doctor") == 1
+    out = capsys.readouterr().out
+    assert "✗ key" in out and "✗ catalog" in out
+    assert "2 problem(s) found." in out
+
+
+def test_metrics_reports_requests_spend_and_per_model_rows(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """After one answered prompt, `metrics` counts it, shows its spend and a row for its model."""
+    cli(env, "run", "Hello", "--model", "openai/gpt-4.1-nano", "--no-stream")
+    cost = re.search(r"^cost +(\$[0-9.]+)", capsys.readouterr().out, re.MULTILINE)
+    assert cost is not None
+    cli(env, "metrics", "--window", "all")
+    out = capsys.readouterr().out
+    assert re.search(r"requests +1 \(ok 1, failed 0, refused 0\)", out)
+    assert f"spend         {cost.group(1)} total" in out
+    assert re.search(r"^openai/gpt-4\.1-nano\S*\s+1\s", out, re.MULTILINE)

@@ -1,0 +1,238 @@
+"""Every tool through the in-memory MCP Client, against a sandbox over loopback."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from modelyard.sandbox import Sandbox
+from modelyard.server import build_server
+from modelyard.settings import Settings
+from modelyard.tools import TOOL_NAMES
+
+pytestmark = pytest.mark.anyio
+KEY = "sk-or-v1-sandbox"
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox.running(api_key=KEY) as sb:
+        yield sb
+
+
+def _settings(sandbox: Sandbox, tmp_path: Path, **overrides: Any) -> Settings:
+    fields: dict[str, Any] = {
+        "openrouter_api_key": KEY,
+        "openrouter_base_url": sandbox.base_url,
+        "store": f"sqlite:///{tmp_path / 'tools.db'}",
+        **overrides,
+    }
+    return Settings(**fields)
+
+
+@pytest.fixture
+async def client(sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Client]:
+    async with Client(build_server(_settings(sandbox, tmp_path, allowed_image_dirs=[tmp_path]))) as c:
+        yield c
+
+
+async def _call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def _error(client: Client, tool: str, **arguments: Any) -> str:
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error
+    text: str = result.content[0].text  # type: ignore[union-attr]
+    return text
+
+
+async def test_the_nine_tools_are_listed_with_schemas_and_read_only_hints(client: Client) -> None:
+    """tools/list names exactly the DESIGN §2 tools; read tools carry readOnlyHint."""
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert set(tools) == set(TOOL_NAMES)
+    for name in ("list_models", "get_metrics", "get_budget", "plan_route", "test_connection"):
+        assert tools[name].annotations is not None and tools[name].annotations.read_only_hint
+    assert all(t.output_schema for t in tools.values())
+    assert "model" in tools["execute"].input_schema["properties"]
+
+
+async def test_execute_answers_with_model_usage_exact_cost_and_attempts(client: Client, sandbox: Sandbox) -> None:
+    """execute returns the DESIGN §2 fields; cost equals what the sandbox billed."""
+    out = await _call(client, "execute", prompt="Say hi", model="gpt-4o-mini")
+    for field in (
+        "content",
+        "tool_calls",
+        "model",
+        "requested_model",
+        "provider",
+        "finish_reason",
+        "usage",
+        "cost",
+        "cost_source",
+        "cached",
+        "latency_ms",
+        "attempts",
+        "selection",
+    ):
+        assert field in out
+    assert Decimal(str(out["cost"])) == sandbox.state.ledger[-1].cost
+    assert out["requested_model"] == "gpt-4o-mini" and out["attempts"][0]["outcome"] == "ok"
+
+
+async def test_execute_with_messages_system_and_an_image_url(client: Client) -> None:
+    """Images imply vision: the chosen model can see."""
+    out = await _call(
+        client,
+        "execute",
+        messages=[{"role": "user", "content": "Describe"}],
+        system="Be brief",
+        images=["https://example.com/cat.png"],
+    )
+    plan = await _call(client, "plan_route", prompt="Describe", images=["https://example.com/cat.png"])
+    assert plan["required_capabilities"] == ["vision"] and out["resolved_model"] in [
+        c["model"] for c in plan["candidates"]
+    ]
+
+
+async def test_a_local_image_is_read_only_under_an_allowed_directory(client: Client, tmp_path: Path) -> None:
+    """A file under the allowed dir becomes a data URI; a path elsewhere is refused with what to do."""
+    picture = tmp_path / "dot.png"
+    picture.write_bytes(
+        base64.b64decode(
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+        )
+    )
+    assert (await _call(client, "execute", prompt="What is it?", images=[str(picture)]))["content"]
+    message = await _error(client, "execute", prompt="x", images=["/etc/passwd"])
+    assert "outside the allowed directories" in message
+
+
+async def test_mistakes_come_back_as_tool_errors_that_say_what_to_change(client: Client) -> None:
+    """Unknown model, no prompt, bad capability: each is_error with an actionable message."""
+    assert "did you mean" in await _error(client, "execute", prompt="x", model="gpt-4o-mnii")
+    assert "Give either 'prompt'" in await _error(client, "execute")
+    assert "capabilities" in await _error(client, "execute", prompt="x", capabilities=["telepathy"])
+    assert "max_cost_per_1k" in await _error(client, "execute", prompt="x", max_cost_per_1k=-1)
+
+
+async def test_legacy_functions_are_translated_to_tools(client: Client) -> None:
+    """functions + function_call work like tools + tool_choice."""
+    functions = [
+        {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}
+    ]
+    out = await _call(client, "execute", prompt="find cats", functions=functions, function_call={"name": "lookup"})
+    assert out["tool_calls"][0]["function"]["name"] == "lookup"
+
+
+async def test_plan_route_ranks_and_explains_without_spending(client: Client, sandbox: Sandbox) -> None:
+    """plan_route lists candidates with worst-case cost and exclusions with reasons; nothing is sent."""
+    plan = await _call(client, "plan_route", prompt="x", capabilities=["tools"], max_cost_per_1k=0.001)
+    assert plan["candidates"] and plan["excluded_total"] > 0 and plan["estimated_cost"] is not None
+    assert sandbox.state.ledger == []
+
+
+async def test_compare_models_answers_on_each_model_and_a_judge_picks_one(client: Client) -> None:
+    """Two models answer in parallel; the judge names one of them."""
+    out = await _call(
+        client,
+        "compare_models",
+        prompt="Name a colour",
+        models=["gpt-4o-mini", "meta-llama/llama-3.1-8b-instruct"],
+        judge="economy",
+    )
+    assert [a["label"] for a in out["answers"]] == ["gpt-4o-mini", "meta-llama/llama-3.1-8b-instruct"]
+    assert all(a["result"]["content"] for a in out["answers"]) and out["total_cost"] is not None
+    assert out["judge"] is not None
+
+
+async def test_compare_models_with_perspectives_is_a_swarm_of_system_prompts(client: Client) -> None:
+    """One model, three perspectives: three answers."""
+    out = await _call(
+        client,
+        "compare_models",
+        prompt="Plan a trip",
+        models=["gpt-4o-mini"],
+        perspectives=["a cautious planner", "a thrill seeker", "an accountant"],
+    )
+    assert len(out["answers"]) == 3
+
+
+async def test_execute_batch_runs_independent_tasks_and_reports_each(client: Client, sandbox: Sandbox) -> None:
+    """A bad task fails alone; the others answer."""
+    out = await _call(
+        client,
+        "execute_batch",
+        tasks=[{"prompt": "one", "model": "gpt-4o-mini"}, {"prompt": "two"}, {"prompt": "three", "model": "nope/nope"}],
+    )
+    assert (out["succeeded"], out["failed"]) == (2, 1) and "nope/nope" in out["results"][2]["error"]
+
+
+async def test_list_models_filters_sorts_and_shows_prices_per_million(client: Client) -> None:
+    """Filters by capability and price; prices are per 1M tokens."""
+    out = await _call(client, "list_models", capabilities=["vision", "tools"], max_cost_per_1k=0.001, sort="price")
+    ids = [m["id"] for m in out["models"]]
+    assert ids and out["total"] == len(ids)
+    mini = next(m for m in out["models"] if m["id"] == "openai/gpt-4o-mini")
+    assert Decimal(str(mini["prompt_per_1m"])) == Decimal("0.15")
+    prices = [Decimal(str(m["prompt_per_1m"])) + Decimal(str(m["completion_per_1m"])) for m in out["models"]]
+    assert prices == sorted(prices)
+
+
+async def test_budget_can_be_tightened_but_never_raised(client: Client) -> None:
+    """set_budget lowers a limit; raising it afterwards is refused."""
+    assert (await _call(client, "get_budget"))["daily"] is None
+    out = await _call(client, "set_budget", daily=1.5)
+    assert Decimal(str(out["daily"])) == Decimal("1.5")
+    assert "only tighten" in await _error(client, "set_budget", daily=10)
+    assert "at least one" in await _error(client, "set_budget")
+
+
+async def test_a_budget_refusal_says_what_is_left_and_the_estimate(client: Client, sandbox: Sandbox) -> None:
+    """With a tiny daily budget, execute is refused before anything is sent."""
+    await _call(client, "set_budget", daily=0.000001)
+    message = await _error(client, "execute", prompt="hello", model="gpt-4o-mini")
+    assert "daily" in message and "left" in message and sandbox.state.ledger == []
+
+
+async def test_get_metrics_reports_requests_spend_and_models(client: Client) -> None:
+    """After one execute, metrics count it with its cost."""
+    done = await _call(client, "execute", prompt="hi", model="gpt-4o-mini")
+    metrics = await _call(client, "get_metrics", window="today")
+    assert metrics["total_requests"] == 1 and Decimal(str(metrics["total_cost"])) == Decimal(str(done["cost"]))
+    assert metrics["by_model"][0]["calls"] == 1 and metrics["budget"] is not None
+
+
+async def test_test_connection_reports_sandbox_key_catalog_and_store(client: Client) -> None:
+    """The sandbox is recognised, the key is valid, and the catalog and store are healthy."""
+    out = await _call(client, "test_connection")
+    assert out["sandbox"] and out["key_valid"] and out["store_healthy"] and out["catalog_models"] >= 25
+    assert out["problems"] == []
+
+
+async def test_without_a_key_list_models_works_and_execute_says_how_to_set_one(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """No key: the catalog still answers; execute explains OPENROUTER_API_KEY and the sandbox."""
+    settings = _settings(sandbox, tmp_path, openrouter_api_key=None)
+    async with Client(build_server(settings)) as client:
+        assert (await _call(client, "list_models"))["total"] > 0
+        message = await _error(client, "execute", prompt="hi", model="gpt-4o-mini")
+    assert "OPENROUTER_API_KEY" in message and "sandbox" in message
+
+
+async def test_supervisor_reviews_the_answer_and_both_calls_are_billed(client: Client, sandbox: Sandbox) -> None:
+    """A supervisor call follows the primary; supervision shows its verdict and the total cost."""
+    out = await _call(client, "execute", prompt="2+2?", model="economy", supervisor="premium")
+    review = out["supervision"]
+    assert review["model"] and len(sandbox.state.ledger) == 2
+    assert Decimal(str(review["total_cost"])) == sandbox.state.billed_total()
