@@ -88,6 +88,7 @@ def _read(state: SandboxState, request: Request, entry: LedgerEntry) -> Turn | R
         return error_response(400, "max_tokens must be a positive integer")
     tools = body.get("tools") if isinstance(body.get("tools"), list) else None
     entry.stream = bool(body.get("stream"))
+    entry.max_tokens = max_tokens
     return Turn(
         state=state,
         body=body,

@@ -9,8 +9,10 @@ A handler receives a fully read `Request` and returns one of these replies:
 - `Hang`: send nothing and wait until the client goes away;
 - `RawBytes`: write bytes as they are (no HTTP framing), then close.
 
-Connections are kept alive between requests. A client that goes away while a body is being sent
-is reported through the reply's `on_disconnect` callback.
+Connections are kept alive between requests (HTTP/1.1, unless the client asks to close; an
+HTTP/1.0 stream is sent unchunked and ends with the connection). h11 parses the requests; responses
+are framed here directly, which keeps the per-request cost low. A client that goes away while a
+body is being sent is reported through the reply's `on_disconnect` callback.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class StreamResponse:
     content_type: str = "text/event-stream"
     headers: list[tuple[str, str]] = field(default_factory=list)
     on_disconnect: Callable[[], None] | None = None
+    watch: bool = True
+    """Read from the client while sending, to notice at once when it leaves (False for bodies sent
+    in one go, where there is nothing to interrupt)."""
 
 
 @dataclass(slots=True)
@@ -122,11 +127,7 @@ Handler = Callable[[Request], Awaitable[Reply]]
 
 
 class HttpServer:
-    """Serves one handler over HTTP/1.1 on a TCP listener.
-
-    h11 parses the requests; responses are framed here directly (status line, headers,
-    `Content-Length` or chunked encoding), which keeps the per-request cost low.
-    """
+    """Serves one handler over HTTP/1.1 on a TCP listener."""
 
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
@@ -318,10 +319,13 @@ async def _send_stream(client: _Client, reply: StreamResponse, request: Request)
     watch = _Watch(client)
     close: CloseConnection | None = None
     try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(watch.run, group.cancel_scope)
+        if not reply.watch:
             close = await _send_chunks(client.stream, reply, request)
-            group.cancel_scope.cancel()
+        else:
+            async with anyio.create_task_group() as group:
+                group.start_soon(watch.run, group.cancel_scope)
+                close = await _send_chunks(client.stream, reply, request)
+                group.cancel_scope.cancel()
     except* _GONE:
         watch.gone = True
     if watch.gone:

@@ -56,8 +56,11 @@ class Reply:
     reasoning_tokens: int
 
 
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False, default=str)
+
+
 def _digest(*parts: Any) -> bytes:
-    text = json.dumps(parts, separators=(",", ":"), sort_keys=True, ensure_ascii=False, default=str)
+    text = _CANONICAL.encode(parts)
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 

@@ -68,6 +68,7 @@ class LedgerEntry:
     requested_model: str | None = None
     served_model: str | None = None
     stream: bool = False
+    max_tokens: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0

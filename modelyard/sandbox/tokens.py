@@ -61,8 +61,11 @@ def pieces(text: str) -> list[str]:
     return _PIECE.findall(text)
 
 
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return _CANONICAL.encode(value)
 
 
 def _content_size(content: Any) -> tuple[int, int]:

@@ -59,9 +59,12 @@ _REASONING_FORMAT = {
 }
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, UTF-8 kept as is (as OpenRouter sends it)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 _EXACT = re.compile(r'"\\u0000(-?[0-9.]+)\\u0000"')
@@ -220,25 +223,25 @@ def _chunk(generation: Generation, delta: dict[str, Any], finish: str | None = N
 
 def reply_chunks(generation: Generation, reply: Reply) -> Iterator[bytes]:
     """The content events of a stream: reasoning, then text or tool-call fragments (no finish)."""
-    delta: dict[str, Any]
+    # Every event shares its head and tail; only the delta is serialised per event.
+    head = dumps(generation.head("chat.completion.chunk"))[:-1] + ',"choices":[{"index":0,"delta":'
+    tail = ',"finish_reason":null,"native_finish_reason":null}]}'
+
+    def event(delta: dict[str, Any]) -> bytes:
+        return data_line(head + dumps(delta) + tail)
+
     for piece in reply.reasoning_pieces:
-        delta = {
-            "content": "",
-            "role": "assistant",
-            "reasoning": piece,
-            "reasoning_details": _reasoning_details(generation, piece),
-        }
-        yield data_line(dumps(_chunk(generation, delta)))
+        details = _reasoning_details(generation, piece)
+        yield event({"content": "", "role": "assistant", "reasoning": piece, "reasoning_details": details})
     for piece in reply.content_pieces:
-        yield data_line(dumps(_chunk(generation, {"content": piece, "role": "assistant"})))
+        yield event({"content": piece, "role": "assistant"})
     call = reply.tool_call
     if call is not None:
         first = {"index": 0, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-        yield data_line(dumps(_chunk(generation, {"content": None, "role": "assistant", "tool_calls": [first]})))
+        yield event({"content": None, "role": "assistant", "tool_calls": [first]})
         for piece in call.argument_pieces:
             fragment = {"index": 0, "function": {"arguments": piece}}
-            delta = {"content": None, "role": "assistant", "tool_calls": [fragment]}
-            yield data_line(dumps(_chunk(generation, delta)))
+            yield event({"content": None, "role": "assistant", "tool_calls": [fragment]})
 
 
 def finish_chunks(generation: Generation, reply: Reply, usage: WireUsage) -> tuple[bytes, bytes]:

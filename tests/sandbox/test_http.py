@@ -204,3 +204,32 @@ async def test_garbage_requests_get_a_400() -> None:
     async with serving(echo) as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
         await stream.send(b"NOT A REQUEST\r\n\r\n")
         assert (await read_until(stream, b"\r\n")).startswith(b"HTTP/1.1 400")
+
+
+async def test_connection_close_and_http_1_0_clients_get_a_closed_connection() -> None:
+    """`Connection: close` is honoured; an HTTP/1.0 stream is sent unchunked and ends with the close."""
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        yield b"alpha "
+        yield b"beta"
+
+    async def handler(request: Request) -> Reply:
+        return StreamResponse(200, chunks()) if request.path == "/stream" else Response(200, b"ok")
+
+    async with serving(handler) as port:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            closed = await read_until(stream, b"ok")
+            with pytest.raises(anyio.EndOfStream), anyio.fail_after(2):
+                await stream.receive()
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(b"GET /stream HTTP/1.0\r\n\r\n")
+            old = b""
+            with anyio.fail_after(2):
+                try:
+                    while True:
+                        old += await stream.receive()
+                except anyio.EndOfStream:
+                    pass
+    assert b"connection: close" in closed
+    assert old.endswith(b"\r\n\r\nalpha beta") and b"chunked" not in old

@@ -28,9 +28,7 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         yield sb
 
 
-def server_env(
-    tmp_path: Path, base_url: str | None, *, key: str | None = KEY, **extra: str
-) -> dict[str, str]:
+def server_env(tmp_path: Path, base_url: str | None, *, key: str | None = KEY, **extra: str) -> dict[str, str]:
     """The whole environment of a `python -m modelyard serve` child: PATH, a throw-away HOME (so no user
     config is read), the key, the upstream, a fresh SQLite store, and `extra`."""
     home = tmp_path / "home"

@@ -153,17 +153,40 @@ async def test_a_silent_upstream_gets_keep_alive_progress_before_the_answer(
     assert 2 <= len(notes.seen) <= 8
 
 
+async def test_over_stdio_streamed_progress_is_complete_and_in_order_once_the_racing_notes_land(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Over a real pipe, progress notifications race the result: after a short settle every note is there,
+    numbered 1..n in arrival order, and the text notes concatenate to the answer."""
+    sandbox.state.config.stream_chunk_delay_ms = 5
+    notes = Notes()
+    with anyio.fail_after(30):
+        async with Client(stdio_params(server_env(tmp_path, sandbox.base_url), tmp_path)) as client:
+            result = await client.call_tool(
+                "execute",
+                {"prompt": "Tell me a story", "model": "gpt-4o-mini", "stream": True},
+                progress_callback=notes,
+            )
+            out = structured(result)
+            for _ in range(40):
+                if notes.text() == out["content"]:
+                    break
+                await anyio.sleep(0.025)
+    assert notes.text() == out["content"] and len(notes.seen) >= 3
+    assert [progress for progress, _, _ in notes.seen] == list(range(1, len(notes.seen) + 1))
+
+
 async def test_cancelling_execute_over_stdio_closes_the_upstream_stream_and_bills_nothing(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """A client that gives up (move_on_after) sends notifications/cancelled; the server drops the upstream
     request, the sandbox sees the connection closed mid-stream, nothing is billed, and the session keeps
     working."""
-    sandbox.state.config.stream_chunk_delay_ms = 400  # the whole answer would take several seconds
+    sandbox.state.config.stream_chunk_delay_ms = 500  # the whole answer would take about 5 s
     notes = Notes()
     with anyio.fail_after(40):
         async with Client(stdio_params(server_env(tmp_path, sandbox.base_url), tmp_path)) as client:
-            with anyio.move_on_after(1.2) as scope:
+            with anyio.move_on_after(1.5) as scope:
                 await client.call_tool(
                     "execute",
                     {"prompt": "Tell me a long story", "model": "gpt-4o-mini", "stream": True},

@@ -4,6 +4,7 @@ loopback serving, and the refusal to serve off loopback without a token."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -54,7 +55,9 @@ async def http_server(transport: str, env: dict[str, str], tmp_path: Path) -> As
     log = tmp_path / f"{transport}.log"
     command = [sys.executable, *SERVE, "--transport", transport, "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as sink:
-        process = await anyio.open_process(command, env=env, cwd=str(tmp_path), stdin=None, stdout=sink, stderr=sink)
+        process = await anyio.open_process(
+            command, env=env, cwd=str(tmp_path), stdin=subprocess.DEVNULL, stdout=sink, stderr=sink
+        )
     try:
         with anyio.fail_after(STARTUP_S):
             while not await anyio.to_thread.run_sync(_port_answers, port):
@@ -83,7 +86,11 @@ async def _status(http: httpx2.AsyncClient, transport: str, url: str, headers: d
             "jsonrpc": "2.0",
             "id": 1,
             "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
         }
         accept = {"Accept": "application/json, text/event-stream", **headers}
         return await http.post(url, json=body, headers=accept)

@@ -112,7 +112,6 @@ async def test_the_inspector_calls_list_models_and_gets_the_catalog_as_structure
     assert called["isError"] is False
     data = called["structuredContent"]
     ids = [row["id"] for row in data["models"]]
-    assert "openai/gpt-4o-mini" in ids or data["total"] > len(ids)
     assert data["total"] >= 25 and len(ids) == 20  # the default limit
     assert json.loads(called["content"][0]["text"]) == data  # the text block is the same JSON
     assert all({"prompt_per_1m", "completion_per_1m", "tier", "capabilities"} <= set(row) for row in data["models"])

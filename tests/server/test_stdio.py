@@ -138,32 +138,51 @@ async def test_the_childs_stdout_carries_only_json_rpc_and_its_logs_go_to_stderr
             "jsonrpc": "2.0",
             "id": 1,
             "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
         },
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_models", "arguments": {"limit": 2}}},
-        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "execute", "arguments": {"prompt": "hi"}}},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "list_models", "arguments": {"limit": 2}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "execute", "arguments": {"prompt": "hi"}},
+        },
     ]
     stderr = bytearray()
     lines: list[bytes] = []
     with anyio.fail_after(30):
-        async with await anyio.open_process(
-            [sys.executable, *SERVE], env=env, cwd=str(tmp_path)
-        ) as process, anyio.create_task_group() as group:
-            assert process.stdin and process.stdout and process.stderr
-            group.start_soon(_read_all, process.stderr, stderr)
-            stdout = BufferedByteReceiveStream(process.stdout)
-            await process.stdin.send((json.dumps(requests[0]) + "\n").encode())
-            lines.append(await stdout.receive_until(b"\n", 1 << 20))
-            for message in requests[1:]:
-                await process.stdin.send((json.dumps(message) + "\n").encode())
-            while b'"id":3' not in lines[-1].replace(b" ", b""):
-                lines.append(await stdout.receive_until(b"\n", 1 << 22))
-            await process.stdin.aclose()  # a host closing stdin: the server must exit on its own
-            rest = bytearray()
-            await _read_all(stdout, rest)
-            lines += rest.split(b"\n")
-            assert await process.wait() == 0, stderr.decode(errors="replace")
+        async with (
+            await anyio.open_process([sys.executable, *SERVE], env=env, cwd=str(tmp_path)) as process,
+            anyio.create_task_group() as group,
+        ):
+            try:
+                assert process.stdin and process.stdout and process.stderr
+                group.start_soon(_read_all, process.stderr, stderr)
+                stdout = BufferedByteReceiveStream(process.stdout)
+                await process.stdin.send((json.dumps(requests[0]) + "\n").encode())
+                lines.append(await stdout.receive_until(b"\n", 1 << 20))
+                for message in requests[1:]:
+                    await process.stdin.send((json.dumps(message) + "\n").encode())
+                while b'"id":3' not in lines[-1].replace(b" ", b""):
+                    lines.append(await stdout.receive_until(b"\n", 1 << 22))
+                await process.stdin.aclose()  # a host closing stdin: the server must exit on its own
+                rest = bytearray()
+                await _read_all(stdout, rest)
+                lines += rest.split(b"\n")
+                assert await process.wait() == 0, stderr.decode(errors="replace")
+            finally:
+                if process.returncode is None:  # a failure above: don't wait for an exit
+                    process.kill()
     raw = [line for line in lines if line.strip()]
     for line in raw:
         jsonrpc_message_adapter.validate_json(line)  # raises on anything that is not a JSON-RPC message
