@@ -38,6 +38,7 @@ from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import AttemptRecord, PlanView, RouteResult
 from modelyard.routing.retry import RetryPolicy, is_final
 from modelyard.routing.selection import Candidate, Plan, SelectionDefaults, select
+from modelyard.routing.shared import SharedBreakers, SharedResponseCache, shared_store
 from modelyard.routing.speed import SpeedBook
 from modelyard.settings import Settings
 from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, Store
@@ -87,6 +88,11 @@ class Router:
         self.cache: ResponseCache[RouteResult] = ResponseCache(
             max_entries=settings.cache.max_entries, ttl_s=settings.cache.ttl_s, clock=self.clock.monotonic
         )
+        if (fleet := shared_store(store)) is not None:  # DESIGN §6: instances share breakers and cache via Redis
+            self.breakers = SharedBreakers(fleet, clock=self.clock.now)
+            self.cache = SharedResponseCache(
+                fleet, max_entries=settings.cache.max_entries, ttl_s=settings.cache.ttl_s, clock=self.clock.monotonic
+            )
         self.speed = SpeedBook()
         self.defaults = SelectionDefaults(
             default_max_tokens=settings.default_max_tokens,
@@ -126,7 +132,11 @@ class Router:
         return await self._cache_hit(request, result, sink, started)
 
     async def stream(self, request: RouteRequest) -> AsyncIterator[StreamEvent | RouteResult]:
-        """Yield `TextDelta`/`Restart` events as the answer streams, then the final `RouteResult`."""
+        """Yield `TextDelta`/`Restart` events as the answer streams, then the final `RouteResult`.
+
+        Consume it to the end (or use `execute(request, on_event=...)`): the generator owns a task group,
+        so abandoning it half-way leaves cleanup to the garbage collector.
+        """
         send, receive = anyio.create_memory_object_stream[StreamEvent | RouteResult](256)
         streamed = request.model_copy(update={"stream": True})
 
@@ -243,6 +253,9 @@ class Router:
                     await self.budgets.release(reservation)
                     outcome.final = exc
                     return outcome
+                if sink is not None:
+                    # Whatever streamed so far is void: the next attempt (same model or not) starts over.
+                    await sink(Restart(candidate.id, str(exc)))
                 delay = self.retry.delay_s(exc, retries)
                 retry = self.retry.should_retry(exc, retries) and outcome.used < budget_left
                 if retry and self._time_left(request, started) > delay:
@@ -251,11 +264,11 @@ class Router:
                     continue
                 await self.budgets.release(reservation)
                 outcome.failures.append((candidate.id, exc))
-                if sink is not None:
-                    await sink(Restart(candidate.id, str(exc)))
                 return outcome
             except BaseException:
-                await self.budgets.release(reservation)
+                # Cancelled (the caller went away): free the hold even though this scope is cancelled.
+                with anyio.CancelScope(shield=True):
+                    await self.budgets.release(reservation)
                 raise
             outcome.result = await self._succeed(
                 request, plan, catalog, candidate, reservation, response, attempts, began, started

@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from typing import Literal
 
 from mcp.server import MCPServer
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from modelyard import __version__
 from modelyard.server.context import AppContext, open_app_context
@@ -43,11 +45,18 @@ def build_server(settings: Settings) -> MCPServer[AppContext]:
         lifespan=lifespan,
         log_level="DEBUG" if settings.debug else "WARNING",
     )
+    server.custom_route("/health", methods=["GET"])(_health)
+
     # The tools depend on the server's AppContext, so they are imported here, at build time.
     from modelyard.tools import register_all
 
     register_all(server)
     return server
+
+
+async def _health(request: Request) -> Response:
+    """Liveness for load balancers (HTTP transports only; open even when a token is required)."""
+    return PlainTextResponse("ok")
 
 
 def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "127.0.0.1", port: int = 8765) -> None:

@@ -1,6 +1,7 @@
 """Persistence behind one interface: the ledger, budget reservations and a small key-value area.
 
-`open_store(url)` picks the backend from the store URL (`MODELYARD_STORE`).
+`open_store(url)` picks the backend from the store URL (`MODELYARD_STORE`): SQLite (embedded, the
+default) or Redis (shared by a fleet of instances; `modelyard.store.redis`, imported only when used).
 """
 
 from __future__ import annotations
@@ -31,15 +32,25 @@ def open_store(url: str) -> Store:
     """Open the store a URL names.
 
     Accepted: `sqlite:///abs/path.db` (also `sqlite:////abs/path.db`), `sqlite:///:memory:`,
-    `sqlite:///~/path.db`, and a plain file path (`~` expanded, relative to the working directory).
+    `sqlite:///~/path.db`, a plain file path (`~` expanded, relative to the working directory), and
+    `redis://[user:password@]host:port/db` or `rediss://...` (optionally `?prefix=NAME`), which opens a
+    `RedisStore` without connecting yet.
 
     Raises:
-        ConfigurationError: the URL is empty, names no path, uses Redis (not available yet) or an
+        ConfigurationError: the URL is empty, names no path, is a malformed Redis URL or uses an
             unknown scheme, or the database cannot be opened.
     """
     text = url.strip()
     if not text:
         raise ConfigurationError("The store URL is empty; set MODELYARD_STORE to sqlite:///path/to/file.db.")
+    scheme = _SCHEME.match(text)
+    if scheme is not None and scheme.group(1).lower() in ("redis", "rediss"):
+        from modelyard.store.redis import RedisStore
+
+        try:
+            return RedisStore(text)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc} ({_redacted(text)})") from None
     return SQLiteStore(_sqlite_path(text))
 
 
@@ -49,13 +60,9 @@ def _sqlite_path(url: str) -> str | Path:
     if scheme is None:
         return MEMORY if url == MEMORY else Path(url)
     name = scheme.group(1).lower()
-    if name in ("redis", "rediss"):
-        raise ConfigurationError(
-            f"The Redis store is not available yet ({_redacted(url)}); use sqlite:///path/to/file.db."
-        )
     if name != "sqlite":
         raise ConfigurationError(
-            f"Unknown store URL scheme {name!r} in {_redacted(url)}; use sqlite:///path/to/file.db."
+            f"Unknown store URL scheme {name!r} in {_redacted(url)}; use sqlite:///path/to/file.db or redis://host:port/0."
         )
     rest = url[len(_SQLITE_PREFIX) :].split("?", 1)[0]
     if rest.lstrip("/") == MEMORY:

@@ -126,3 +126,13 @@ async def test_metrics_count_requests_failures_tokens_and_spend(rig: Rig) -> Non
     assert (metrics.total_requests, metrics.successes, metrics.failures) == (2, 1, 1)
     assert metrics.total_cost == rig.billed() and metrics.tokens.total > 0
     assert metrics.by_model[0].model.startswith("openai/gpt-4o-mini")
+
+
+async def test_a_cancelled_request_releases_its_reservation(rig_factory: RigFactory) -> None:
+    """Cancelling execute mid-flight frees the money it held and records no spend."""
+    rig: Rig = await rig_factory(budget=BudgetSettings(daily=Decimal("1")))
+    rig.sandbox.state.faults.add(model=MODEL, kind="latency", latency_ms=2000, count=None)
+    with anyio.move_on_after(0.3):
+        await rig.router.execute(rig.ask(model=MODEL))
+    totals = await rig.router.budgets.totals()
+    assert totals.reserved == 0 and totals.spent_today == 0

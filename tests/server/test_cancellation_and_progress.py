@@ -112,12 +112,6 @@ async def test_a_stream_that_breaks_midway_restarts_on_the_next_model_and_says_s
     assert [(a["model"], a["outcome"]) for a in out["attempts"]] == [(MODEL, "error"), (BACKUP, "ok")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="KNOWN BUG (routing/router.py _try_candidate): a same-model retry after streamed text sends no "
-    "Restart event, so the progress preview repeats the first chunks with nothing to say they were dropped",
-)
 async def test_a_same_model_retry_after_streamed_text_is_announced_in_progress(
     client: Client, sandbox: Sandbox
 ) -> None:
@@ -206,12 +200,6 @@ async def test_cancelling_execute_over_stdio_closes_the_upstream_stream_and_bill
     assert Decimal(str(budget["spent_today"])) == 0 and again["models"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="KNOWN BUG (routing/router.py _try_candidate): `except BaseException: await budgets.release(...)` "
-    "runs inside the cancelled scope, so the release is itself cancelled and the reservation stays held",
-)
 async def test_a_cancelled_execute_releases_its_budget_reservation(client: Client, sandbox: Sandbox) -> None:
     """After a client cancels execute mid-stream, get_budget shows nothing reserved."""
     sandbox.state.config.stream_chunk_delay_ms = 300

@@ -113,6 +113,7 @@ async def test_http_transport_with_a_token_rejects_missing_or_wrong_bearers_and_
             missing = await _status(raw, transport, url, {})
             wrong = await _status(raw, transport, url, {"Authorization": "Bearer secreT"})
             post_wrong = await raw.post(url.rsplit("/", 1)[0] + "/messages/", headers={"Authorization": "Basic x"})
+            health = await raw.get(url.rsplit("/", 1)[0] + "/health")
             async with (
                 httpx2.AsyncClient(headers=right, timeout=httpx2.Timeout(10, read=60)) as http,
                 _client(transport, url, http, right) as client,
@@ -123,6 +124,7 @@ async def test_http_transport_with_a_token_rejects_missing_or_wrong_bearers_and_
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
     assert "MODELYARD_HTTP_TOKEN" in missing.text
+    assert (health.status_code, health.text) == (200, "ok")
     assert len(names) == 9 and "execute" in names
     assert len(models["models"]) == 3 and models["total"] >= 25
 

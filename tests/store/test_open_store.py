@@ -54,11 +54,14 @@ async def test_a_home_relative_url_expands_the_tilde(tmp_path: Path, monkeypatch
 
 
 @pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://user:secret@cache:6380"])
-def test_redis_urls_say_redis_is_not_available_yet(url: str) -> None:
-    """A Redis URL is a clear configuration error that never echoes its password."""
-    with pytest.raises(ConfigurationError, match="Redis store is not available yet") as refused:
-        open_store(url)
-    assert "secret" not in str(refused.value)
+async def test_redis_urls_open_a_redis_store_without_connecting(url: str) -> None:
+    """A Redis URL opens the shared RedisStore (lazily: no connection yet) and its repr hides the password."""
+    from modelyard.store.redis import RedisStore
+
+    store = open_store(url)
+    assert isinstance(store, RedisStore)
+    assert "secret" not in repr(store)
+    await store.aclose()
 
 
 @pytest.mark.parametrize("url", ["postgres://db/x", "http://example.com/x.db"])

@@ -1,0 +1,205 @@
+"""Non-streaming throughput and latency, side by side: raw aiohttp, raw httpx2 (default limits, tuned
+limits, aiohttp transport), LiteLLM's Router and modelyard's Router, against one sandbox process.
+
+    python -m bench.bench_http            # full size: 3 rounds, writes bench/RESULTS.md
+    python -m bench.bench_http --smoke    # tiny, proves it works
+
+Scenarios (the issue's): c=1 × 500 sequential (p50, p99); c=200 × 2,000 (throughput, p99); c=200 ×
+2,000 with 50 ms upstream latency (throughput). Each contender runs in a fresh interpreter (so one
+library's background tasks or imports never slow another), one after the other, in rounds; the
+table shows the median of the rounds. The sandbox's own CPU use is sampled during each scenario: a
+sandbox near 100% of a core is the ceiling every contender shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from typing import Any
+
+from bench.common import (
+    SandboxProcess,
+    fmt,
+    machine,
+    machine_line,
+    median,
+    parser,
+    publish,
+    run_load,
+    run_worker,
+    sandbox_process,
+    table,
+)
+from bench.contenders import DESCRIPTIONS, available, factory, missing
+
+NAME = "http"
+CONTENDERS = (
+    "aiohttp",
+    "httpx2",
+    "httpx2-tuned",
+    "httpx2+aiohttp",
+    "litellm",
+    "modelyard",
+    "modelyard[httpx2-tuned]",
+    "modelyard[aiohttp]",
+)
+# scenario: (requests, concurrency, upstream latency ms)
+FULL = {"c1": (500, 1, 0), "c200": (2000, 200, 0), "c200_lat50": (2000, 200, 50)}
+SMOKE = {"c1": (10, 1, 0), "c200": (40, 20, 0), "c200_lat50": (40, 20, 50)}
+
+
+# ---------------------------------------------------------------------------------------- worker
+
+
+async def _worker(name: str, url: str, sandbox_pid: int, scenarios: dict[str, list[int]]) -> dict[str, Any]:
+    sandbox = SandboxProcess(url, sandbox_pid)
+    out: dict[str, Any] = {}
+    async with factory(name)(url) as call:
+        for scenario, (n, concurrency, latency_ms) in scenarios.items():
+            sandbox.reset(default_latency_ms=latency_ms)
+            await run_load(call, n=max(concurrency, min(n, 50)), concurrency=concurrency)  # warm the pool
+            cpu, sb_cpu = time.process_time(), sandbox.cpu_s()
+            result = await run_load(call, n=n, concurrency=concurrency)
+            cpu, sb_cpu = time.process_time() - cpu, sandbox.cpu_s() - sb_cpu
+            figures = result.figures()
+            figures["client_cpu_us_per_req"] = cpu / max(1, n) * 1e6
+            figures["sandbox_cpu_share"] = sb_cpu / result.wall_s if result.wall_s else math.nan
+            out[scenario] = figures
+        router = getattr(call, "router", None)
+        if router is not None:  # prove the ledger got a row for every request
+            out["ledger_rows"] = len(await router.store.rows())
+    sandbox.reset()
+    return out
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    import anyio
+
+    scenarios = json.loads(args.scenarios)
+    result = anyio.run(_worker, args.worker, args.url, args.sandbox_pid, scenarios)
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------------------- parent
+
+
+def measure(contenders: list[str], sizes: dict[str, tuple[int, int, int]], rounds: int) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
+    with sandbox_process() as sandbox:
+        for index in range(rounds):
+            # Rotate the order each round so no contender always runs first (or last) on a noisy machine.
+            order = contenders[index % len(contenders) :] + contenders[: index % len(contenders)]
+            for name in order:
+                args = [
+                    "--worker", name, "--url", sandbox.url, "--sandbox-pid", str(sandbox.pid),
+                    "--scenarios", json.dumps(sizes),
+                ]  # fmt: skip
+                runs[name].append(run_worker("bench.bench_http", args, timeout_s=900))
+                print(f"round {index + 1}/{rounds}: {name} done", flush=True)
+    return {name: _medians(name_runs) for name, name_runs in runs.items()}
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {"rounds": len(runs)}
+    for scenario in runs[0]:
+        if not isinstance(runs[0][scenario], dict):
+            merged[scenario] = [r[scenario] for r in runs]
+            continue
+        merged[scenario] = {
+            key: median([r[scenario][key] for r in runs]) for key in runs[0][scenario] if key != "n"
+        }
+        merged[scenario]["n"] = runs[0][scenario]["n"]
+        merged[scenario]["rounds_rps"] = [r[scenario]["rps"] for r in runs]
+    return merged
+
+
+def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[str, Any], rounds: int) -> str:
+    info = machine()
+    n1, n200, nlat = sizes["c1"][0], sizes["c200"][0], sizes["c200_lat50"][0]
+    c200 = sizes["c200"][1]
+    header = [
+        "client",
+        f"c=1 p50 ms (n={n1})",
+        "c=1 p99 ms",
+        f"c={c200} req/s (n={n200})",
+        f"c={c200} p99 ms",
+        f"c={c200} +50 ms req/s (n={nlat})",
+        f"client CPU µs/req (c={c200})",
+        f"sandbox CPU share (c={c200})",
+    ]
+    rows = []
+    for name, r in results.items():
+        rows.append(
+            [
+                f"**{name}**",
+                fmt(r["c1"]["p50_ms"]),
+                fmt(r["c1"]["p99_ms"]),
+                fmt(r["c200"]["rps"]),
+                fmt(r["c200"]["p99_ms"]),
+                fmt(r["c200_lat50"]["rps"]),
+                fmt(r["c200"]["client_cpu_us_per_req"]),
+                f"{r['c200']['sandbox_cpu_share']:.0%}",
+            ]
+        )
+    notes = [f"- {name}: {DESCRIPTIONS[name]}" for name in results]
+    notes += [f"- {name}: **skipped**, not installed: {', '.join(dists)}" for name, dists in skipped.items()]
+    errors = [f"{n} {s}: {r[s]['errors']:.0f} errors" for n, r in results.items() for s in sizes if r[s]["errors"]]
+    ledger = [f"{n}: {rows_}" for n, r in results.items() if (rows_ := r.get("ledger_rows"))]
+    spread = [
+        f"{n}: " + ", ".join(fmt(v) for v in r["c200"]["rounds_rps"]) for n, r in results.items()
+    ]
+    return "\n".join(
+        [
+            machine_line(info),
+            "",
+            f"One sandbox process (`python -m modelyard.sandbox`, pure Python on h11) serves every contender; "
+            f"each contender runs in its own interpreter, one after another, {rounds} round(s) in rotating "
+            "order; figures are the medians of the rounds. Each scenario starts with an untimed warm-up "
+            "that fills the connection pool. 0 ms upstream latency unless stated.",
+            "",
+            table(header, rows),
+            "",
+            *notes,
+            "",
+            "Per-round c=200 req/s (the noise): " + "; ".join(spread) + ".",
+            "",
+            "Ledger rows after each modelyard run (warm-ups + measured requests, every one recorded): "
+            + ("; ".join(str(x) for x in ledger) or "–")
+            + ".",
+            "",
+            "Errors: " + ("; ".join(errors) if errors else "none") + ".",
+        ]
+    )
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=None, help="rounds per contender (default 3; 1 with --smoke)")
+    p.add_argument("--only", nargs="*", default=None, help="contenders to run (default all)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--sandbox-pid", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--scenarios", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker_main(args)
+        return
+    sizes = SMOKE if args.smoke else FULL
+    rounds = args.rounds or (1 if args.smoke else 3)
+    wanted = list(args.only or CONTENDERS)
+    skipped = {name: missing(name) for name in wanted if not available(name)}
+    contenders = [name for name in wanted if name not in skipped]
+    for name, dists in skipped.items():
+        print(f"skipping {name}: not installed ({', '.join(dists)}); `pip install -e '.[bench]'` adds it")
+    started = time.monotonic()
+    results = measure(contenders, sizes, rounds)
+    body = render(results, skipped, sizes, rounds)
+    figures = {"machine": machine(), "sizes": sizes, "rounds": rounds, "results": results, "skipped": skipped}
+    publish(args, NAME, "Upstream HTTP: throughput and latency, side by side", body, figures)
+    print(f"({time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""The shared store: one Redis, used by every modelyard instance of a fleet (DESIGN §6).
+
+Selected by `MODELYARD_STORE=redis://host:port/db` (or `rediss://` for TLS); an optional `prefix`
+query parameter (default `modelyard`) namespaces the keys, so several fleets can share one Redis.
+Redis is the source of truth: spend totals, holds, the ledger and values outlive every instance.
+Run Redis with persistence (`appendonly yes`) when the ledger must survive a Redis restart.
+
+Money. Redis runs Lua 5.1, whose only number type is a double: integers above 2^53 lose digits and
+decimal fractions are never exact, and INCRBYFLOAT is a long double with the same problem. So no
+amount ever becomes a Lua number. Amounts travel and rest as exact decimal strings
+(`format(Decimal, "f")`, e.g. `0.00001255`), and the scripts add, subtract and compare them with a
+small arbitrary-precision routine (`_DECIMAL_LUA`): both operands are scaled to the larger number of
+fraction digits, cut into base-10^7 limbs, and added or subtracted limb by limb with carries. Every
+limb is below 10^7 and every intermediate below 2·10^7 + 1, far inside the 2^53 of exact integers a
+double holds, so each operation is exact for every finite Decimal of any size or scale — the same
+guarantee as SQLite's Decimal TEXT, with no unit to choose and no range to outgrow. A fixed integer
+unit was rejected: 10^-15 USD caps exact sums at $9 (2^53 units) and 10^-9 USD cannot hold an upstream
+cost such as 1.2345678901234567e-05.
+
+Atomicity. Each state change is one Lua script (EVALSHA, loaded again on NOSCRIPT), and Redis runs
+a script with nothing interleaved, across every connection of every instance:
+- reserve: purge expired holds, read day/month spend and the held total, check both limits, hold;
+- release: drop a hold and subtract it from the held total;
+- commit: drop the hold, add the ledger row once (HSETNX on its id), index it by time, add its cost
+  to the day and month totals.
+Scripts validate nothing: every argument is checked in Python first, so no script fails half way.
+
+Keys (one Redis Cluster hash slot through the `{prefix}` tag): `spend:day:YYYY-MM-DD`,
+`spend:month:YYYY-MM` (decimal strings); `holds` (sorted set, score = expires_at), `hold_amounts`
+(hash), `held` (the live total); `ledger` (hash id -> JSON row), `ledger_ts` (sorted set, score = ts,
+member = 16-digit sequence + id, so equal times keep commit order), `ledger_seq`; `kv` (hash).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from decimal import Decimal, localcontext
+from types import TracebackType
+from typing import Any, Final, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from modelyard.errors import BudgetExceededError, ConfigurationError
+from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals
+
+__all__ = ["DEFAULT_PREFIX", "RedisStore"]
+
+DEFAULT_PREFIX: Final = "modelyard"
+_EXACT_PREC: Final = 200
+_ZERO: Final = Decimal(0)
+_ROWS_CHUNK: Final = 1000
+_WRITE_GRACE_S: Final = 10.0
+
+_DECIMAL_LUA: Final = """
+local function parse(s, scale)
+  local neg = s:sub(1, 1) == '-'
+  if neg then s = s:sub(2) end
+  local int, frac = s:match('^(%d*)%.?(%d*)$')
+  local digits = int .. frac .. string.rep('0', scale - #frac)
+  local limbs, n = {}, #digits
+  while n > 0 do
+    local lo = math.max(1, n - 6)
+    limbs[#limbs + 1] = tonumber(digits:sub(lo, n))
+    n = lo - 1
+  end
+  while #limbs > 0 and limbs[#limbs] == 0 do limbs[#limbs] = nil end
+  return neg and #limbs > 0, limbs
+end
+local function cmpmag(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  for k = #a, 1, -1 do
+    if a[k] ~= b[k] then return a[k] < b[k] and -1 or 1 end
+  end
+  return 0
+end
+local function addmag(a, b)
+  local r, carry = {}, 0
+  for k = 1, math.max(#a, #b) do
+    local v = (a[k] or 0) + (b[k] or 0) + carry
+    if v >= 10000000 then r[k] = v - 10000000; carry = 1 else r[k] = v; carry = 0 end
+  end
+  if carry > 0 then r[#r + 1] = carry end
+  return r
+end
+local function submag(a, b)
+  local r, borrow = {}, 0
+  for k = 1, #a do
+    local v = a[k] - (b[k] or 0) - borrow
+    if v < 0 then r[k] = v + 10000000; borrow = 1 else r[k] = v; borrow = 0 end
+  end
+  while #r > 0 and r[#r] == 0 do r[#r] = nil end
+  return r
+end
+local function render(neg, limbs, scale)
+  if #limbs == 0 then return '0' end
+  local parts = {tostring(limbs[#limbs])}
+  for k = #limbs - 1, 1, -1 do parts[#parts + 1] = string.format('%07d', limbs[k]) end
+  local digits = table.concat(parts)
+  if #digits <= scale then digits = string.rep('0', scale - #digits + 1) .. digits end
+  local int = digits:sub(1, #digits - scale)
+  local frac = (digits:sub(#digits - scale + 1):gsub('0+$', ''))
+  local text = int
+  if frac ~= '' then text = int .. '.' .. frac end
+  if neg then return '-' .. text end
+  return text
+end
+local function scale_of(s)
+  local frac = s:match('%.(%d+)$')
+  if frac then return #frac end
+  return 0
+end
+local function dec_add(x, y)
+  local scale = math.max(scale_of(x), scale_of(y))
+  local xn, xl = parse(x, scale)
+  local yn, yl = parse(y, scale)
+  if xn == yn then return render(xn, addmag(xl, yl), scale) end
+  if cmpmag(xl, yl) >= 0 then return render(xn, submag(xl, yl), scale) end
+  return render(yn, submag(yl, xl), scale)
+end
+local function dec_neg(x)
+  if x:sub(1, 1) == '-' then return x:sub(2) end
+  return '-' .. x
+end
+local function dec_gt(x, y)
+  local d = dec_add(x, dec_neg(y))
+  return d ~= '0' and d:sub(1, 1) ~= '-'
+end
+local function drop_hold(holds, amounts, held, id)
+  local amount = redis.call('HGET', amounts, id)
+  if amount then
+    redis.call('HDEL', amounts, id)
+    redis.call('ZREM', holds, id)
+    redis.call('SET', held, dec_add(redis.call('GET', held) or '0', dec_neg(amount)))
+  end
+end
+"""
+
+# KEYS: holds, hold_amounts, held, day, month. ARGV: now, id, amount, expires_at, daily|'', monthly|''.
+_RESERVE_LUA: Final = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, id in ipairs(expired) do drop_hold(KEYS[1], KEYS[2], KEYS[3], id) end
+local held = redis.call('GET', KEYS[3]) or '0'
+local day = redis.call('GET', KEYS[4]) or '0'
+local month = redis.call('GET', KEYS[5]) or '0'
+local after = dec_add(held, ARGV[3])
+if ARGV[5] ~= '' and dec_gt(dec_add(day, after), ARGV[5]) then return {'daily', day, month, held} end
+if ARGV[6] ~= '' and dec_gt(dec_add(month, after), ARGV[6]) then return {'monthly', day, month, held} end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('SET', KEYS[3], after)
+return {'ok', day, month, held}
+"""
+
+# KEYS: holds, hold_amounts, held. ARGV: id.
+_RELEASE_LUA: Final = "drop_hold(KEYS[1], KEYS[2], KEYS[3], ARGV[1])\nreturn 1\n"
+
+# KEYS: holds, hold_amounts, held, ledger, ledger_ts, ledger_seq, day, month.
+# ARGV: reservation id|'', row id, row JSON, ts, cost|''.
+_COMMIT_LUA: Final = """
+if ARGV[1] ~= '' then drop_hold(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) end
+if redis.call('HSETNX', KEYS[4], ARGV[2], ARGV[3]) == 0 then return 0 end
+local seq = redis.call('INCR', KEYS[6])
+redis.call('ZADD', KEYS[5], ARGV[4], string.format('%016d', seq) .. ':' .. ARGV[2])
+if ARGV[5] ~= '' then
+  for k = 7, 8 do redis.call('SET', KEYS[k], dec_add(redis.call('GET', KEYS[k]) or '0', ARGV[5])) end
+end
+return 1
+"""
+
+# KEYS: holds, hold_amounts, day, month. ARGV: now. Read-only: the live holds are those expiring after now.
+_TOTALS_LUA: Final = """
+local total = '0'
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')) do
+  local amount = redis.call('HGET', KEYS[2], id)
+  if amount then total = dec_add(total, amount) end
+end
+return {redis.call('GET', KEYS[3]) or '0', redis.call('GET', KEYS[4]) or '0', total}
+"""
+
+
+class RedisStore:
+    """A `Store` in Redis, shared by every instance pointed at the same URL and prefix.
+
+    Creating it opens no connection (the pool connects on first use), so an unreachable Redis shows
+    up as `healthy() == False` and as errors from the calls, never at construction.
+
+    Args:
+        url: `redis://[user:password@]host:port/db` or `rediss://...`; a `prefix=` query parameter
+            overrides `prefix`.
+        prefix: the key namespace.
+        max_connections: the pool's size; callers beyond it wait for a free connection.
+
+    Raises:
+        ConfigurationError: the URL is not a valid Redis URL.
+    """
+
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, max_connections: int = 64) -> None:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        prefix = next((value for name, value in query if name == "prefix"), prefix)
+        rest = urlencode([(name, value) for name, value in query if name != "prefix"])
+        try:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                urlunsplit(parts._replace(query=rest)),
+                max_connections=max_connections,
+                timeout=30,
+                decode_responses=True,
+                socket_connect_timeout=5,
+                health_check_interval=30,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"Invalid Redis store URL: {exc}") from None
+        self.prefix = prefix
+        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._closed = False
+        scripts = (_RESERVE_LUA, _RELEASE_LUA, _COMMIT_LUA, _TOTALS_LUA)
+        self._reserve, self._release, self._commit, self._totals = (
+            self.redis.register_script(_DECIMAL_LUA + body) for body in scripts
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisStore(prefix={self.prefix!r})"
+
+    def key(self, name: str) -> str:
+        """The full Redis key of `name` in this store's namespace (shared with `routing.shared`)."""
+        return f"{{{self.prefix}}}:{name}"
+
+    async def __aenter__(self) -> RedisStore:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def reserve(self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float) -> Reservation:
+        """Atomically check that `amount` fits every limit and hold it until `now + ttl_s`.
+
+        Limits are checked in the order per_request, daily, monthly; expired holds are purged on the way.
+
+        Raises:
+            BudgetExceededError: naming the limit that refused, what remains of it and `amount`.
+            ValueError: `amount` is negative or not finite, or `ttl_s` is not positive.
+        """
+        if not amount.is_finite() or amount < 0:
+            raise ValueError(f"a reservation must be a finite amount >= 0, not {amount}")
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s must be positive, not {ttl_s}")
+        if limits.per_request is not None and amount > limits.per_request:
+            raise BudgetExceededError("per_request", limits.per_request, amount)
+        day, month = _periods(now)
+        reservation = Reservation(id=uuid.uuid4().hex, amount=amount, expires_at=now + ttl_s)
+        args = (repr(now), reservation.id, _text(amount), repr(reservation.expires_at))
+        limit_args = tuple("" if limit is None else _text(limit) for limit in (limits.daily, limits.monthly))
+        keys = (*self._holds(), self.key(day), self.key(month))
+        verdict, spent_day, spent_month, held = await self._reserve(keys=keys, args=(*args, *limit_args))
+        if verdict == "ok":
+            return reservation
+        limit = cast(Decimal, limits.daily if verdict == "daily" else limits.monthly)
+        spent = Decimal(spent_day if verdict == "daily" else spent_month)
+        raise _refusal(verdict, limit, spent, Decimal(held), amount)
+
+    async def release(self, reservation_id: str) -> None:
+        """Free a reservation without recording spend; nothing happens if it is already gone."""
+        with anyio.CancelScope(shield=True), anyio.fail_after(_WRITE_GRACE_S):
+            await self._release(keys=self._holds(), args=(reservation_id,))
+
+    async def commit(self, reservation_id: str | None, row: LedgerRow) -> None:
+        """Atomically drop the reservation (if any, and if still there) and append the ledger row.
+
+        Committing a row whose `id` is already in the ledger adds nothing, so a retried commit
+        never counts the same spend twice. A cancelled caller still finishes the write.
+
+        Raises:
+            ValueError: `row.cost` or `row.saved` is not finite.
+        """
+        text = _encode_row(row)
+        day, month = _periods(row.ts)
+        keys = (*self._holds(), *self._ledger(), self.key(day), self.key(month))
+        cost = _text(row.cost) if row.cost else ""
+        args = (reservation_id or "", row.id, text, repr(row.ts), cost)
+        with anyio.CancelScope(shield=True), anyio.fail_after(_WRITE_GRACE_S):
+            await self._commit(keys=keys, args=args)
+
+    async def totals(self, *, now: float) -> SpendTotals:
+        """Spend of the UTC day and month of `now`, and the reservations still live at `now`."""
+        day, month = _periods(now)
+        keys = (*self._holds()[:2], self.key(day), self.key(month))
+        spent_day, spent_month, held = await self._totals(keys=keys, args=(repr(now),))
+        return SpendTotals(spent_today=Decimal(spent_day), spent_month=Decimal(spent_month), reserved=Decimal(held))
+
+    async def rows(self, *, since: float | None = None, limit: int | None = None) -> list[LedgerRow]:
+        """Ledger rows with `ts >= since`, oldest first (the newest `limit` when a limit is given)."""
+        if limit is not None and limit <= 0:
+            return []
+        rows_key, index_key, _ = self._ledger()
+        lower = "-inf" if since is None else repr(since)
+        start, count = (None, None) if limit is None else (0, limit)
+        members = cast(list[str], await self.redis.zrevrangebyscore(index_key, "+inf", lower, start, count))
+        ids = [member.split(":", 1)[1] for member in reversed(members)]
+        found: list[LedgerRow] = []
+        for first in range(0, len(ids), _ROWS_CHUNK):
+            texts = cast(list[str | None], await self.redis.hmget(rows_key, ids[first : first + _ROWS_CHUNK]))
+            found.extend(_decode_row(text) for text in texts if text is not None)
+        return found
+
+    async def get_value(self, key: str) -> str | None:
+        """The value stored under `key`, or None."""
+        return cast(str | None, await self.redis.hget(self.key("kv"), key))
+
+    async def set_value(self, key: str, value: str) -> None:
+        """Store `value` under `key`, replacing any old one."""
+        await self.redis.hset(self.key("kv"), key, value)
+
+    async def healthy(self) -> bool:
+        """True when Redis answers PING (within 5 seconds); False once the store is closed."""
+        if self._closed:
+            return False
+        try:
+            with anyio.fail_after(5):
+                return bool(await self.redis.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def aclose(self) -> None:
+        """Close the connection pool; calling it again does nothing."""
+        if not self._closed:
+            self._closed = True
+            await self.redis.aclose(close_connection_pool=True)
+
+    def _holds(self) -> tuple[str, str, str]:
+        return self.key("holds"), self.key("hold_amounts"), self.key("held")
+
+    def _ledger(self) -> tuple[str, str, str]:
+        return self.key("ledger"), self.key("ledger_ts"), self.key("ledger_seq")
+
+
+def _periods(ts: float) -> tuple[str, str]:
+    """The spend keys of the UTC day and the UTC month that `ts` falls in."""
+    t = time.gmtime(ts)
+    return f"spend:day:{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", f"spend:month:{t.tm_year:04d}-{t.tm_mon:02d}"
+
+
+def _text(amount: Decimal) -> str:
+    """An exact plain decimal string (no exponent) that the Lua arithmetic reads."""
+    if not amount.is_finite():
+        raise ValueError(f"a ledger amount must be finite, not {amount}")
+    return format(amount, "f")
+
+
+def _refusal(budget: str, limit: Decimal, spent: Decimal, held: Decimal, amount: Decimal) -> BudgetExceededError:
+    """The same refusal SQLiteStore gives: what remains (never below 0) and why."""
+    with localcontext(prec=_EXACT_PREC):
+        remaining = max(_ZERO, limit - spent - held)
+    detail = f"(limit ${limit}, spent ${spent}, held by requests in flight ${held})"
+    return BudgetExceededError(budget, remaining, amount, detail)
+
+
+def _encode_row(row: LedgerRow) -> str:
+    """The row as JSON, money as exact Decimal strings (`str`, so `0.000020` stays `0.000020`)."""
+    data: dict[str, Any] = dataclasses.asdict(row)
+    for name in ("cost", "saved"):
+        value: Decimal | None = data[name]
+        if value is not None:
+            _text(value)
+            data[name] = str(value)
+    return json.dumps(data, default=str, separators=(",", ":"))
+
+
+def _decode_row(text: str) -> LedgerRow:
+    """A `LedgerRow` from its JSON, with its Decimals restored exactly."""
+    data: dict[str, Any] = json.loads(text)
+    for name in ("cost", "saved"):
+        if data[name] is not None:
+            data[name] = Decimal(data[name])
+    return LedgerRow(**data)
