@@ -5,6 +5,7 @@ Usable from any caller: `await router.execute(request)`, `router.stream(request)
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
@@ -25,7 +26,7 @@ from modelyard.errors import (
     UpstreamTimeoutError,
 )
 from modelyard.openrouter.client import OpenRouterClient
-from modelyard.openrouter.schemas import ChatResponse
+from modelyard.openrouter.schemas import ChatResponse, EndpointsInfo
 from modelyard.routing.attempt import EventSink, Restart, StreamEvent, TextDelta, call_model, check_json
 from modelyard.routing.attempt import wire_request as _wire_request
 from modelyard.routing.budget import BudgetManager
@@ -44,6 +45,10 @@ from modelyard.settings import Settings
 from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, Store
 
 __all__ = ["Router", "RouterClock"]
+
+log = logging.getLogger(__name__)
+_SPEED_PROBES = 8
+_SPEED_PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,7 +171,18 @@ class Router:
         catalog = await self.catalogs.current()
         limits = await self.budgets.limits()
         cap = _tightest(request.max_cost, limits.per_request)
-        plan = select(
+        plan = self._select(catalog, request, cap)
+        if (request.speed or self.settings.speed) == "fast" and await self._probe_speeds(plan):
+            plan = self._select(catalog, request, cap)
+        if not plan.candidates:
+            error = _no_candidates(plan)
+            if record_refusal:
+                await self._record(failure_row(request, plan, [], error, self.clock.now(), status="refused"))
+            raise error
+        return plan, catalog
+
+    def _select(self, catalog: Catalog, request: RouteRequest, cap: Decimal | None) -> Plan:
+        return select(
             catalog,
             request,
             defaults=self.defaults,
@@ -175,12 +191,32 @@ class Router:
             cost_cap=cap,
             now=self.clock.now(),
         )
-        if not plan.candidates:
-            error = _no_candidates(plan)
-            if record_refusal:
-                await self._record(failure_row(request, plan, [], error, self.clock.now(), status="refused"))
-            raise error
-        return plan, catalog
+
+    async def _probe_speeds(self, plan: Plan) -> bool:
+        """Fetch endpoint stats (latency, throughput) for the leading candidates that have none yet.
+
+        Only when a request asks for speed, and only for candidates: OpenRouter's `/endpoints` is one
+        call per model. A model whose stats cannot be fetched is remembered as unknown.
+        """
+        missing = [
+            c.id
+            for c in plan.candidates[:_SPEED_PROBES]
+            if self.speed.get(c.id) is None and not self.speed.has_endpoint_stats(c.id)
+        ]
+
+        async def probe(model: str) -> None:
+            info = EndpointsInfo(id=model)
+            with anyio.move_on_after(_SPEED_PROBE_TIMEOUT_S):
+                try:
+                    info = await self.client.model_endpoints(model)
+                except ModelyardError as exc:
+                    log.info("no endpoint stats for %s: %s", model, exc)
+            self.speed.record_endpoints(model, info)
+
+        async with anyio.create_task_group() as group:
+            for model in missing:
+                group.start_soon(probe, model)
+        return bool(missing)
 
     def _cache_payload(self, request: RouteRequest) -> dict[str, Any]:
         payload = request.model_dump(exclude={"stream", "cache", "timeout_s", "max_cost"})

@@ -244,3 +244,17 @@ async def test_failed_attempts_count_against_the_model_that_failed_in_metrics(ri
     by_model = {m.model: m for m in (await rig.router.metrics("today")).by_model}
     assert by_model[CHEAP].failures == 3 and by_model[CHEAP].successes == 0
     assert by_model[BACKUP].successes == 1 and by_model[BACKUP].cost == rig.billed()
+
+
+async def test_speed_fast_fetches_endpoint_stats_for_candidates_and_prefers_the_fastest(rig: Rig) -> None:
+    """With speed='fast', the router reads /endpoints for the leading candidates and ranks throughput higher."""
+    request = rig.ask(capabilities=["tools"], max_cost_per_1k=Decimal("0.002"))
+    ranked = [c.model for c in (await rig.router.plan(request)).candidates]
+    runner_up = ranked[1]
+    for model in ranked:
+        rig.sandbox.state.set_stats(model, latency_ms=400, throughput=1000 if model == runner_up else 20)
+    fast = await rig.router.plan(request.model_copy(update={"speed": "fast"}))
+    assert fast.candidates[0].model == runner_up and "speed 0.4" in fast.candidates[0].reason
+    assert rig.router.speed.get(runner_up) is not None and rig.router.speed.get(runner_up).tier == "fast"
+    unprobed = ranked[-1] if len(ranked) > 8 else None
+    assert unprobed is None or not rig.router.speed.has_endpoint_stats(unprobed)
