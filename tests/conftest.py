@@ -11,6 +11,16 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = SHARED / "fixtures" / "openrouter"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--reliability-full`: run the reliability suite (tests/reliability) at the issue's full sizes."""
+    parser.addoption(
+        "--reliability-full",
+        action="store_true",
+        default=False,
+        help="run tests/reliability at full size (also RELIABILITY_FULL=1); CI size otherwise",
+    )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

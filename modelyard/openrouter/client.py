@@ -33,6 +33,7 @@ from modelyard.openrouter.schemas import (
     ModelList,
 )
 from modelyard.openrouter.sse import DONE, iter_sse_data
+from modelyard.openrouter.transport import AiohttpTransport
 
 __all__ = ["DEFAULT_BASE_URL", "OpenRouterClient"]
 
@@ -50,10 +51,11 @@ class OpenRouterClient:
     Args:
         api_key: the OpenRouter key; only `list_models` and `model_endpoints` work without one.
         base_url: API root, e.g. the sandbox's `http://127.0.0.1:PORT/api/v1`.
-        transport: an httpx2 transport to use instead of the network (tests, custom stacks).
+        transport: an httpx2 transport to use instead of the default (tests, custom stacks). The
+            default sends through aiohttp's pool on asyncio (`AiohttpTransport`), httpx2's elsewhere.
         timeout: read timeout in seconds for one request (a stream's gap between chunks).
         connect_timeout: seconds to establish a connection.
-        limits: connection-pool limits.
+        limits: connection-pool limits (default 256 connections, all kept alive).
         app_name: sent as `X-OpenRouter-Title` / `X-Title` for OpenRouter's app attribution.
         app_url: sent as `HTTP-Referer`.
         clock: seconds since the epoch, used to turn rate-limit reset times into waits.
@@ -77,13 +79,20 @@ class OpenRouterClient:
         self._clock = clock
         self.base_url = base_url.rstrip("/")
         headers = {"HTTP-Referer": app_url, "X-OpenRouter-Title": app_name, "X-Title": app_name}
+        limits = limits or httpx2.Limits(max_connections=256, max_keepalive_connections=256)
         self._http = httpx2.AsyncClient(
             base_url=self.base_url + "/",
             headers=headers,
-            transport=transport,
+            transport=transport or AiohttpTransport(limits=limits),
             timeout=httpx2.Timeout(timeout, connect=connect_timeout),
-            limits=limits or httpx2.Limits(max_connections=256, max_keepalive_connections=64),
+            limits=limits,
         )
+        # The chat call is the hot path: its URL, headers and timeouts are merged once, here, not
+        # per request by `AsyncClient.build_request` (which re-parses the URL every time).
+        self._chat_url = httpx2.URL(self.base_url + "/chat/completions")
+        self._chat_headers = httpx2.Headers(self._http.headers)
+        self._chat_headers.update({"Content-Type": "application/json", **self._auth(required=False)})
+        self._chat_extensions = {"timeout": self._http.timeout.as_dict()}
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
@@ -138,10 +147,8 @@ class OpenRouterClient:
             UpstreamError: the typed failure, including an `error` object inside a 200 body
                 (`StreamError`) and a body that is not JSON (`MalformedResponseError`).
         """
-        body = request.to_body()
-        body.pop("stream", None)
         try:
-            response = await self._http.post("chat/completions", json=body, headers=self._auth())
+            response = await self._http.send(self._chat_request(request, stream=False))
         except httpx2.HTTPError as exc:
             raise error_from_transport(exc, model=request.model, scrub=self._scrub) from None
         result = self._parse(response, ChatResponse, model=request.model)
@@ -157,17 +164,18 @@ class OpenRouterClient:
             StreamError: an error chunk mid-stream (`finish_reason: "error"`).
             IncompleteStreamError: the stream ended or broke without a finish reason.
         """
-        body = {**request.to_body(), "stream": True}
-        headers = self._auth()
         started = False
         try:
-            async with self._http.stream("POST", "chat/completions", json=body, headers=headers) as response:
+            response = await self._http.send(self._chat_request(request, stream=True), stream=True)
+            try:
                 if response.status_code >= 300:
                     await response.aread()
                     raise error_from_response(response, model=request.model, scrub=self._scrub, clock=self._clock)
                 started = True
                 async for chunk in self._chunks(response, request.model):
                     yield chunk
+            finally:
+                await response.aclose()
         except httpx2.HTTPError as exc:
             raise error_from_transport(exc, model=request.model, scrub=self._scrub, streaming_started=started) from None
 
@@ -198,6 +206,15 @@ class OpenRouterClient:
             raise malformed(data, model=model, reason="undecodable stream chunk") from None
 
     # ------------------------------------------------------------------ plumbing
+
+    def _chat_request(self, request: ChatRequest, *, stream: bool) -> httpx2.Request:
+        """The `POST /chat/completions` request, its body serialised by pydantic in one step."""
+        self._auth()  # no key: the configuration error, before anything is sent
+        wire = request.model_copy(update={"stream": True}) if stream else request
+        body = wire.model_dump_json(exclude_none=True, exclude=None if stream else {"stream"})
+        return httpx2.Request(
+            "POST", self._chat_url, headers=self._chat_headers, content=body.encode(), extensions=self._chat_extensions
+        )
 
     def _auth(self, required: bool = True) -> dict[str, str]:
         if self._api_key is None:

@@ -5,6 +5,8 @@ reserving each request's worst case in the store before it is sent.
 from __future__ import annotations
 
 import json
+import time
+import weakref
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -15,6 +17,28 @@ __all__ = ["BudgetManager", "BudgetRaiseRefusedError"]
 
 _OVERRIDES_KEY = "budget:overrides:v1"
 _FIELDS = ("daily", "monthly", "per_request")
+_REFRESH_S = 1.0
+
+
+class _StoredOverrides:
+    """The overrides last read from one store, shared by every manager of that store in this process."""
+
+    __slots__ = ("expires_at", "limits", "version")
+
+    def __init__(self) -> None:
+        self.limits: BudgetLimits | None = None
+        self.expires_at = 0.0
+        self.version = 0
+
+
+_SHARED: weakref.WeakKeyDictionary[Store, _StoredOverrides] = weakref.WeakKeyDictionary()
+
+
+def _shared_for(store: Store) -> _StoredOverrides:
+    try:
+        return _SHARED.setdefault(store, _StoredOverrides())
+    except TypeError:  # a store that cannot be weakly referenced keeps its own copy
+        return _StoredOverrides()
 
 
 class BudgetRaiseRefusedError(ModelyardError):
@@ -29,6 +53,8 @@ class BudgetManager:
         configured: the operator's limits (settings / CLI).
         clock: epoch seconds.
         reservation_ttl_s: how long a reservation holds if its process dies before settling it.
+        refresh_s: how long the stored overrides are reused before the store is read again.
+        monotonic: the clock of that reuse.
     """
 
     def __init__(
@@ -38,20 +64,44 @@ class BudgetManager:
         *,
         clock: Callable[[], float],
         reservation_ttl_s: float = 900.0,
+        refresh_s: float = _REFRESH_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._configured = configured
         self._clock = clock
         self._ttl_s = reservation_ttl_s
+        self._refresh_s = refresh_s
+        self._monotonic = monotonic
+        self._shared = _shared_for(store)
         self._overrides: BudgetLimits | None = None
+        self._in_force = configured
 
-    async def limits(self) -> BudgetLimits:
+    async def limits(self, *, fresh: bool = False) -> BudgetLimits:
         """The limits in force: the configured ones, tightened by any stored `set_budget` call.
 
-        Read from the store each time, so a limit tightened by another instance (or the CLI) holds here too.
+        The stored overrides are read at most once per `refresh_s` (1 s) and shared by every manager
+        of the same store in this process, so a tightening made here holds at once; one made by
+        another process (or the CLI) holds here within `refresh_s`. `fresh=True` reads the store now.
         """
-        self._overrides = await self._load_overrides()
-        return _tightest(self._configured, self._overrides)
+        shared = self._shared
+        if fresh or shared.limits is None:
+            await self._refresh(shared)
+        elif self._monotonic() >= shared.expires_at:
+            # Others keep using the current copy (at most one read in flight), so no burst of reads.
+            shared.expires_at = self._monotonic() + self._refresh_s
+            await self._refresh(shared)
+        overrides = shared.limits
+        assert overrides is not None
+        if overrides is not self._overrides:
+            self._overrides, self._in_force = overrides, _tightest(self._configured, overrides)
+        return self._in_force
+
+    async def _refresh(self, shared: _StoredOverrides) -> None:
+        version = shared.version
+        loaded = await self._load_overrides()
+        if shared.version == version:  # else a tightening published meanwhile is newer than this read
+            shared.limits, shared.expires_at = loaded, self._monotonic() + self._refresh_s
 
     async def tighten(
         self, *, daily: Decimal | None = None, monthly: Decimal | None = None, per_request: Decimal | None = None
@@ -61,7 +111,7 @@ class BudgetManager:
         Raises:
             BudgetRaiseRefusedError: a value would raise a limit (or lift one that is set).
         """
-        current = await self.limits()
+        current = await self.limits(fresh=True)
         wanted = {"daily": daily, "monthly": monthly, "per_request": per_request}
         for name, value in wanted.items():
             if value is None:
@@ -76,8 +126,9 @@ class BudgetManager:
                 )
         stored = self._overrides or BudgetLimits()
         merged = BudgetLimits(**{n: wanted[n] if wanted[n] is not None else getattr(stored, n) for n in _FIELDS})
-        self._overrides = _tightest(stored, merged)
-        await self._store.set_value(_OVERRIDES_KEY, _dump(self._overrides))
+        overrides = _tightest(stored, merged)
+        await self._store.set_value(_OVERRIDES_KEY, _dump(overrides))
+        self._publish(overrides)
         return await self.limits()
 
     async def clear_tightenings(self) -> BudgetLimits:
@@ -87,8 +138,14 @@ class BudgetManager:
         reads back as "no overrides". Returns the configured limits, now in force again.
         """
         await self._store.set_value(_OVERRIDES_KEY, "")
-        self._overrides = BudgetLimits()
+        self._publish(BudgetLimits())
         return self._configured
+
+    def _publish(self, overrides: BudgetLimits) -> None:
+        """What this process just stored holds at once for every manager of the store."""
+        shared = self._shared
+        shared.limits, shared.expires_at = overrides, self._monotonic() + self._refresh_s
+        shared.version += 1
 
     async def reserve(self, amount: Decimal, *, cost_cap: Decimal | None = None) -> Reservation:
         """Hold `amount` (a worst case) against every limit, atomically.

@@ -205,9 +205,12 @@ class SharedBreakers(CircuitBreakers):
             self._synced_at = float("-inf")  # read the fleet's verdict back at the next use
 
     def _refresh(self) -> None:
+        """Start a pull when the local copy is older than the sync interval (at most one at a time, and
+        at most one per interval even while Redis fails)."""
         if self._pulling or time.monotonic() - self._synced_at < self._sync_interval_s:
             return
         self._pulling = True
+        self._synced_at = time.monotonic()
         if not self._background.spawn(self._pull(self._version)):
             self._pulling = False
 
@@ -220,8 +223,8 @@ class SharedBreakers(CircuitBreakers):
         finally:
             self._pulling = False
         if version != self._version or self._pushing:
-            return  # a local change is newer than this snapshot: pull again at the next use
-        self._synced_at = time.monotonic()
+            self._synced_at = float("-inf")  # a local change is newer than this snapshot: pull again soon
+            return
         models = set(failures) | set(opened) | set(trials)
         self._breakers = {
             model: _Breaker(
@@ -326,7 +329,7 @@ class SharedResponseCache(ResponseCache[RouteResult]):
         delay = self._poll_s
         while True:
             await anyio.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            delay = min(delay * 1.5, 0.25)
             async with self._store.redis.pipeline(transaction=False) as pipe:
                 pipe.get(entry)
                 pipe.exists(lock)

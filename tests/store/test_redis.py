@@ -108,7 +108,7 @@ async def test_reservations_from_4_processes_each_with_its_own_store_never_excee
 
 def _commit_then_kill(url: str, costs: list[str], holds: list[str]) -> None:
     context = multiprocessing.get_context("spawn")
-    ready: Queue[str] = context.Queue()
+    ready: Queue[object] = context.Queue()
     child = context.Process(target=_redis_workers.commit_then_hold, args=(url, costs, holds, NOW, ready))
     child.start()
     children: Sequence[BaseProcess] = [child]

@@ -1,0 +1,152 @@
+"""An httpx2 transport on aiohttp's connection pool: the upstream client's default on asyncio.
+
+Why: at 200 concurrent requests httpx2's own pool (httpcore2) spends ~1 ms of CPU per request and
+reaches about a quarter of aiohttp's throughput against the same upstream; through this transport
+httpx2 keeps its API (and `MockTransport` for tests) and gets within ~15% of raw aiohttp
+(figures in `bench/RESULTS.md`). `httpx-aiohttp` does the same but pulls in the old `httpx` as a
+second HTTP stack and maps a server disconnect to `ConnectTimeout`; this one maps every aiohttp
+failure to the httpx2 exception it means, so `modelyard.openrouter.failures` sees httpx2 only.
+
+aiohttp runs on asyncio only: under any other event loop (trio) requests go to httpx2's own
+transport with the same limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import httpx2
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import aiohttp
+
+__all__ = ["AiohttpTransport"]
+
+
+class AiohttpTransport(httpx2.AsyncBaseTransport):
+    """Sends httpx2 requests through one `aiohttp.ClientSession` (created on first use).
+
+    Args:
+        limits: `max_connections` (None: unlimited) and `keepalive_expiry` of the pool.
+        trust_env: honour `HTTP(S)_PROXY` / `NO_PROXY`, as httpx2 does by default.
+    """
+
+    def __init__(self, *, limits: httpx2.Limits | None = None, trust_env: bool = True) -> None:
+        self._limits = limits or httpx2.Limits(max_connections=256, max_keepalive_connections=256)
+        self._trust_env = trust_env
+        self._session: aiohttp.ClientSession | None = None
+        self._fallback: httpx2.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if not _on_asyncio():
+            return await self._native().handle_async_request(request)
+        import aiohttp
+
+        session = self._session if self._session is not None else self._open()
+        timeouts = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.get("pool"),
+            sock_connect=timeouts.get("connect"),
+            sock_read=timeouts.get("read"),
+        )
+        try:
+            body = request.content
+        except httpx2.RequestNotRead:
+            body = await request.aread()
+        with _mapped(request):
+            response = await session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=body or None,
+                allow_redirects=False,
+                timeout=timeout,
+            )
+        return httpx2.Response(
+            response.status,
+            headers=response.raw_headers,
+            stream=_Body(response, request),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
+        )
+
+    def _open(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(
+            limit=self._limits.max_connections or 0,
+            keepalive_timeout=self._limits.keepalive_expiry or 5.0,
+            ssl=httpx2.create_ssl_context(),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,  # httpx2 decodes Content-Encoding itself
+            cookie_jar=aiohttp.DummyCookieJar(),  # and keeps the cookies
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),  # httpx2 has set them
+            trust_env=self._trust_env,
+        )
+        return self._session
+
+    def _native(self) -> httpx2.AsyncHTTPTransport:
+        if self._fallback is None:
+            self._fallback = httpx2.AsyncHTTPTransport(limits=self._limits, trust_env=self._trust_env)
+        return self._fallback
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+        if self._fallback is not None:
+            await self._fallback.aclose()
+
+
+class _Body(httpx2.AsyncByteStream):
+    """The response body as it arrives; closing it early closes the connection (cancelling upstream)."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx2.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _mapped(self._request):
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        # release() keeps the connection only when the body was read to its end; otherwise it closes it.
+        self._response.release()
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+@contextmanager
+def _mapped(request: httpx2.Request) -> Iterator[None]:
+    """Raise the httpx2 exception each aiohttp failure means (the client maps only httpx2's)."""
+    import aiohttp
+
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx2.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
+    except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as exc:
+        raise httpx2.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx2.ConnectError(str(exc), request=request) from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+        raise httpx2.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx2.UnsupportedProtocol(str(exc), request=request) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
