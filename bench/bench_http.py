@@ -4,7 +4,7 @@ limits, aiohttp transport), LiteLLM's Router and modelyard's Router, against one
     python -m bench.bench_http            # full size: 3 rounds, writes bench/RESULTS.md
     python -m bench.bench_http --smoke    # tiny, proves it works
 
-Scenarios (the issue's): c=1 × 500 sequential (p50, p99); c=200 × 2,000 (throughput, p99); c=200 ×
+Scenarios (the issue's): c=1 x 500 sequential (p50, p99); c=200 x 2,000 (throughput, p99); c=200 x
 2,000 with 50 ms upstream latency (throughput). Each contender runs in a fresh interpreter (so one
 library's background tasks or imports never slow another), one after the other, in rounds; the
 table shows the median of the rounds. The sandbox's own CPU use is sampled during each scenario: a
@@ -107,18 +107,22 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if not isinstance(runs[0][scenario], dict):
             merged[scenario] = [r[scenario] for r in runs]
             continue
-        merged[scenario] = {
-            key: median([r[scenario][key] for r in runs]) for key in runs[0][scenario] if key != "n"
-        }
+        merged[scenario] = {key: median([r[scenario][key] for r in runs]) for key in runs[0][scenario] if key != "n"}
         merged[scenario]["n"] = runs[0][scenario]["n"]
         merged[scenario]["rounds_rps"] = [r[scenario]["rps"] for r in runs]
     return merged
 
 
+def _get(result: dict[str, Any], scenario: str, key: str) -> float:
+    value = result.get(scenario, {}).get(key, math.nan)
+    return float(value)
+
+
 def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[str, Any], rounds: int) -> str:
     info = machine()
-    n1, n200, nlat = sizes["c1"][0], sizes["c200"][0], sizes["c200_lat50"][0]
-    c200 = sizes["c200"][1]
+    n1 = sizes.get("c1", (0,))[0]
+    n200, c200 = sizes.get("c200", (0, 200))[:2]
+    nlat = sizes.get("c200_lat50", (0,))[0]
     header = [
         "client",
         f"c=1 p50 ms (n={n1})",
@@ -126,30 +130,33 @@ def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[s
         f"c={c200} req/s (n={n200})",
         f"c={c200} p99 ms",
         f"c={c200} +50 ms req/s (n={nlat})",
+        "client CPU µs/req (c=1)",
         f"client CPU µs/req (c={c200})",
         f"sandbox CPU share (c={c200})",
     ]
     rows = []
     for name, r in results.items():
+        share = _get(r, "c200", "sandbox_cpu_share")
         rows.append(
             [
                 f"**{name}**",
-                fmt(r["c1"]["p50_ms"]),
-                fmt(r["c1"]["p99_ms"]),
-                fmt(r["c200"]["rps"]),
-                fmt(r["c200"]["p99_ms"]),
-                fmt(r["c200_lat50"]["rps"]),
-                fmt(r["c200"]["client_cpu_us_per_req"]),
-                f"{r['c200']['sandbox_cpu_share']:.0%}",
+                fmt(_get(r, "c1", "p50_ms")),
+                fmt(_get(r, "c1", "p99_ms")),
+                fmt(_get(r, "c200", "rps")),
+                fmt(_get(r, "c200", "p99_ms")),
+                fmt(_get(r, "c200_lat50", "rps")),
+                fmt(_get(r, "c1", "client_cpu_us_per_req")),
+                fmt(_get(r, "c200", "client_cpu_us_per_req")),
+                "-" if math.isnan(share) else f"{share:.0%}",
             ]
         )
     notes = [f"- {name}: {DESCRIPTIONS[name]}" for name in results]
     notes += [f"- {name}: **skipped**, not installed: {', '.join(dists)}" for name, dists in skipped.items()]
-    errors = [f"{n} {s}: {r[s]['errors']:.0f} errors" for n, r in results.items() for s in sizes if r[s]["errors"]]
-    ledger = [f"{n}: {rows_}" for n, r in results.items() if (rows_ := r.get("ledger_rows"))]
-    spread = [
-        f"{n}: " + ", ".join(fmt(v) for v in r["c200"]["rounds_rps"]) for n, r in results.items()
+    errors = [
+        f"{n} {s}: {r[s]['errors']:.0f} errors" for n, r in results.items() for s in sizes if r.get(s, {}).get("errors")
     ]
+    ledger = [f"{n}: {rows_}" for n, r in results.items() if (rows_ := r.get("ledger_rows"))]
+    spread = [f"{n}: " + ", ".join(fmt(v) for v in r["c200"]["rounds_rps"]) for n, r in results.items() if "c200" in r]
     return "\n".join(
         [
             machine_line(info),
@@ -157,16 +164,19 @@ def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[s
             f"One sandbox process (`python -m modelyard.sandbox`, pure Python on h11) serves every contender; "
             f"each contender runs in its own interpreter, one after another, {rounds} round(s) in rotating "
             "order; figures are the medians of the rounds. Each scenario starts with an untimed warm-up "
-            "that fills the connection pool. 0 ms upstream latency unless stated.",
+            "that fills the connection pool. 0 ms upstream latency unless stated. Client CPU is the "
+            "contender's own process time per request (all its threads); the sandbox CPU share is the "
+            "sandbox process's CPU time over the run's wall time (100% = one core saturated: the "
+            "ceiling every contender shares).",
             "",
             table(header, rows),
             "",
             *notes,
             "",
-            "Per-round c=200 req/s (the noise): " + "; ".join(spread) + ".",
+            "Per-round c=200 req/s (the noise): " + ("; ".join(spread) or "-") + ".",
             "",
             "Ledger rows after each modelyard run (warm-ups + measured requests, every one recorded): "
-            + ("; ".join(str(x) for x in ledger) or "–")
+            + ("; ".join(str(x) for x in ledger) or "-")
             + ".",
             "",
             "Errors: " + ("; ".join(errors) if errors else "none") + ".",
@@ -178,6 +188,7 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=None, help="rounds per contender (default 3; 1 with --smoke)")
     p.add_argument("--only", nargs="*", default=None, help="contenders to run (default all)")
+    p.add_argument("--scenario", nargs="*", default=None, choices=list(FULL), help="scenarios (default all)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--sandbox-pid", type=int, help=argparse.SUPPRESS)
@@ -186,7 +197,7 @@ def main() -> None:
     if args.worker:
         worker_main(args)
         return
-    sizes = SMOKE if args.smoke else FULL
+    sizes = {k: v for k, v in (SMOKE if args.smoke else FULL).items() if not args.scenario or k in args.scenario}
     rounds = args.rounds or (1 if args.smoke else 3)
     wanted = list(args.only or CONTENDERS)
     skipped = {name: missing(name) for name in wanted if not available(name)}

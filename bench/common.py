@@ -263,7 +263,7 @@ def machine_line(info: dict[str, Any]) -> str:
 def fmt(value: float, digits: int = 2) -> str:
     """A figure for a table: thousands separators, NaN as a dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return "-"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:,.{digits}f}"

@@ -38,7 +38,7 @@ async def _profile(url: str, *, n: int, concurrency: int, profiler: str, out: Pa
             await run_load(call, n=n, concurrency=concurrency)
             prof.stop()
             if out is not None:
-                out.write_text(prof.output_html())
+                await anyio.Path(out).write_text(prof.output_html())
             return str(prof.output_text(unicode=True, color=False, show_all=False))
         cp = cProfile.Profile()
         cp.enable()
@@ -68,8 +68,8 @@ def main() -> None:
                 args.save.mkdir(parents=True, exist_ok=True)
                 out = args.save / f"c{concurrency}.{'html' if profiler == 'pyinstrument' else 'pstats'}"
             text = anyio.run(
-                lambda c=concurrency, o=out: _profile(
-                    sandbox.url, n=n, concurrency=c, profiler=profiler, out=o, label=label
+                lambda c=concurrency, o=out, lb=label: _profile(
+                    sandbox.url, n=n, concurrency=c, profiler=profiler, out=o, label=lb
                 )
             )
             print(label)

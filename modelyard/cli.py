@@ -81,7 +81,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _cmd_serve(args: argparse.Namespace) -> None:
     from modelyard.server import serve
 
-    serve(_settings(args), args.transport, host=args.host, port=args.port)
+    settings = _settings(args)
+    if settings.debug:  # MODELYARD_DEBUG=1: main() configured INFO before the settings were read
+        logging.getLogger().setLevel(logging.DEBUG)
+    serve(settings, args.transport, host=args.host, port=args.port)
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> None:

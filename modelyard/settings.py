@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     """Same-model retries on 429/5xx/timeouts."""
     max_attempts: int = 6
     """Hard cap on upstream attempts per request, across all models."""
+    reservation_margin_s: float = 60.0
+    """Seconds a budget reservation outlives its request's worst case (request_timeout_s x max_attempts),
+    after which a dead instance's hold expires."""
     default_max_tokens: int = 4096
     """max_tokens sent (and reserved for) when a request gives none; capped by the model's limit."""
     max_cost_per_1k: Decimal | None = None
@@ -102,6 +105,9 @@ class Settings(BaseSettings):
     """Directories from which `execute` may read local image files."""
     http_token: SecretStr | None = None
     """Bearer token HTTP transports require (mandatory off loopback)."""
+    http_stateless: bool = False
+    """Streamable HTTP without server-side sessions: every request stands alone, so instances can sit
+    behind a round-robin balancer with no sticky sessions (`MODELYARD_HTTP_STATELESS`)."""
     debug: bool = False
     """Verbose logging to stderr."""
 

@@ -33,7 +33,7 @@ from modelyard.openrouter.schemas import (
     ModelList,
 )
 from modelyard.openrouter.sse import DONE, iter_sse_data
-from modelyard.openrouter.transport import AiohttpTransport
+from modelyard.openrouter.transport import default_transport
 
 __all__ = ["DEFAULT_BASE_URL", "OpenRouterClient"]
 
@@ -83,7 +83,7 @@ class OpenRouterClient:
         self._http = httpx2.AsyncClient(
             base_url=self.base_url + "/",
             headers=headers,
-            transport=transport or AiohttpTransport(limits=limits),
+            transport=transport or default_transport(limits),
             timeout=httpx2.Timeout(timeout, connect=connect_timeout),
             limits=limits,
         )

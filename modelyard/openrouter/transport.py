@@ -8,12 +8,15 @@ second HTTP stack and maps a server disconnect to `ConnectTimeout`; this one map
 failure to the httpx2 exception it means, so `modelyard.openrouter.failures` sees httpx2 only.
 
 aiohttp runs on asyncio only: under any other event loop (trio) requests go to httpx2's own
-transport with the same limits.
+transport with the same limits. With proxy variables in the environment the client keeps httpx2's
+own transport (which honours them): aiohttp's `trust_env` looks them up in a worker thread on every
+request, which costs more than the pool saves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -25,7 +28,14 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "default_transport"]
+
+
+def default_transport(limits: httpx2.Limits) -> httpx2.AsyncBaseTransport | None:
+    """`AiohttpTransport`, or None (httpx2's own, with its proxy support) when a proxy is configured."""
+    if urllib.request.getproxies():
+        return None
+    return AiohttpTransport(limits=limits)
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
@@ -33,12 +43,10 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
     Args:
         limits: `max_connections` (None: unlimited) and `keepalive_expiry` of the pool.
-        trust_env: honour `HTTP(S)_PROXY` / `NO_PROXY`, as httpx2 does by default.
     """
 
-    def __init__(self, *, limits: httpx2.Limits | None = None, trust_env: bool = True) -> None:
+    def __init__(self, *, limits: httpx2.Limits | None = None) -> None:
         self._limits = limits or httpx2.Limits(max_connections=256, max_keepalive_connections=256)
-        self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
         self._fallback: httpx2.AsyncHTTPTransport | None = None
 
@@ -59,21 +67,33 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             body = request.content
         except httpx2.RequestNotRead:
             body = await request.aread()
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
         with _mapped(request):
             response = await session.request(
                 request.method,
                 str(request.url),
-                headers=request.headers.multi_items(),
+                headers=headers,
                 data=body or None,
                 allow_redirects=False,
                 timeout=timeout,
             )
+            extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")}
+            if not response.content_type.startswith("text/event-stream"):
+                # Not a stream: read it in one go (httpx2 would read it all before returning anyway).
+                try:
+                    content = await response.read()
+                finally:
+                    response.release()
+                headers_in = response.raw_headers
+                return httpx2.Response(
+                    response.status, headers=headers_in, content=content, request=request, extensions=extensions
+                )
         return httpx2.Response(
             response.status,
             headers=response.raw_headers,
             stream=_Body(response, request),
             request=request,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
+            extensions=extensions,
         )
 
     def _open(self) -> aiohttp.ClientSession:
@@ -89,13 +109,12 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             auto_decompress=False,  # httpx2 decodes Content-Encoding itself
             cookie_jar=aiohttp.DummyCookieJar(),  # and keeps the cookies
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),  # httpx2 has set them
-            trust_env=self._trust_env,
         )
         return self._session
 
     def _native(self) -> httpx2.AsyncHTTPTransport:
         if self._fallback is None:
-            self._fallback = httpx2.AsyncHTTPTransport(limits=self._limits, trust_env=self._trust_env)
+            self._fallback = httpx2.AsyncHTTPTransport(limits=self._limits)
         return self._fallback
 
     async def aclose(self) -> None:
@@ -107,7 +126,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
 
 class _Body(httpx2.AsyncByteStream):
-    """The response body as it arrives; closing it early closes the connection (cancelling upstream)."""
+    """An event stream as it arrives; closing it early closes the connection (cancelling upstream)."""
 
     def __init__(self, response: aiohttp.ClientResponse, request: httpx2.Request) -> None:
         self._response = response
@@ -140,7 +159,7 @@ def _mapped(request: httpx2.Request) -> Iterator[None]:
         yield
     except aiohttp.ConnectionTimeoutError as exc:
         raise httpx2.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
-    except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
         raise httpx2.ReadTimeout(str(exc) or "read timed out", request=request) from exc
     except aiohttp.ClientConnectorError as exc:
         raise httpx2.ConnectError(str(exc), request=request) from exc

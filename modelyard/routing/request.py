@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any, Literal
 
+import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["CAPABILITIES", "Capability", "RouteRequest"]
@@ -49,6 +51,11 @@ class RouteRequest(BaseModel):
         for index, message in enumerate(self.messages):
             if not isinstance(message.get("role"), str):
                 raise ValueError(f"messages[{index}] needs a 'role' (system, user, assistant or tool)")
+            if not isinstance(message.get("content"), str | list | None):
+                raise ValueError(f"messages[{index}].content must be a string, a list of content parts, or null")
+        for name in ("messages", "stop", "tools", "tool_choice", "response_format", "reasoning"):
+            _check_wire_json(name, getattr(self, name))
+        _check_response_format(self.response_format)
         return self
 
     def required_capabilities(self) -> set[Capability]:
@@ -79,3 +86,42 @@ class RouteRequest(BaseModel):
             for part in message["content"]
             if isinstance(part, dict) and part.get("type") == "image_url"
         )
+
+
+def _check_wire_json(name: str, value: Any) -> None:
+    """`value` must go upstream as standard JSON: finite numbers, valid Unicode, sane nesting.
+
+    Raises:
+        ValueError: naming the field and what is wrong with it.
+    """
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except ValueError as exc:  # NaN/Infinity (ValueError) or a lone surrogate (UnicodeEncodeError)
+        what = "text that is not valid Unicode" if isinstance(exc, UnicodeError) else "a NaN or infinite number"
+        raise ValueError(f"{name} holds {what}, which JSON cannot carry") from None
+    except RecursionError:
+        raise ValueError(f"{name} is nested too deeply") from None
+    except TypeError as exc:
+        raise ValueError(f"{name} holds a value that is not JSON: {exc}") from None
+
+
+def _check_response_format(response_format: dict[str, Any] | None) -> None:
+    """A `json_schema` response format must carry an object schema that is itself valid, before anything is paid.
+
+    Raises:
+        ValueError: the shape is wrong or the schema is not a valid JSON Schema.
+    """
+    if not response_format or response_format.get("type") != "json_schema":
+        return
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict):
+        raise ValueError("response_format.json_schema must be an object: {'name': ..., 'schema': {...}}")
+    schema = spec.get("schema")
+    if schema is None:
+        return
+    if not isinstance(schema, dict):
+        raise ValueError("response_format.json_schema.schema must be a JSON Schema object")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"response_format.json_schema.schema is not a valid JSON Schema: {exc.message}") from None

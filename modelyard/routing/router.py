@@ -86,7 +86,7 @@ class Router:
         limits = BudgetLimits(
             daily=settings.budget.daily, monthly=settings.budget.monthly, per_request=settings.budget.per_request
         )
-        ttl = settings.request_timeout_s * settings.max_attempts + 60.0
+        ttl = settings.request_timeout_s * settings.max_attempts + settings.reservation_margin_s
         self.budgets = BudgetManager(store, limits, clock=self.clock.now, reservation_ttl_s=ttl)
         self.breakers = CircuitBreakers(clock=self.clock.monotonic)
         self.retry = RetryPolicy(max_retries=settings.max_retries, random=self.clock.random)
@@ -280,10 +280,21 @@ class Router:
         while outcome.used < budget_left:
             outcome.used += 1
             began = self.clock.monotonic()
+            billed: Decimal | None = None
             try:
                 response = await self._call(request, candidate, sink, began, started)
+                message = response.choices[0].message
+                try:
+                    check_json(message.content, None if message.tool_calls else request.response_format, candidate.id)
+                except SchemaValidationError as rejected:
+                    # The upstream billed this answer all the same: the ledger and the budget count it now.
+                    billed = await self._settle_rejected(
+                        request, plan, catalog, candidate, reservation, response, rejected
+                    )
+                    raise
             except (UpstreamError, SchemaValidationError) as exc:
                 attempts.append(attempt_record(candidate.id, exc, (self.clock.monotonic() - began) * 1000))
+                attempts[-1].cost = billed
                 self._count_failure(candidate.id, exc)
                 if is_final(exc):
                     await self.budgets.release(reservation)
@@ -326,10 +337,7 @@ class Router:
         timeout = request.timeout_s
         body = _wire_request(request, candidate.id, candidate.max_tokens)
         with anyio.move_on_after(max(0.0, remaining)):
-            response = await call_model(self.client, body, sink)
-            message = response.choices[0].message
-            check_json(message.content, request.response_format if not message.tool_calls else None, candidate.id)
-            return response
+            return await call_model(self.client, body, sink)
         raise UpstreamTimeoutError(f"No complete answer within timeout_s={timeout:g}", model=candidate.id)
 
     async def _succeed(
@@ -407,6 +415,31 @@ class Router:
 
     async def _record(self, row: LedgerRow) -> None:
         await self.budgets.settle(None, row)
+
+    async def _settle_rejected(
+        self,
+        request: RouteRequest,
+        plan: Plan,
+        catalog: Catalog,
+        candidate: Candidate,
+        reservation: Reservation,
+        response: ChatResponse,
+        rejected: SchemaValidationError,
+    ) -> Decimal | None:
+        """Record the cost of an answer that failed the requested schema, in place of its reservation.
+
+        The answer is not used, but OpenRouter billed it: without this row the ledger would miss the
+        money and the budget would stop counting it once the reservation is released. Returns the cost.
+        """
+        row, _ = success_row(request, plan, catalog, candidate, response, [], latency_ms=0.0, total_ms=0.0, now=0.0)
+        billed = failure_row(request, plan, [], rejected, self.clock.now())
+        billed.model, billed.provider, billed.attempts = row.model, row.provider, 1
+        billed.cost, billed.cost_source = row.cost, row.cost_source
+        billed.prompt_tokens, billed.completion_tokens = row.prompt_tokens, row.completion_tokens
+        billed.cached_tokens, billed.reasoning_tokens = row.cached_tokens, row.reasoning_tokens
+        billed.detail = {"billed_attempt": True, "resolved": candidate.id, "generation_id": response.id}
+        await self.budgets.settle(reservation, billed)
+        return row.cost
 
 
 @dataclass

@@ -44,6 +44,10 @@ class SpeedBook:
     def get(self, model: str) -> SpeedStats | None:
         return self._observed.get(model) or self._endpoint.get(model)
 
+    def knows_any(self) -> bool:
+        """Whether any model's speed is known (selection skips the speed scale when none is)."""
+        return bool(self._observed or self._endpoint)
+
     def has_endpoint_stats(self, model: str) -> bool:
         return model in self._endpoint
 

@@ -74,7 +74,10 @@ def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "12
     import anyio
     import uvicorn
 
-    app = server.streamable_http_app(host=host) if transport == "streamable-http" else server.sse_app(host=host)
+    if transport == "streamable-http":
+        app = server.streamable_http_app(host=host, stateless_http=settings.http_stateless)
+    else:
+        app = server.sse_app(host=host)
     asgi = BearerAuth(app, token) if token else app
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
     anyio.run(uvicorn.Server(config).serve)

@@ -5,8 +5,9 @@ Why: a write is ~10 µs of SQLite work, but its own `BEGIN IMMEDIATE … COMMIT`
 frames) and a hop to a worker thread ~100 µs more. Under load a batch of N writes pays one commit
 and no hop; alone, a write pays one commit and no hop.
 
-How: the first writer to arrive leads. It yields once (so writers already running join the batch),
-then runs the whole batch inline in one `BEGIN IMMEDIATE … COMMIT` on a connection that never waits
+How: the first writer to arrive leads. When other writes are likely on their way (`busy()`: the
+store knows how many requests hold money) it yields once, so writers already running join the
+batch; then it runs the whole batch inline in one `BEGIN IMMEDIATE … COMMIT` on a connection that never waits
 for a lock (busy timeout 0). The commit is synchronous, as before: every caller's row is in the WAL
 when its call returns. When another process holds the write lock (or a statement fails), the batch
 is rolled back whole and each write is redone in its own transaction in a worker thread on the
@@ -14,8 +15,10 @@ waiting connection, where it gets exactly the outcome (or error) it would have h
 inline connection never checkpoints (that fsyncs); a passive checkpoint runs in the worker thread
 every `checkpoint_every` inline writes.
 
-Batching reorders nothing a caller can see: writes in one batch came from different tasks that were
-running at the same time, so any order among them is one they could have had anyway.
+Writes in one batch came from different tasks that were running at the same time, so any order
+among them is one they could have had anyway: writes submitted with `first=True` (those that free
+or settle money) run before the others, and each transaction gives its writes a scratch dict (`memo`)
+for what they read, so later writes in the same transaction need not read it again.
 """
 
 from __future__ import annotations
@@ -30,15 +33,17 @@ import anyio.lowlevel
 __all__ = ["GroupCommit", "Work"]
 
 T = TypeVar("T")
-Work = Callable[[sqlite3.Connection], T]
-"""The statements of one write, run inside a transaction someone else opens and commits."""
+Work = Callable[[sqlite3.Connection, dict[str, Any]], T]
+"""The statements of one write, run inside a transaction someone else opens and commits; the dict
+is that transaction's scratch space (empty when it begins)."""
 
 
 class _Write(Generic[T]):
-    __slots__ = ("done", "error", "value", "work")
+    __slots__ = ("done", "error", "first", "value", "work")
 
-    def __init__(self, work: Work[T]) -> None:
+    def __init__(self, work: Work[T], first: bool) -> None:
         self.work = work
+        self.first = first
         self.done = anyio.Event()
         self.value: T | None = None
         self.error: BaseException | None = None
@@ -61,6 +66,8 @@ class GroupCommit:
         lock: held around inline use when `inline` is `waiting` (an in-memory database has one
             connection, which the worker thread also uses).
         checkpoint_every: inline writes between passive WAL checkpoints (0: never).
+        busy: whether other writes are likely to arrive at once (then a leader yields once to take
+            them along; alone, the yield would only add a loop turn).
     """
 
     def __init__(
@@ -71,20 +78,25 @@ class GroupCommit:
         in_thread: Callable[[Callable[[], Any]], Awaitable[Any]],
         lock: anyio.Lock | None,
         checkpoint_every: int = 500,
+        busy: Callable[[], bool] = lambda: True,
     ) -> None:
         self._inline = inline
         self._waiting = waiting
         self._in_thread = in_thread
         self._lock = lock
         self._checkpoint_every = checkpoint_every
+        self._busy = busy
         self._queue: list[_Write[Any]] = []
         self._leading = False
         self._since_checkpoint = 0
         self._checkpointing = False
 
-    async def submit(self, work: Work[T]) -> T:
-        """Run `work` in a write transaction and return its result (or raise its error)."""
-        write: _Write[T] = _Write(work)
+    async def submit(self, work: Work[T], *, first: bool = False) -> T:
+        """Run `work` in a write transaction and return its result (or raise its error).
+
+        `first`: run it before the writes without the flag that share its transaction.
+        """
+        write: _Write[T] = _Write(work, first)
         self._queue.append(write)
         if self._leading:
             await self._follow(write)
@@ -92,8 +104,9 @@ class GroupCommit:
         self._leading = True
         batch: list[_Write[Any]] = []
         try:
-            # Not cancellable (like the thread hop it replaces): the writers queued behind us rely on it.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
+            if self._busy():
+                # Not cancellable (like the thread hop it replaces): writers queued behind us rely on it.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
             batch, self._queue = self._queue, []
             ran = await self._run_inline_locked(batch)
         except BaseException as exc:  # unexpected: every write of the batch reports it
@@ -138,9 +151,10 @@ class GroupCommit:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:  # another process holds the write lock: never wait for it on the loop
             return False
+        memo: dict[str, Any] = {}
         try:
-            for write in batch:
-                write.value = write.work(conn)
+            for write in sorted(batch, key=_later):
+                write.value = write.work(conn, memo)
             conn.execute("COMMIT")
         except Exception:
             if conn.in_transaction:
@@ -169,13 +183,17 @@ class GroupCommit:
             self._checkpointing = False
 
 
+def _later(write: _Write[Any]) -> bool:
+    return not write.first
+
+
 def _run_each(conn: sqlite3.Connection, batch: list[_Write[Any]]) -> None:
     """Each write in its own `BEGIN IMMEDIATE` transaction (waiting for the lock), errors kept per write."""
     for write in batch:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                write.value = write.work(conn)
+                write.value = write.work(conn, {})
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -75,6 +75,7 @@ _ADD_SPEND: Final = (
 _SELECT_SPEND: Final = "SELECT period, total FROM spend WHERE period IN (?, ?)"
 _PURGE_EXPIRED: Final = "DELETE FROM reservations WHERE expires_at <= ?"
 _LIVE_AMOUNTS: Final = "SELECT amount FROM reservations WHERE expires_at > ?"
+_LIVE_HOLDS: Final = "SELECT amount, expires_at FROM reservations WHERE expires_at > ?"
 _INSERT_RESERVATION: Final = "INSERT INTO reservations (id, amount, expires_at) VALUES (?, ?, ?)"
 _DELETE_RESERVATION: Final = "DELETE FROM reservations WHERE id = ?"
 _GET_VALUE: Final = "SELECT value FROM kv WHERE key = ?"
@@ -104,12 +105,14 @@ class SQLiteStore:
         except (sqlite3.Error, OSError) as exc:
             raise ConfigurationError(f"Cannot open the SQLite store at {self.path}: {exc}") from exc
         self._lock = anyio.Lock()
+        self._holds = 0  # reservations made here and not yet settled: requests in flight
         self._writes = GroupCommit(
             inline=self._inline,
             waiting=self._conn,
             in_thread=self._run,
             lock=self._lock if self._inline is self._conn else None,
             checkpoint_every=0 if self._inline is self._conn else 500,
+            busy=lambda: self._holds > 1,
         )
 
     def __repr__(self) -> str:
@@ -149,11 +152,15 @@ class SQLiteStore:
         outcome = await self._writes.submit(partial(_reserve, amount=amount, limits=limits, now=now, ttl_s=ttl_s))
         if isinstance(outcome, BudgetExceededError):
             raise outcome
+        self._holds += 1
         return outcome
 
     async def release(self, reservation_id: str) -> None:
         """Free a reservation without recording spend; nothing happens if it is already gone."""
-        await self._writes.submit(partial(_release, reservation_id=reservation_id))
+        try:
+            await self._writes.submit(partial(_release, reservation_id=reservation_id), first=True)
+        finally:
+            self._holds = max(0, self._holds - 1)
 
     async def commit(self, reservation_id: str | None, row: LedgerRow) -> None:
         """Atomically drop the reservation (if any, and if still there) and append the ledger row.
@@ -165,7 +172,11 @@ class SQLiteStore:
             ValueError: `row.cost` or `row.saved` is not finite.
         """
         params = _encode_row(row)
-        await self._writes.submit(partial(_commit, reservation_id=reservation_id, row=row, params=params))
+        try:
+            await self._writes.submit(partial(_commit, reservation_id=reservation_id, row=row, params=params), first=True)
+        finally:
+            if reservation_id is not None:
+                self._holds = max(0, self._holds - 1)
 
     async def totals(self, *, now: float) -> SpendTotals:
         """Spend of the UTC day and month of `now`, and the reservations still live at `now`."""
@@ -284,20 +295,62 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+class _Tally:
+    """The totals one write transaction read, kept exact by the reservations it adds since, so that
+    the next reservation in the same transaction need not purge and sum the live holds again.
+
+    Exact while `now` is in the same UTC day and month and before the first live hold expires: then
+    a purge at `now` would delete nothing and every hold still counts.
+    """
+
+    __slots__ = ("day", "first_expiry", "month", "reserved", "spent_month", "spent_today")
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self.day, self.month = _periods(now)
+        spent: dict[str, str] = dict(conn.execute(_SELECT_SPEND, (self.day, self.month)).fetchall())
+        self.spent_today = Decimal(spent.get(self.day, "0"))
+        self.spent_month = Decimal(spent.get(self.month, "0"))
+        holds = conn.execute(_LIVE_HOLDS, (now,)).fetchall()
+        self.reserved = _exact_sum(amount for amount, _ in holds)
+        self.first_expiry: float = min((expiry for _, expiry in holds), default=float("inf"))
+
+    def covers(self, now: float) -> bool:
+        return now < self.first_expiry and _periods(now) == (self.day, self.month)
+
+    def totals(self) -> SpendTotals:
+        return SpendTotals(spent_today=self.spent_today, spent_month=self.spent_month, reserved=self.reserved)
+
+    def hold(self, reservation: Reservation) -> None:
+        with localcontext(prec=_EXACT_PREC):
+            self.reserved += reservation.amount
+        self.first_expiry = min(self.first_expiry, reservation.expires_at)
+
+
 def _reserve(
-    conn: sqlite3.Connection, *, amount: Decimal, limits: BudgetLimits, now: float, ttl_s: float
+    conn: sqlite3.Connection,
+    memo: dict[str, object],
+    *,
+    amount: Decimal,
+    limits: BudgetLimits,
+    now: float,
+    ttl_s: float,
 ) -> Reservation | BudgetExceededError:
     """Purge, count, check and insert, inside a write transaction (the refusal is returned, not raised)."""
-    conn.execute(_PURGE_EXPIRED, (now,))
-    refusal = _refusal(amount, limits, _read_totals(conn, now))
+    tally = memo.get("tally")
+    if not isinstance(tally, _Tally) or not tally.covers(now):
+        conn.execute(_PURGE_EXPIRED, (now,))
+        tally = memo["tally"] = _Tally(conn, now)
+    refusal = _refusal(amount, limits, tally.totals())
     if refusal is not None:
         return refusal
     reservation = Reservation(id=uuid.uuid4().hex, amount=amount, expires_at=now + ttl_s)
     conn.execute(_INSERT_RESERVATION, (reservation.id, str(amount), reservation.expires_at))
+    tally.hold(reservation)
     return reservation
 
 
-def _release(conn: sqlite3.Connection, *, reservation_id: str) -> None:
+def _release(conn: sqlite3.Connection, memo: dict[str, object], *, reservation_id: str) -> None:
+    memo.pop("tally", None)
     conn.execute(_DELETE_RESERVATION, (reservation_id,))
 
 
@@ -314,9 +367,15 @@ def _refusal(amount: Decimal, limits: BudgetLimits, totals: SpendTotals) -> Budg
 
 
 def _commit(
-    conn: sqlite3.Connection, *, reservation_id: str | None, row: LedgerRow, params: tuple[object, ...]
+    conn: sqlite3.Connection,
+    memo: dict[str, object],
+    *,
+    reservation_id: str | None,
+    row: LedgerRow,
+    params: tuple[object, ...],
 ) -> None:
     """Drop the reservation, append the row and add its cost to its day and month (one transaction)."""
+    memo.pop("tally", None)
     if reservation_id is not None:
         conn.execute(_DELETE_RESERVATION, (reservation_id,))
     inserted = conn.execute(_INSERT_ROW, params).rowcount == 1

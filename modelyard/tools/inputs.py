@@ -46,6 +46,8 @@ def _attach_images(messages: list[dict[str, Any]], parts: list[dict[str, Any]]) 
         return
     last = users[-1]
     content = last.get("content")
+    if not isinstance(content, str | list | None):
+        raise ToolError("The last user message's content must be a string or a list of content parts to add images.")
     text_parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
     last["content"] = text_parts + parts
 
@@ -58,8 +60,10 @@ def image_part(reference: str, allowed_dirs: Sequence[Path]) -> dict[str, Any]:
     """
     if reference.startswith(("http://", "https://", "data:")):
         return {"type": "image_url", "image_url": {"url": reference}}
-    path = Path(reference).expanduser()
-    resolved = path.resolve()
+    try:
+        resolved = Path(reference).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):  # a NUL byte, an unknown ~user, a symlink loop
+        raise ToolError(f"Image {reference[:200]!r} is not a usable file path, a URL or a data URI.") from None
     allowed = [d.expanduser().resolve() for d in allowed_dirs]
     if not any(resolved.is_relative_to(d) for d in allowed):
         where = ", ".join(str(d) for d in allowed) or "none are configured"
@@ -69,7 +73,10 @@ def image_part(reference: str, allowed_dirs: Sequence[Path]) -> dict[str, Any]:
         )
     if not resolved.is_file():
         raise ToolError(f"Image file {reference!r} does not exist.")
-    data = resolved.read_bytes()
+    try:
+        data = resolved.read_bytes()
+    except OSError as exc:
+        raise ToolError(f"Image file {reference!r} cannot be read ({exc.strerror or type(exc).__name__}).") from None
     if len(data) > _MAX_IMAGE_BYTES:
         raise ToolError(f"Image file {reference!r} is larger than 20 MB.")
     mime = mimetypes.guess_type(resolved.name)[0] or "image/png"

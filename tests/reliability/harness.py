@@ -136,7 +136,9 @@ def _port_answers(port: int) -> bool:
 
 
 @asynccontextmanager
-async def http_server(env: dict[str, str], cwd: Path, log: Path, *, startup_s: float = 30.0) -> AsyncIterator[HttpServer]:
+async def http_server(
+    env: dict[str, str], cwd: Path, log: Path, *, startup_s: float = 30.0
+) -> AsyncIterator[HttpServer]:
     """Start the streamable-HTTP server on a free 127.0.0.1 port; yield once the port answers; stop it."""
     port = free_port()
     command = [sys.executable, *SERVE, "--transport", "streamable-http", "--host", "127.0.0.1", "--port", str(port)]
@@ -147,7 +149,7 @@ async def http_server(env: dict[str, str], cwd: Path, log: Path, *, startup_s: f
     try:
         with anyio.fail_after(startup_s):
             while not await anyio.to_thread.run_sync(_port_answers, port):
-                assert process.returncode is None, f"server exited {process.returncode}: {log.read_text()}"
+                assert process.returncode is None, f"server exited {process.returncode}, see {log}"
                 await anyio.sleep(0.05)
         yield HttpServer(f"http://127.0.0.1:{port}/mcp", process, log)
     finally:
@@ -187,7 +189,9 @@ def read_store(path: Path, sql: str, params: Iterable[object] = ()) -> list[tupl
 
 def ledger_cost(path: Path) -> Decimal:
     """The exact sum of every ledger row's cost (decimal TEXT) in the store."""
-    return sum((Decimal(cost) for (cost,) in read_store(path, "SELECT cost FROM ledger WHERE cost IS NOT NULL")), Decimal(0))
+    return sum(
+        (Decimal(cost) for (cost,) in read_store(path, "SELECT cost FROM ledger WHERE cost IS NOT NULL")), Decimal(0)
+    )
 
 
 def spend_totals(path: Path) -> dict[str, Decimal]:
@@ -238,9 +242,20 @@ def percentile(values: list[float], pct: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(pct / 100 * len(ordered))) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
 
 
 def env_with(base: Mapping[str, str], **extra: str) -> dict[str, str]:
     """A copy of `base` with `extra` added."""
     return {**base, **extra}
+
+
+def fd_targets(pid: int) -> list[str]:
+    """What each open file descriptor of a process points at (sockets, pipes, files)."""
+    found = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        try:
+            found.append(f"{fd}:{os.readlink(f'/proc/{pid}/fd/{fd}')}")
+        except OSError:
+            continue
+    return found

@@ -22,6 +22,7 @@ from tests.reliability.harness import (
     ledger_cost,
     money,
     percentile,
+    stdio_server,
     text_of,
 )
 from tests.server.conftest import server_env
@@ -198,3 +199,31 @@ async def test_every_request_with_a_healthy_model_in_its_chain_succeeds_and_the_
     assert money(metrics["total_cost"]) == billed
     assert sum(money(o.result["cost"]) for o in outcomes) == billed
     assert Decimal(0) < billed
+
+
+@pytest.mark.parametrize("size", by_size(20, 200))
+async def test_answers_billed_but_rejected_by_the_requested_schema_are_still_in_the_ledger_and_the_budget(
+    size: int, tmp_path: Path
+) -> None:
+    """An answer that fails the requested JSON schema was billed all the same: ledger and spend count it."""
+    unsatisfiable = {"type": "json_schema", "json_schema": {"name": "never", "schema": {"not": {}}}}
+    async with Sandbox.running(api_key="sk-or-v1-chaos") as sandbox:
+        env = server_env(tmp_path, sandbox.base_url, key="sk-or-v1-chaos", MODELYARD_MAX_RETRIES="0")
+        with anyio.fail_after(120):
+            async with stdio_server(env, tmp_path, tmp_path / "server.log") as server:
+                texts = []
+                for index in range(size):
+                    arguments = {
+                        "prompt": f"Rejected {index}",
+                        "model": FIRST,
+                        "models": [HEALTHY],
+                        "response_format": unsatisfiable,
+                        "max_tokens": 40,
+                        "cache": "off",
+                    }
+                    texts.append(text_of(await server.client.call_tool("execute", arguments)))
+                spent = (await server.client.call_tool("get_budget", {})).structured_content
+        billed = sandbox.state.billed_total()
+    assert all("fails the schema" in text for text in texts), texts[:2]
+    assert billed > 0 and ledger_cost(tmp_path / "s.db") == billed
+    assert spent is not None and money(spent["spent_today"]) == billed and money(spent["reserved"]) == 0

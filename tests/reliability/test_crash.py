@@ -112,7 +112,7 @@ async def test_a_kill_9_mid_flight_loses_no_committed_row_leaks_no_reservation_a
                 async with anyio.create_task_group() as group:
                     group.start_soon(_steady_flow, server.url, size.in_flight, answered)
                     # Let a first wave be billed and recorded, then kill while the next wave is in flight.
-                    while answered[0] < size.in_flight or _pending(sandbox) < size.in_flight * 0.9:
+                    while answered[0] < size.in_flight or _pending(sandbox) < size.in_flight * 0.9:  # noqa: ASYNC110
                         await anyio.sleep(0.01)
                     in_flight = _pending(sandbox)
                     os.kill(server.pid, signal.SIGKILL)
@@ -134,7 +134,7 @@ async def test_a_kill_9_mid_flight_loses_no_committed_row_leaks_no_reservation_a
         assert all(rows[gid] == billed[gid][0] for gid in rows)
         assert sum(spend_totals(store).values()) == 2 * ledger_cost(store)  # day + month totals match the rows
         # A billed answer with no row was still being answered (or committed) when the process died.
-        for cost, arrived in missing.values():
+        for _, arrived in missing.values():
             assert arrived + LATENCY_MS / 1000 >= killed_at - COMMIT_WINDOW_S, (arrived, killed_at)
         assert len(missing) <= in_flight + size.in_flight
         # The dead process's holds cover what it left unrecorded, and all expire one TTL after they were taken.

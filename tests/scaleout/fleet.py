@@ -112,9 +112,24 @@ def server_env(tmp_path: Path, base_url: str, store: str, **extra: str) -> dict[
     }
 
 
+@dataclass
+class Instance:
+    """One server child: its MCP URL and its process (tests SIGKILL it to simulate a crash)."""
+
+    url: str
+    process: Process
+
+
 @asynccontextmanager
 async def http_server(env: dict[str, str], tmp_path: Path, name: str) -> AsyncIterator[str]:
     """`python -m modelyard serve --transport streamable-http` on a free port; yields its MCP URL."""
+    async with http_instance(env, tmp_path, name) as instance:
+        yield instance.url
+
+
+@asynccontextmanager
+async def http_instance(env: dict[str, str], tmp_path: Path, name: str) -> AsyncIterator[Instance]:
+    """As `http_server`, yielding the child process too."""
     port = free_port()
     command = [sys.executable, "-m", "modelyard", "serve", "--transport", "streamable-http", "--port", str(port)]
     log = tmp_path / f"{name}.log"
@@ -127,7 +142,7 @@ async def http_server(env: dict[str, str], tmp_path: Path, name: str) -> AsyncIt
             while not await anyio.to_thread.run_sync(_port_answers, port):
                 assert process.returncode is None, f"{name} exited {process.returncode}: {log.read_text()}"
                 await anyio.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield Instance(url=f"http://127.0.0.1:{port}/mcp", process=process)
     finally:
         await _stop(process)
 
@@ -135,20 +150,30 @@ async def http_server(env: dict[str, str], tmp_path: Path, name: str) -> AsyncIt
 @asynccontextmanager
 async def fleet(env: dict[str, str], tmp_path: Path, size: int = 2) -> AsyncIterator[list[Client]]:
     """`size` servers sharing `env` (so one store), each with a connected MCP client, started together."""
+    async with fleet_instances(env, tmp_path, size) as (_, clients):
+        yield clients
+
+
+@asynccontextmanager
+async def fleet_instances(
+    env: dict[str, str], tmp_path: Path, size: int = 2
+) -> AsyncIterator[tuple[list[Instance], list[Client]]]:
+    """As `fleet`, yielding the instances (URL and process) beside their clients."""
     async with AsyncExitStack() as stack:
-        urls: list[str] = [""] * size
+        instances: list[Instance | None] = [None] * size
 
         async def start(index: int) -> None:
-            urls[index] = await stack.enter_async_context(http_server(env, tmp_path, f"instance-{index}"))
+            instances[index] = await stack.enter_async_context(http_instance(env, tmp_path, f"instance-{index}"))
 
         async with anyio.create_task_group() as group:
             for index in range(size):
                 group.start_soon(start, index)
+        started = [instance for instance in instances if instance is not None]
         clients = []
-        for url in urls:
+        for url in (instance.url for instance in started):
             http = await stack.enter_async_context(httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=120)))
             clients.append(await stack.enter_async_context(Client(streamable_http_client(url, http_client=http))))
-        yield clients
+        yield started, clients
 
 
 def text_of(result: CallToolResult) -> str:

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.scaleout.redis_server import redis_url
 
+pytestmark = pytest.mark.redis
 ROOT = Path(__file__).resolve().parents[2]
 
 

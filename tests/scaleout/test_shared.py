@@ -18,7 +18,7 @@ from modelyard.store import SQLiteStore
 from modelyard.store.redis import RedisStore
 from tests.scaleout.redis_server import store_url, wipe
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 MODEL = "a/model"
 
 

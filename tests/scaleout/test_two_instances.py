@@ -15,7 +15,7 @@ from mcp import Client
 from tests.scaleout.fleet import Sandbox, fleet, sandbox_process, server_env, structured, text_of
 from tests.scaleout.redis_server import store_url, wipe
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 MODEL = "openai/gpt-4o-mini"
 PROMPT_PRICE, COMPLETION_PRICE = Decimal("0.00000015"), Decimal("0.0000006")

@@ -26,7 +26,7 @@ from tests.scaleout import _redis_workers
 from tests.scaleout.redis_server import redis_url, store_url, wipe
 from tests.store import test_sqlite
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 ROOT = Path(__file__).resolve().parents[2]
 NOW = test_sqlite.NOW
 D = Decimal
