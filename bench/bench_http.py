@@ -40,6 +40,7 @@ CONTENDERS = (
     "httpx2",
     "httpx2-tuned",
     "httpx2+aiohttp",
+    "httpx2+AiohttpTransport",
     "litellm",
     "modelyard",
     "modelyard[httpx2-tuned]",

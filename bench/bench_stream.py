@@ -105,10 +105,36 @@ async def _modelyard(url: str) -> AsyncIterator[Stream]:
         yield stream
 
 
+@asynccontextmanager
+async def _modelyard_sink(url: str) -> AsyncIterator[Stream]:
+    from modelyard.routing.attempt import StreamEvent, TextDelta
+    from modelyard.routing.request import RouteRequest
+
+    async with modelyard_router(url) as router:
+
+        async def stream() -> float:
+            began, first = time.perf_counter(), 0.0
+
+            async def sink(event: StreamEvent) -> None:
+                nonlocal first
+                if not first and isinstance(event, TextDelta) and event.text:
+                    first = time.perf_counter() - began
+
+            await router.execute(RouteRequest(messages=MESSAGES, model=MODEL, max_tokens=16), on_event=sink)
+            return first
+
+        yield stream
+
+
 CONTENDERS: dict[str, tuple[Callable[[str], Any], tuple[str, ...], str]] = {
     "aiohttp": (_aiohttp, ("aiohttp",), "raw aiohttp, SSE lines parsed with `json.loads`"),
     "httpx2": (_httpx2, (), "raw `httpx2.AsyncClient().stream(...)`, `aiter_lines()`"),
     "modelyard": (_modelyard, (), "`Router.stream(request)`: the first `TextDelta` (SQLite ledger on)"),
+    "modelyard (on_event)": (
+        _modelyard_sink,
+        (),
+        "`Router.execute(request, on_event=sink)`, as the MCP `execute` tool streams: the first `TextDelta`",
+    ),
 }
 
 

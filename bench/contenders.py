@@ -29,6 +29,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "httpx2": (),
     "httpx2-tuned": (),
     "httpx2+aiohttp": ("aiohttp", "httpx-aiohttp"),
+    "httpx2+AiohttpTransport": ("aiohttp",),
     "litellm": ("litellm",),
     "modelyard": (),
     "modelyard[httpx2-tuned]": (),
@@ -38,9 +39,11 @@ DESCRIPTIONS = {
     "aiohttp": "raw `aiohttp.ClientSession()` (default connector, limit 100)",
     "httpx2": "raw `httpx2.AsyncClient()` (default limits: 100 connections, 20 kept alive)",
     "httpx2-tuned": "raw `httpx2.AsyncClient(limits=Limits(max_connections=256, max_keepalive_connections=256))`",
-    "httpx2+aiohttp": "raw `httpx2.AsyncClient(transport=httpx_aiohttp AiohttpTransport)`",
+    "httpx2+aiohttp": "raw `httpx2.AsyncClient(transport=httpx_aiohttp.httpx2.AiohttpTransport())` (httpx-aiohttp)",
+    "httpx2+AiohttpTransport": "raw `httpx2.AsyncClient(transport=modelyard.openrouter.transport.AiohttpTransport())`",
     "litellm": "LiteLLM `Router` (openrouter/ deployment at the sandbox, a fallback list configured)",
-    "modelyard": "modelyard `Router.execute` in-process, SQLite ledger on, cache off, default client stack",
+    "modelyard": "modelyard `Router.execute` in-process, SQLite ledger on, cache off, default client stack "
+    "(httpx2 over modelyard's `AiohttpTransport`)",
     "modelyard[httpx2-tuned]": "modelyard `Router` forced onto the pure httpx2 pool (256/256)",
     "modelyard[aiohttp]": "modelyard `Router` forced onto httpx_aiohttp's AiohttpTransport",
 }
@@ -95,6 +98,14 @@ def raw_httpx2_tuned(url: str) -> contextlib.AbstractAsyncContextManager[Call]:
 
     limits = httpx2.Limits(max_connections=256, max_keepalive_connections=256)
     return _raw_httpx2(httpx2.AsyncClient(limits=limits), url)
+
+
+def raw_httpx2_own_transport(url: str) -> contextlib.AbstractAsyncContextManager[Call]:
+    import httpx2
+
+    from modelyard.openrouter.transport import AiohttpTransport
+
+    return _raw_httpx2(httpx2.AsyncClient(transport=AiohttpTransport()), url)
 
 
 def raw_httpx2_aiohttp(url: str) -> contextlib.AbstractAsyncContextManager[Call]:
@@ -198,6 +209,7 @@ def factory(name: str) -> Factory:
         "httpx2": raw_httpx2,
         "httpx2-tuned": raw_httpx2_tuned,
         "httpx2+aiohttp": raw_httpx2_aiohttp,
+        "httpx2+AiohttpTransport": raw_httpx2_own_transport,
         "litellm": litellm_router,
         "modelyard": lambda url: _modelyard_calls(url, "default"),
         "modelyard[httpx2-tuned]": lambda url: _modelyard_calls(url, "httpx2-tuned"),

@@ -38,8 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int)
     run.add_argument("--max-cost", type=Decimal, help="USD cap for this request")
     run.add_argument("--max-cost-per-1k", type=Decimal, help="USD per 1K tokens cap")
-    run.add_argument("--capability", action="append", default=[], dest="capabilities",
-                     choices=["vision", "tools", "json_mode", "structured_outputs", "reasoning"])
+    run.add_argument(
+        "--capability",
+        action="append",
+        default=[],
+        dest="capabilities",
+        choices=["vision", "tools", "json_mode", "structured_outputs", "reasoning"],
+    )
     run.add_argument("--temperature", type=float)
     run.add_argument("--no-stream", action="store_true", help="print the answer at the end only")
 

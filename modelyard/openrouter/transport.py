@@ -16,6 +16,7 @@ request, which costs more than the pool saves.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import contextmanager
@@ -32,8 +33,8 @@ __all__ = ["AiohttpTransport", "default_transport"]
 
 
 def default_transport(limits: httpx2.Limits) -> httpx2.AsyncBaseTransport | None:
-    """`AiohttpTransport`, or None (httpx2's own, with its proxy support) when a proxy is configured."""
-    if urllib.request.getproxies():
+    """`AiohttpTransport`, or None (httpx2's own) when a proxy is configured or aiohttp is missing."""
+    if urllib.request.getproxies() or importlib.util.find_spec("aiohttp") is None:
         return None
     return AiohttpTransport(limits=limits)
 
@@ -49,20 +50,13 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self._limits = limits or httpx2.Limits(max_connections=256, max_keepalive_connections=256)
         self._session: aiohttp.ClientSession | None = None
         self._fallback: httpx2.AsyncHTTPTransport | None = None
+        self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if not _on_asyncio():
             return await self._native().handle_async_request(request)
-        import aiohttp
-
         session = self._session if self._session is not None else self._open()
-        timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=timeouts.get("pool"),
-            sock_connect=timeouts.get("connect"),
-            sock_read=timeouts.get("read"),
-        )
+        timeout = self._timeout(request.extensions.get("timeout", {}))
         try:
             body = request.content
         except httpx2.RequestNotRead:
@@ -111,6 +105,19 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),  # httpx2 has set them
         )
         return self._session
+
+    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        """httpx2's timeouts as aiohttp's (the same few settings recur, so each is built once)."""
+        key = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            import aiohttp
+
+            pool, connect, read = key
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None, connect=pool, sock_connect=connect, sock_read=read
+            )
+        return timeout
 
     def _native(self) -> httpx2.AsyncHTTPTransport:
         if self._fallback is None:

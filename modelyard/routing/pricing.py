@@ -22,6 +22,7 @@ __all__ = [
     "per_1k",
     "per_million",
     "prompt_token_bound",
+    "prompt_token_counts",
     "prompt_token_estimate",
     "worst_case_cost",
 ]
@@ -67,14 +68,20 @@ def _text_bytes(messages: Sequence[Mapping[str, Any]], extras: Sequence[Any]) ->
 
 def prompt_token_bound(messages: Sequence[Mapping[str, Any]], *extras: Any) -> int:
     """An upper bound of the prompt tokens of `messages` plus `extras` (tools, response_format)."""
-    size, images = _text_bytes(messages, extras)
-    return size + images * _IMAGE_TOKENS_BOUND + len(messages) * _PER_MESSAGE_ALLOWANCE + _REQUEST_ALLOWANCE
+    return prompt_token_counts(messages, *extras)[0]
 
 
 def prompt_token_estimate(messages: Sequence[Mapping[str, Any]], *extras: Any) -> int:
     """A realistic prompt token count (about 4 bytes a token), for context-window checks."""
+    return prompt_token_counts(messages, *extras)[1]
+
+
+def prompt_token_counts(messages: Sequence[Mapping[str, Any]], *extras: Any) -> tuple[int, int]:
+    """`(prompt_token_bound, prompt_token_estimate)`, measuring the text once."""
     size, images = _text_bytes(messages, extras)
-    return -(-size // 4) + images * _IMAGE_TOKENS_ESTIMATE + len(messages) * 4 + 3
+    bound = size + images * _IMAGE_TOKENS_BOUND + len(messages) * _PER_MESSAGE_ALLOWANCE + _REQUEST_ALLOWANCE
+    estimate = -(-size // 4) + images * _IMAGE_TOKENS_ESTIMATE + len(messages) * 4 + 3
+    return bound, estimate
 
 
 def _effective(pricing: Pricing, prompt_tokens: int) -> dict[str, Decimal]:

@@ -94,6 +94,8 @@ def _check_wire_json(name: str, value: Any) -> None:
     Raises:
         ValueError: naming the field and what is wrong with it.
     """
+    if value is None:
+        return
     try:
         json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except ValueError as exc:  # NaN/Infinity (ValueError) or a lone surrogate (UnicodeEncodeError)

@@ -231,7 +231,7 @@ class Router:
     ) -> RouteResult:
         attempts: list[AttemptRecord] = []
         failures: list[tuple[str, BaseException]] = []
-        refusals: list[BudgetExceededError] = []
+        refusals: list[tuple[str, BudgetExceededError]] = []
         budget_left = self.settings.max_attempts
         cap = _tightest(request.max_cost, (await self.budgets.limits()).per_request)
         for candidate in plan.candidates:
@@ -243,7 +243,7 @@ class Router:
             try:
                 reservation = await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=cap)
             except BudgetExceededError as refusal:
-                refusals.append(refusal)
+                refusals.append((candidate.id, refusal))
                 attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error=str(refusal)))
                 continue
             outcome = await self._try_candidate(
@@ -336,6 +336,8 @@ class Router:
         remaining = self._time_left(request, started)
         timeout = request.timeout_s
         body = _wire_request(request, candidate.id, candidate.max_tokens)
+        if timeout is None:  # no deadline: no cancel scope to enter and leave on every attempt
+            return await call_model(self.client, body, sink)
         with anyio.move_on_after(max(0.0, remaining)):
             return await call_model(self.client, body, sink)
         raise UpstreamTimeoutError(f"No complete answer within timeout_s={timeout:g}", model=candidate.id)
@@ -475,8 +477,11 @@ def _no_candidates(plan: Plan) -> NoCandidatesError:
 
 
 def _all_failed(
-    failures: list[tuple[str, BaseException]], refusals: list[BudgetExceededError], attempts: int
+    failures: list[tuple[str, BaseException]], refusals: list[tuple[str, BudgetExceededError]], attempts: int
 ) -> ModelyardError:
     if not failures and refusals:
-        return min(refusals, key=lambda r: r.estimate if r.estimate is not None else Decimal("Infinity"))
-    return AllCandidatesFailedError(failures, attempts=attempts)
+        return min(
+            (r for _, r in refusals), key=lambda r: r.estimate if r.estimate is not None else Decimal("Infinity")
+        )
+    # Models the budget refused are named too: "all failed" alone would hide that a fallback was never tried.
+    return AllCandidatesFailedError([*failures, *refusals], attempts=attempts)

@@ -18,7 +18,10 @@ every `checkpoint_every` inline writes.
 Writes in one batch came from different tasks that were running at the same time, so any order
 among them is one they could have had anyway: writes submitted with `first=True` (those that free
 or settle money) run before the others, and each transaction gives its writes a scratch dict (`memo`)
-for what they read, so later writes in the same transaction need not read it again.
+for what they read, so later writes need not read it again. On the inline connection that dict
+outlives the transaction: `begin(conn, memo)` runs first in each transaction, inside the write lock,
+and clears what another connection may have changed since (SQLite's `PRAGMA data_version` tells);
+a rollback, or any write redone in the worker thread, clears it too.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class GroupCommit:
         checkpoint_every: inline writes between passive WAL checkpoints (0: never).
         busy: whether other writes are likely to arrive at once (then a leader yields once to take
             them along; alone, the yield would only add a loop turn).
+        begin: run at the start of every inline transaction with the scratch dict (see above).
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class GroupCommit:
         lock: anyio.Lock | None,
         checkpoint_every: int = 500,
         busy: Callable[[], bool] = lambda: True,
+        begin: Callable[[sqlite3.Connection, dict[str, Any]], None] | None = None,
     ) -> None:
         self._inline = inline
         self._waiting = waiting
@@ -86,6 +91,8 @@ class GroupCommit:
         self._lock = lock
         self._checkpoint_every = checkpoint_every
         self._busy = busy
+        self._begin = begin
+        self._memo: dict[str, Any] = {}
         self._queue: list[_Write[Any]] = []
         self._leading = False
         self._since_checkpoint = 0
@@ -117,6 +124,7 @@ class GroupCommit:
         finally:
             self._leading = False
         if not ran:
+            self._memo.clear()
             with anyio.CancelScope(shield=True):
                 await self._in_thread(lambda: _run_each(self._waiting, batch))
         for each in batch:
@@ -129,20 +137,28 @@ class GroupCommit:
         if self._lock is None:
             return self._run_inline(batch)
         with anyio.CancelScope(shield=True):
-            async with self._lock:
-                return self._run_inline(batch)
+            await self._lock.acquire()
+        try:
+            return self._run_inline(batch)
+        finally:
+            self._lock.release()
 
     async def _follow(self, write: _Write[Any]) -> None:
-        """Wait for the leader to run `write`; a cancelled caller's write is dropped if not yet taken."""
+        """Wait for the leader to run `write`.
+
+        A caller cancelled before its write was taken drops it. One cancelled after gets its outcome
+        all the same, as from a thread hop (anyio's `run_sync`): the write happened, so the caller
+        must see it (a reservation it can release); anyio delivers the cancellation again at the
+        caller's next checkpoint.
+        """
         try:
             await write.done.wait()
-        except BaseException:
+        except anyio.get_cancelled_exc_class():
             if any(queued is write for queued in self._queue):
                 self._queue.remove(write)
                 raise
-            with anyio.CancelScope(shield=True):  # already running: wait for it, as a thread hop would
+            with anyio.CancelScope(shield=True):
                 await write.done.wait()
-            raise
 
     def _run_inline(self, batch: list[_Write[Any]]) -> bool:
         """One transaction for the whole batch; False (and nothing written) when it could not run."""
@@ -151,18 +167,22 @@ class GroupCommit:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:  # another process holds the write lock: never wait for it on the loop
             return False
-        memo: dict[str, Any] = {}
+        memo = self._memo
         try:
+            if self._begin is not None:
+                self._begin(conn, memo)
             for write in sorted(batch, key=_later):
                 write.value = write.work(conn, memo)
             conn.execute("COMMIT")
         except Exception:
+            memo.clear()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for write in batch:
                 write.value = None
             return False
         except BaseException:
+            memo.clear()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise

@@ -78,6 +78,10 @@ _LIVE_AMOUNTS: Final = "SELECT amount FROM reservations WHERE expires_at > ?"
 _LIVE_HOLDS: Final = "SELECT amount, expires_at FROM reservations WHERE expires_at > ?"
 _INSERT_RESERVATION: Final = "INSERT INTO reservations (id, amount, expires_at) VALUES (?, ?, ?)"
 _DELETE_RESERVATION: Final = "DELETE FROM reservations WHERE id = ?"
+_TAKE_RESERVATION: Final = "DELETE FROM reservations WHERE id = ? RETURNING amount"
+_SELECT_RESERVATION: Final = "SELECT amount FROM reservations WHERE id = ?"
+_RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35)
+_DAY_S: Final = 86_400
 _GET_VALUE: Final = "SELECT value FROM kv WHERE key = ?"
 _SET_VALUE: Final = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
@@ -101,7 +105,7 @@ class SQLiteStore:
         try:
             self._conn = _connect(self.path, busy_timeout_s)
             # An in-memory database is private to its one connection (and no other process waits on it).
-            self._inline = self._conn if self.path == MEMORY else _connect_inline(self.path)
+            self._inline = _connect_inline(self.path) if isinstance(self.path, Path) else self._conn
         except (sqlite3.Error, OSError) as exc:
             raise ConfigurationError(f"Cannot open the SQLite store at {self.path}: {exc}") from exc
         self._lock = anyio.Lock()
@@ -113,6 +117,7 @@ class SQLiteStore:
             lock=self._lock if self._inline is self._conn else None,
             checkpoint_every=0 if self._inline is self._conn else 500,
             busy=lambda: self._holds > 1,
+            begin=_begin,
         )
 
     def __repr__(self) -> str:
@@ -172,8 +177,9 @@ class SQLiteStore:
             ValueError: `row.cost` or `row.saved` is not finite.
         """
         params = _encode_row(row)
+        work = partial(_commit, reservation_id=reservation_id, row=row, params=params)
         try:
-            await self._writes.submit(partial(_commit, reservation_id=reservation_id, row=row, params=params), first=True)
+            await self._writes.submit(work, first=True)
         finally:
             if reservation_id is not None:
                 self._holds = max(0, self._holds - 1)
@@ -295,18 +301,29 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-class _Tally:
-    """The totals one write transaction read, kept exact by the reservations it adds since, so that
-    the next reservation in the same transaction need not purge and sum the live holds again.
+def _begin(conn: sqlite3.Connection, memo: dict[str, object]) -> None:
+    """At the start of an inline transaction: forget what was read if another connection wrote since."""
+    version = conn.execute("PRAGMA data_version").fetchone()[0]
+    if memo.get("version") != version:
+        memo.clear()
+        memo["version"] = version
 
-    Exact while `now` is in the same UTC day and month and before the first live hold expires: then
-    a purge at `now` would delete nothing and every hold still counts.
+
+class _Tally:
+    """The budget totals as read once (purge, then sum the live holds and the day's and month's
+    spend), then kept exact by every write this connection makes: holds added and taken, spend
+    added. Reservations read it instead of the tables: O(1) however many requests are in flight.
+
+    It is kept only while no other connection writes (`_begin` checks SQLite's data_version inside
+    the write lock) and is exact while `now` stays in its UTC day and before the first live hold
+    expires: then a purge would delete nothing and every hold still counts.
     """
 
-    __slots__ = ("day", "first_expiry", "month", "reserved", "spent_month", "spent_today")
+    __slots__ = ("day", "day_start", "first_expiry", "month", "reserved", "spent_month", "spent_today")
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self.day, self.month = _periods(now)
+        self.day_start = now - now % _DAY_S
         spent: dict[str, str] = dict(conn.execute(_SELECT_SPEND, (self.day, self.month)).fetchall())
         self.spent_today = Decimal(spent.get(self.day, "0"))
         self.spent_month = Decimal(spent.get(self.month, "0"))
@@ -315,7 +332,7 @@ class _Tally:
         self.first_expiry: float = min((expiry for _, expiry in holds), default=float("inf"))
 
     def covers(self, now: float) -> bool:
-        return now < self.first_expiry and _periods(now) == (self.day, self.month)
+        return now < self.first_expiry and self.day_start <= now < self.day_start + _DAY_S
 
     def totals(self) -> SpendTotals:
         return SpendTotals(spent_today=self.spent_today, spent_month=self.spent_month, reserved=self.reserved)
@@ -324,6 +341,18 @@ class _Tally:
         with localcontext(prec=_EXACT_PREC):
             self.reserved += reservation.amount
         self.first_expiry = min(self.first_expiry, reservation.expires_at)
+
+    def unhold(self, amount: str) -> None:
+        """A live hold was deleted (the first expiry may now be later: kept, which only re-reads sooner)."""
+        with localcontext(prec=_EXACT_PREC):
+            self.reserved -= Decimal(amount)
+
+    def spend(self, day: str, month: str, cost: Decimal) -> None:
+        with localcontext(prec=_EXACT_PREC):
+            if day == self.day:
+                self.spent_today += cost
+            if month == self.month:
+                self.spent_month += cost
 
 
 def _reserve(
@@ -350,8 +379,22 @@ def _reserve(
 
 
 def _release(conn: sqlite3.Connection, memo: dict[str, object], *, reservation_id: str) -> None:
-    memo.pop("tally", None)
-    conn.execute(_DELETE_RESERVATION, (reservation_id,))
+    _take(conn, memo, reservation_id)
+
+
+def _take(conn: sqlite3.Connection, memo: dict[str, object], reservation_id: str) -> None:
+    """Delete a hold, taking its amount off the tally when there is one."""
+    tally = memo.get("tally")
+    if not isinstance(tally, _Tally):
+        conn.execute(_DELETE_RESERVATION, (reservation_id,))
+        return
+    if _RETURNING:
+        found = conn.execute(_TAKE_RESERVATION, (reservation_id,)).fetchall()
+    else:  # SQLite before 3.35 has no RETURNING
+        found = conn.execute(_SELECT_RESERVATION, (reservation_id,)).fetchall()
+        conn.execute(_DELETE_RESERVATION, (reservation_id,))
+    for (amount,) in found:
+        tally.unhold(amount)
 
 
 def _refusal(amount: Decimal, limits: BudgetLimits, totals: SpendTotals) -> BudgetExceededError | None:
@@ -375,13 +418,14 @@ def _commit(
     params: tuple[object, ...],
 ) -> None:
     """Drop the reservation, append the row and add its cost to its day and month (one transaction)."""
-    memo.pop("tally", None)
     if reservation_id is not None:
-        conn.execute(_DELETE_RESERVATION, (reservation_id,))
+        _take(conn, memo, reservation_id)
     inserted = conn.execute(_INSERT_ROW, params).rowcount == 1
     if inserted and row.cost:
         day, month = _periods(row.ts)
         conn.executemany(_ADD_SPEND, ((day, str(row.cost)), (month, str(row.cost))))
+        if isinstance(tally := memo.get("tally"), _Tally):
+            tally.spend(day, month, row.cost)
 
 
 def _read_totals(conn: sqlite3.Connection, now: float) -> SpendTotals:

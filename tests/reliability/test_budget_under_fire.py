@@ -46,17 +46,23 @@ def _arguments(index: int) -> dict[str, Any]:
     return {**base, **chains[index % 3]}
 
 
-async def _worst_cases(client: Any, calls: int) -> Decimal:
-    """The sum of every call's worst case (what reservations hold), from plan_route: nothing is spent."""
-    totals = {}
+async def _costs(client: Any, calls: int) -> tuple[Decimal, Decimal]:
+    """(sum of every call's actual cost, sum of their worst cases), from one calibration call of each kind.
+
+    The sandbox answers deterministically, so a kind's cost barely varies; the calibration runs on its own store.
+    """
+    actual, worst = {}, {}
     for kind in range(3):
         plan = (await client.call_tool("plan_route", _arguments(kind))).structured_content
-        totals[kind] = money(plan["estimated_cost"])
-    return sum((totals[i % 3] for i in range(calls)), Decimal(0))
+        answer = (await client.call_tool("execute", _arguments(kind))).structured_content
+        assert plan is not None and answer is not None
+        worst[kind], actual[kind] = money(plan["estimated_cost"]), money(answer["cost"])
+    total = sum((actual[i % 3] for i in range(calls)), Decimal(0))
+    return total, sum((worst[i % 3] for i in range(calls)), Decimal(0))
 
 
 def _arm_faults(sandbox: Sandbox, calls: int) -> None:
-    share = max(2, calls // 25)
+    share = max(2, calls // 50)
     sandbox.state.faults.add(model=EXPENSIVE, kind="rate_limit", count=share, retry_after=0.05)
     sandbox.state.faults.add(model=EXPENSIVE, kind="server_error", count=share)
     sandbox.state.faults.add(model=MIDDLE, kind="error_in_200", count=share)
@@ -72,10 +78,12 @@ async def test_concurrent_calls_never_spend_past_the_daily_budget_and_every_refu
     store = tmp_path / "s.db"
     async with Sandbox.running(api_key=KEY) as sandbox:
         env = server_env(tmp_path, sandbox.base_url, key=KEY)
+        calibration = {**env, "MODELYARD_STORE": f"sqlite:///{tmp_path / 'calibration.db'}"}
         with anyio.fail_after(120):
-            async with stdio_server(env, tmp_path, tmp_path / "plan.log") as server:
-                worst = await _worst_cases(server.client, size.calls)
-        budget = (worst * Decimal(str(size.share_that_fits))).quantize(Decimal("0.000001"))
+            async with stdio_server(calibration, tmp_path, tmp_path / "calibration.log") as server:
+                all_of_them, worst = await _costs(server.client, size.calls)
+        budget = (all_of_them * Decimal(str(size.share_that_fits))).quantize(Decimal("0.000001"))
+        calibration_billed = sandbox.state.billed_total()
         env["MODELYARD_BUDGET__DAILY"] = str(budget)
         _arm_faults(sandbox, size.calls)
         texts: list[str] = []
@@ -97,7 +105,7 @@ async def test_concurrent_calls_never_spend_past_the_daily_budget_and_every_refu
                         group.start_soon(one, index)
                 elapsed = time.monotonic() - began
                 status = (await server.client.call_tool("get_budget", {})).structured_content
-        billed = sandbox.state.billed_total()
+        billed = sandbox.state.billed_total() - calibration_billed
         faulted = sum(1 for entry in sandbox.state.ledger if entry.fault)
 
     refusals = [text for text in texts if REFUSAL.search(text)]
@@ -109,6 +117,7 @@ async def test_concurrent_calls_never_spend_past_the_daily_budget_and_every_refu
         {
             "calls": size.calls,
             "daily_budget": str(budget),
+            "cost_of_all_calls": str(all_of_them),
             "sum_of_worst_cases": str(worst),
             "answered": len(results),
             "refused": len(refusals),
@@ -125,7 +134,7 @@ async def test_concurrent_calls_never_spend_past_the_daily_budget_and_every_refu
     assert ledger_cost(store) == billed
     assert all(total <= budget for total in spent.values())
     assert status is not None and money(status["spent_today"]) == billed and money(status["reserved"]) == 0
-    assert len(refusals) >= size.calls // 3, "the budget should have refused a good share of the calls"
+    assert len(refusals) >= size.calls // 10, "the budget should have refused a good share of the calls"
     assert results, "the budget should have let some calls through"
     for text in refusals:
         found = REFUSAL.search(text)

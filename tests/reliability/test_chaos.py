@@ -114,7 +114,7 @@ async def _one(client: Any, index: int, limiter: anyio.Semaphore, outcomes: list
 
 
 @pytest.mark.parametrize(
-    "size", by_size(Chaos(calls=600, concurrency=40, sessions=2), Chaos(calls=5000, concurrency=100, sessions=4))
+    "size", by_size(Chaos(calls=1000, concurrency=50, sessions=2), Chaos(calls=5000, concurrency=100, sessions=4))
 )
 async def test_every_request_with_a_healthy_model_in_its_chain_succeeds_and_the_ledger_matches_the_bill_exactly(
     size: Chaos, tmp_path: Path

@@ -41,7 +41,7 @@ def _arguments(index: int) -> dict[str, Any]:
     return {"prompt": prompt, "model": MODELS[0], "max_tokens": 40, "temperature": 0}
 
 
-@pytest.mark.parametrize("size", by_size(Soak(requests=3000), Soak(requests=20_000)))
+@pytest.mark.parametrize("size", by_size(Soak(requests=4000), Soak(requests=20_000)))
 async def test_one_process_serves_a_long_run_with_flat_memory_no_fd_growth_and_a_bounded_cache(
     size: Soak, tmp_path: Path
 ) -> None:

@@ -56,9 +56,7 @@ class Gate:
         return result
 
 
-def _cache(
-    *, max_entries: int = 10, ttl_s: float = 60.0, clock: FakeClock | None = None
-) -> ResponseCache[str]:
+def _cache(*, max_entries: int = 10, ttl_s: float = 60.0, clock: FakeClock | None = None) -> ResponseCache[str]:
     return ResponseCache(max_entries=max_entries, ttl_s=ttl_s, clock=clock or FakeClock())
 
 

@@ -123,9 +123,7 @@ def test_a_lost_trial_frees_the_slot_after_a_cooldown(breakers: CircuitBreakers,
     assert breakers.allow("a/m")
 
 
-def test_late_failures_while_open_do_not_extend_the_cooldown(
-    breakers: CircuitBreakers, clock: FakeClock
-) -> None:
+def test_late_failures_while_open_do_not_extend_the_cooldown(breakers: CircuitBreakers, clock: FakeClock) -> None:
     """Failures of requests sent before the breaker opened leave its cooldown unchanged."""
     _fail(breakers, "a/m", 3)
     clock.advance(20)

@@ -1,0 +1,144 @@
+"""Group commit in the SQLite store: batched writes stay exact, never block the event loop on another
+process's lock, see other connections' writes, and drop a cancelled caller's write not yet taken."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from modelyard.errors import BudgetExceededError
+from modelyard.store import BudgetLimits, LedgerRow, SpendTotals, SQLiteStore
+
+pytestmark = pytest.mark.anyio
+D = Decimal
+NOW = datetime(2026, 8, 19, 12, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    async with SQLiteStore(tmp_path / "ledger.db") as opened:
+        yield opened
+
+
+def _row(row_id: str, cost: str, ts: float = NOW) -> LedgerRow:
+    return LedgerRow(id=row_id, ts=ts, requested_model="auto", cost=D(cost))
+
+
+async def test_300_concurrent_reserve_and_commit_pairs_keep_the_totals_exact(store: SQLiteStore) -> None:
+    """Holds and spend batched into shared transactions add up exactly, and the budget is never passed."""
+    limits = BudgetLimits(daily=D("0.50"))
+    granted: list[str] = []
+
+    async def one(index: int) -> None:
+        try:
+            hold = await store.reserve(D("0.01"), limits, now=NOW, ttl_s=60)
+        except BudgetExceededError:
+            return
+        await anyio.lowlevel.checkpoint()
+        await store.commit(hold.id, _row(f"r{index}", "0.0035"))
+        granted.append(hold.id)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for index in range(300):
+                group.start_soon(one, index)
+    spent = D("0.0035") * len(granted)
+    assert await store.totals(now=NOW) == SpendTotals(spent_today=spent, spent_month=spent, reserved=D(0))
+    assert spent <= limits.daily and len(granted) >= 50  # 0.50 / 0.01 holds fit at once, and spend is lower
+    async with SQLiteStore(store.path) as fresh:  # what a second reader sees: the same
+        assert await fresh.totals(now=NOW) == SpendTotals(spent_today=spent, spent_month=spent, reserved=D(0))
+
+
+async def test_spend_committed_by_another_connection_counts_at_the_next_reservation(store: SQLiteStore) -> None:
+    """The running totals are dropped when another connection (another process) writes in between."""
+    limits = BudgetLimits(daily=D("1"))
+    await store.reserve(D("0.1"), limits, now=NOW, ttl_s=60)
+    async with SQLiteStore(store.path) as other:
+        hold = await other.reserve(D("0.5"), limits, now=NOW, ttl_s=60)
+        await other.commit(hold.id, _row("elsewhere", "0.85"))
+    with pytest.raises(BudgetExceededError, match="daily"):
+        await store.reserve(D("0.1"), limits, now=NOW, ttl_s=60)
+    await store.reserve(D("0.05"), limits, now=NOW, ttl_s=60)
+    assert await store.totals(now=NOW) == SpendTotals(spent_today=D("0.85"), spent_month=D("0.85"), reserved=D("0.15"))
+
+
+async def test_holds_that_expire_and_a_new_utc_day_are_seen_by_later_reservations(store: SQLiteStore) -> None:
+    """A hold past its expiry stops counting, and a new day starts from zero, without another writer."""
+    limits = BudgetLimits(daily=D("0.3"))
+    await store.reserve(D("0.2"), limits, now=NOW, ttl_s=10)
+    with pytest.raises(BudgetExceededError):
+        await store.reserve(D("0.2"), limits, now=NOW + 5, ttl_s=10)
+    await store.reserve(D("0.2"), limits, now=NOW + 10, ttl_s=1000)  # the first hold expired at NOW + 10
+    hold = await store.reserve(D("0.1"), limits, now=NOW + 11, ttl_s=1000)
+    await store.commit(hold.id, _row("late", "0.1", ts=NOW + 11))
+    midnight = datetime(2026, 8, 20, tzinfo=UTC).timestamp()
+    await store.reserve(D("0.3"), limits, now=midnight + 2000, ttl_s=10)  # new day: only the holds still count
+    totals = await store.totals(now=midnight + 2000)
+    assert (totals.spent_today, totals.spent_month, totals.reserved) == (D(0), D("0.1"), D("0.3"))
+
+
+async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(store: SQLiteStore) -> None:
+    """While another connection holds SQLite's write lock, a reservation waits in a worker thread, and
+    the event loop keeps running; the reservation goes through once the lock is released."""
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async def release_later() -> None:
+        await anyio.sleep(0.3)
+        locker.execute("COMMIT")
+
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(tick)
+                group.start_soon(release_later)
+                began = time.monotonic()
+                hold = await store.reserve(D("0.01"), BudgetLimits(daily=D(1)), now=NOW, ttl_s=60)
+                waited = time.monotonic() - began
+                group.cancel_scope.cancel()
+    finally:
+        locker.close()
+    assert waited >= 0.25 and ticks >= 10  # it waited for the lock, and the loop ticked meanwhile
+    assert (await store.totals(now=NOW)).reserved == hold.amount
+
+
+async def test_a_writer_cancelled_after_its_batch_began_still_gets_its_reservation(store: SQLiteStore) -> None:
+    """A reservation made for a caller cancelled meanwhile is handed back (so it can be released), as
+    a thread hop would; the cancellation then hits the caller's next checkpoint."""
+    limits = BudgetLimits(daily=D(1))
+    await store.reserve(D("0.1"), limits, now=NOW, ttl_s=60)
+    await store.reserve(D("0.1"), limits, now=NOW, ttl_s=60)  # two holds in flight: leaders batch
+    got: list[object] = []
+    scopes: list[anyio.CancelScope] = []
+
+    async def reserve() -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            got.append(await store.reserve(D("0.2"), limits, now=NOW, ttl_s=60))
+            await anyio.sleep(1)  # the cancellation lands here
+            got.append("not cancelled")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(reserve)  # leads: yields once so that the next one joins its batch
+        group.start_soon(reserve)  # follows: cancelled while waiting for the batch
+        await anyio.lowlevel.checkpoint()
+        scopes[1].cancel()
+        await anyio.sleep(0.05)
+        scopes[0].cancel()
+    assert len(got) == 2 and "not cancelled" not in got
+    assert (await store.totals(now=NOW)).reserved == D("0.6")
