@@ -6,8 +6,11 @@ Counting rules:
 - a cache hit is a row with `cache_hit`; it costs nothing and `saved` holds what it would have cost;
 - an unknown cost (`None`) adds nothing to any total and is left out of the average's denominator;
 - per-model figures, latencies and tokens describe upstream calls only, so refused rows and cache
-  hits are left out of them; a row counts under `model`, or `requested_model` when `model` is None,
-  and each failed attempt listed in its `detail` counts as a failed call of the model it tried;
+  hits are left out of them; a row counts under the catalog id it was sent to (`detail["resolved"]`,
+  the id breakers and attempts use, not the dated id OpenRouter reports back), else `model`, else
+  `requested_model`; its per-model latency is its last attempt's own, without the failed attempts
+  and backoff before it; each failed attempt listed in its `detail` counts as a failed call of the
+  model it tried;
 - token `total` is prompt + completion (cached tokens are part of the prompt, reasoning tokens part
   of the completion, as OpenRouter reports them).
 """
@@ -20,10 +23,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel
-
 from modelyard.routing.circuit import BreakerState
 from modelyard.routing.money import Usd
+from modelyard.routing.schema import ResultModel
 from modelyard.store.base import BudgetLimits, LedgerRow, SpendTotals
 
 __all__ = [
@@ -63,7 +65,7 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-class ModelMetrics(BaseModel):
+class ModelMetrics(ResultModel):
     """Upstream calls to one model in the window."""
 
     model: str
@@ -80,7 +82,7 @@ class ModelMetrics(BaseModel):
     """The live circuit-breaker state, None when the breaker never saw this model."""
 
 
-class TokenTotals(BaseModel):
+class TokenTotals(ResultModel):
     """Tokens of upstream calls; `total` is prompt + completion."""
 
     prompt: int = 0
@@ -90,7 +92,7 @@ class TokenTotals(BaseModel):
     total: int = 0
 
 
-class BudgetStatus(BaseModel):
+class BudgetStatus(ResultModel):
     """Limits (None = no limit), what is spent and held, and what remains (USD)."""
 
     daily: Usd | None
@@ -105,7 +107,7 @@ class BudgetStatus(BaseModel):
     """monthly - spent_month - reserved, never below 0; None when there is no monthly limit."""
 
 
-class Metrics(BaseModel):
+class Metrics(ResultModel):
     """Everything `get_metrics` reports for one window."""
 
     window: Window
@@ -158,7 +160,7 @@ class _Tally:
     tokens: int = 0
     latencies: list[float] = field(default_factory=list)
 
-    def add(self, row: LedgerRow) -> None:
+    def add(self, row: LedgerRow, latency_ms: float | None) -> None:
         if row.status == "ok":
             self.successes += 1
         else:
@@ -166,13 +168,28 @@ class _Tally:
         if row.cost is not None:
             self.cost += row.cost
         self.tokens += row.prompt_tokens + row.completion_tokens
-        if row.latency_ms is not None:
-            self.latencies.append(row.latency_ms)
+        if latency_ms is not None:
+            self.latencies.append(latency_ms)
 
     def add_failed_attempt(self, latency_ms: object) -> None:
         self.failures += 1
         if isinstance(latency_ms, int | float):
             self.latencies.append(float(latency_ms))
+
+
+def _row_model(row: LedgerRow) -> str:
+    resolved = row.detail.get("resolved")
+    return resolved if isinstance(resolved, str) and resolved else row.model or row.requested_model
+
+
+def _last_attempt_latency(row: LedgerRow) -> float | None:
+    """The latency of the attempt that gave the row its outcome, else the row's whole latency."""
+    attempts = row.detail.get("attempts")
+    if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict):
+        latency = attempts[-1].get("latency_ms")
+        if isinstance(latency, int | float):
+            return float(latency)
+    return row.latency_ms
 
 
 def _failed_attempts(row: LedgerRow) -> list[tuple[str, object]]:
@@ -238,7 +255,7 @@ def compute_metrics(
 def _by_model(rows: Iterable[LedgerRow], states: Mapping[str, BreakerState]) -> list[ModelMetrics]:
     tallies: dict[str, _Tally] = {model: _Tally() for model in states}
     for row in rows:
-        tallies.setdefault(row.model or row.requested_model, _Tally()).add(row)
+        tallies.setdefault(_row_model(row), _Tally()).add(row, _last_attempt_latency(row))
         for model, latency in _failed_attempts(row):
             tallies.setdefault(model, _Tally()).add_failed_attempt(latency)
     models = [

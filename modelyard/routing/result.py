@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from modelyard.routing.money import Usd
+from modelyard.routing.schema import ResultModel
 
 __all__ = ["AttemptRecord", "CandidateView", "ExclusionView", "PlanView", "RouteResult", "TokenUsage"]
 
 
-class TokenUsage(BaseModel):
+class TokenUsage(ResultModel):
     """Token counts as OpenRouter reported them (native tokenizer)."""
 
     prompt_tokens: int = 0
@@ -21,7 +22,7 @@ class TokenUsage(BaseModel):
     total_tokens: int = 0
 
 
-class AttemptRecord(BaseModel):
+class AttemptRecord(ResultModel):
     """One upstream attempt (or a candidate skipped before sending)."""
 
     model: str = Field(description="The model id tried.")
@@ -32,7 +33,7 @@ class AttemptRecord(BaseModel):
     cost: Usd | None = Field(default=None, description="USD billed for this attempt; null = unknown.")
 
 
-class RouteResult(BaseModel):
+class RouteResult(ResultModel):
     """The answer to one routed request."""
 
     content: str | None = Field(description="The answer text (null when the model only called tools).")
@@ -54,7 +55,7 @@ class RouteResult(BaseModel):
     generation_id: str | None = None
 
 
-class CandidateView(BaseModel):
+class CandidateView(ResultModel):
     model: str
     score: float
     tier: str
@@ -67,12 +68,12 @@ class CandidateView(BaseModel):
     reason: str
 
 
-class ExclusionView(BaseModel):
+class ExclusionView(ResultModel):
     model: str
     reason: str
 
 
-class PlanView(BaseModel):
+class PlanView(ResultModel):
     """A dry run: the ranked candidates, the excluded models with reasons, the estimated cost."""
 
     mode: str

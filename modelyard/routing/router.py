@@ -38,7 +38,7 @@ from modelyard.routing.metrics import Metrics, Window, budget_status, compute_me
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import AttemptRecord, PlanView, RouteResult
 from modelyard.routing.retry import RetryPolicy, is_final
-from modelyard.routing.selection import Candidate, Plan, SelectionDefaults, select
+from modelyard.routing.selection import BREAKER_OPEN, Candidate, Plan, SelectionDefaults, select
 from modelyard.routing.shared import SharedBreakers, SharedResponseCache, shared_store
 from modelyard.routing.speed import SpeedBook
 from modelyard.settings import Settings
@@ -469,11 +469,16 @@ def _no_candidates(plan: Plan) -> NoCandidatesError:
         reasons[key] = reasons.get(key, 0) + 1
     summary = "; ".join(f"{reason} ({count})" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:6])
     sample = {e.model: e.reason for e in plan.exclusions[:20]}
-    return NoCandidatesError(
-        f"No model meets the constraints. Excluded: {summary}. Relax capabilities, max_cost_per_1k, "
-        "max_tokens or provider, or call plan_route to see every reason.",
-        sample,
-    )
+    broken = [e.model for e in plan.exclusions if e.reason == BREAKER_OPEN]
+    if broken and len(broken) == sum(1 for e in plan.exclusions if e.model != "*"):
+        # Only failing upstreams stand in the way: relaxing constraints would not help, waiting would.
+        advice = (
+            f"every eligible model failed repeatedly and is paused by its circuit breaker ({', '.join(broken[:5])}). "
+            "Retry in a little while, or name another model in `models`."
+        )
+    else:
+        advice = "Relax capabilities, max_cost_per_1k, max_tokens or provider, or call plan_route to see every reason."
+    return NoCandidatesError(f"No model meets the constraints. Excluded: {summary}. {advice}", sample)
 
 
 def _all_failed(

@@ -5,13 +5,15 @@ reason, so `plan_route` can say why a model was not chosen.
 
 Speed: the checks that do not depend on the prompt (breakers, capabilities, authors, retirement,
 price cap, max_tokens) give the same answer for every request of the same shape, so their result is
-kept with the catalog per shape; a request then only checks its prompt against each context window
-(one comparison for all when it fits the smallest) and its cost cap. The ranking of a shape is kept
-too while no speed is known (speed scores change as answers come in).
+kept with the catalog per shape; a request then only looks up how many context windows its prompt
+overflows (a binary search over the shape's rooms), and, under a cost cap, each worst case. The
+ranking for each overflow count is kept too while no speed is known (speed scores change as answers
+come in).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +29,9 @@ from modelyard.routing.request import Capability, RouteRequest
 from modelyard.routing.resolve import resolve_model, resolve_reference
 from modelyard.routing.speed import SpeedBook
 
-__all__ = ["Candidate", "Exclusion", "Plan", "SelectionDefaults", "select"]
+__all__ = ["BREAKER_OPEN", "Candidate", "Exclusion", "Plan", "SelectionDefaults", "select"]
+
+BREAKER_OPEN = "circuit breaker open after repeated failures"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,12 +171,16 @@ def _plan(ctx: _Context, candidates: Sequence[Candidate], exclusions: list[Exclu
 class _Shape:
     """What the prompt-independent checks make of one pool for one request shape: the entries that
     pass (with their pool position, max_tokens and the largest prompt estimate that fits their
-    context), the exclusions (with their pool position), and the rankings worked out so far."""
+    context), the exclusions (with their pool position), and the views and rankings worked out so far.
 
-    __slots__ = ("excluded", "passed", "rankings", "room")
+    A prompt excludes exactly the passed entries whose room is below its estimate: a prefix of
+    `by_room`, so how many it excludes names the view (and, with the preferences, the ranking).
+    """
+
+    __slots__ = ("by_room", "excluded", "passed", "rankings", "rooms", "views")
 
     def __init__(self, ctx: _Context, pool: Sequence[EntryFacts]) -> None:
-        self.passed: list[tuple[int, EntryFacts, int, float]] = []
+        self.passed: list[_Passed] = []
         self.excluded: list[tuple[int, Exclusion]] = []
         for index, facts in enumerate(pool):
             reason = _exclusion(ctx, facts, auto=True)
@@ -183,8 +191,29 @@ class _Shape:
                     self.passed.append((index, facts, max_tokens, room))
                     continue
             self.excluded.append((index, Exclusion(facts.id, reason)))
-        self.room = min((room for *_, room in self.passed), default=math.inf)
-        self.rankings: dict[tuple[str, bool], list[Row]] = {}
+        self.by_room = sorted(self.passed, key=_room)
+        self.rooms = [room for *_, room in self.by_room]
+        self.views: dict[int, tuple[list[_Passed], list[Exclusion]]] = {}
+        self.rankings: dict[tuple[str, bool, int], list[Row]] = {}
+
+    def view(self, ctx: _Context) -> tuple[int, list[_Passed], list[Exclusion]]:
+        """(how many contexts the prompt overflows, the entries kept, every exclusion in pool order)."""
+        overflow = bisect.bisect_left(self.rooms, ctx.estimate)
+        view = self.views.get(overflow)
+        if view is None:
+            late = [(i, Exclusion(f.id, _context_reason(ctx, f, n))) for i, f, n, _ in self.by_room[:overflow]]
+            dropped = {i for i, _ in late}
+            kept = [p for p in self.passed if p[0] not in dropped]
+            view = self.views[overflow] = (kept, [e for _, e in sorted(self.excluded + late, key=_position)])
+        return overflow, *view
+
+
+_Passed = tuple[int, EntryFacts, int, float]
+"""(pool position, facts, max_tokens to send, room: the largest prompt estimate its context holds)."""
+
+
+def _room(passed: _Passed) -> float:
+    return passed[3]
 
 
 def _shape_key(ctx: _Context, tier: str | None) -> tuple[object, ...]:
@@ -208,29 +237,36 @@ def _auto_plan(ctx: _Context, facts: CatalogFacts, tier: str | None, speed: Spee
     if not isinstance(shape, _Shape):
         pool = facts.all if tier is None else [f for f in facts.all if f.entry.tier == tier]
         shape = facts.remember(key, _Shape(ctx, pool))
-    known: dict[str, Decimal | None] = {}
-    late: list[tuple[int, Exclusion]] = []
-    if ctx.cost_cap is None and ctx.estimate <= shape.room:  # the common case: every context fits
-        kept = shape.passed
-    else:
-        kept = []
-        for passed in shape.passed:
-            index, entry_facts_, max_tokens, _ = passed
-            reason, worst = _prompt_exclusion(ctx, entry_facts_, max_tokens)
-            if reason is None:
-                kept.append(passed)
-                if not callable(worst):
-                    known[entry_facts_.id] = worst
-            else:
-                late.append((index, Exclusion(entry_facts_.id, reason)))
     quality = ctx.request.quality or ctx.defaults.quality
     fast = (ctx.request.speed or ctx.defaults.speed) == "fast"
-    rows = shape.rankings.get((quality, fast)) if not late and not speed.knows_any() else None
+    if ctx.cost_cap is not None:  # every worst case is checked against the cap: no shortcut
+        return _capped_plan(ctx, shape, quality, fast, speed)
+    overflow, kept, exclusions = shape.view(ctx)
+    ranking_key = (quality, fast, overflow)
+    # Speed scores change as answers come in, so a ranking that reads them is never kept.
+    rows = None if speed.knows_any() else shape.rankings.get(ranking_key)
     if rows is None:
         rows = rank([(f, max_tokens) for _, f, max_tokens, _ in kept], quality=quality, fast=fast, speed=speed)
-        if not late and not speed.knows_any():
-            shape.rankings[(quality, fast)] = rows
-    excluded = sorted(shape.excluded + late, key=_position) if late else shape.excluded
+        if not speed.knows_any():
+            shape.rankings[ranking_key] = rows
+    candidates = Ranked(rows, weights(quality, fast), partial(_worst_case, ctx)) if rows else []
+    return _plan(ctx, candidates, list(exclusions))
+
+
+def _capped_plan(ctx: _Context, shape: _Shape, quality: str, fast: bool, speed: SpeedBook) -> Plan:
+    known: dict[str, Decimal | None] = {}
+    kept: list[tuple[EntryFacts, int]] = []
+    late: list[tuple[int, Exclusion]] = []
+    for index, facts, max_tokens, _ in shape.passed:
+        reason, worst = _prompt_exclusion(ctx, facts, max_tokens)
+        if reason is None:
+            kept.append((facts, max_tokens))
+            if not callable(worst):
+                known[facts.id] = worst
+        else:
+            late.append((index, Exclusion(facts.id, reason)))
+    rows = rank(kept, quality=quality, fast=fast, speed=speed)
+    excluded = sorted(shape.excluded + late, key=_position)
     candidates = Ranked(rows, weights(quality, fast), partial(_worst_case, ctx), known) if rows else []
     return _plan(ctx, candidates, [exclusion for _, exclusion in excluded])
 
@@ -242,7 +278,7 @@ def _position(item: tuple[int, Exclusion]) -> int:
 def _exclusion(ctx: _Context, facts: EntryFacts, *, auto: bool) -> str | None:
     """Why the entry cannot serve the request, or None. Checks run cheapest first."""
     if facts.id in ctx.open_breakers:
-        return "circuit breaker open after repeated failures"
+        return BREAKER_OPEN
     if auto and facts.is_router:
         return "a router picks its own model; name it (model='openrouter/auto') to use it"
     if auto and facts.is_free:
@@ -292,9 +328,8 @@ def _prompt_exclusion(
 ) -> tuple[str | None, Callable[[], Decimal | None] | Decimal | None]:
     """Why this prompt excludes the model (context window, cost cap) or None, and its worst case
     (or how to work it out, when no cap needs it now)."""
-    context = facts.context
-    if context is not None and ctx.estimate + max_tokens > context:
-        return f"context {context} < ~{ctx.estimate} prompt + {max_tokens} max_tokens", None
+    if facts.context is not None and ctx.estimate + max_tokens > facts.context:
+        return _context_reason(ctx, facts, max_tokens), None
     if ctx.cost_cap is None:  # nothing to check it against: worked out only if someone reads it
         return None, partial(_worst_case, ctx, facts.entry, max_tokens)
     worst = _worst_case(ctx, facts.entry, max_tokens)
@@ -302,6 +337,10 @@ def _prompt_exclusion(
         cap = ctx.cost_cap.normalize()
         return f"worst-case cost ${worst.normalize():f} is above the per-request cap ${cap:f}", None
     return None, worst
+
+
+def _context_reason(ctx: _Context, facts: EntryFacts, max_tokens: int) -> str:
+    return f"context {facts.context} < ~{ctx.estimate} prompt + {max_tokens} max_tokens"
 
 
 def _worst_case(ctx: _Context, entry: CatalogEntry, max_tokens: int) -> Decimal | None:

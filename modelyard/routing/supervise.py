@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from modelyard.routing.money import Usd
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import RouteResult
 from modelyard.routing.router import Router
+from modelyard.routing.schema import ResultModel
 
 __all__ = ["Supervision", "supervise"]
 
@@ -18,7 +19,7 @@ _INSTRUCTIONS = (
 )
 
 
-class Supervision(BaseModel):
+class Supervision(ResultModel):
     """The supervisor's verdict; both calls are billed and shown."""
 
     model: str = Field(description="The model that reviewed.")

@@ -10,19 +10,20 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from modelyard.errors import ModelyardError
 from modelyard.routing.budget import BudgetRaiseRefusedError
 from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
 from modelyard.routing.money import Usd
+from modelyard.routing.schema import ResultModel
 from modelyard.server.context import AppContext
 from modelyard.tools.common import app_of, tool_errors
 
 __all__ = ["ConnectionReport", "register"]
 
 
-class ConnectionReport(BaseModel):
+class ConnectionReport(ResultModel):
     """Whether modelyard can reach OpenRouter, and with what."""
 
     upstream: str = Field(description="The API root in use.")

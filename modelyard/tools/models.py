@@ -8,12 +8,13 @@ from typing import Annotated, Literal
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from modelyard.routing.catalog import CatalogEntry
 from modelyard.routing.money import Usd
 from modelyard.routing.pricing import per_1k, per_million
 from modelyard.routing.request import Capability
+from modelyard.routing.schema import ResultModel
 from modelyard.server.context import AppContext
 from modelyard.tools.common import app_of, tool_errors
 
@@ -22,7 +23,7 @@ __all__ = ["ModelRow", "ModelsResult", "register"]
 Sort = Literal["quality", "price", "context", "name"]
 
 
-class ModelRow(BaseModel):
+class ModelRow(ResultModel):
     id: str
     name: str
     prompt_per_1m: Usd | None = Field(description="USD per 1M prompt tokens; null for routers (dynamic).")
@@ -35,7 +36,7 @@ class ModelRow(BaseModel):
     quality_source: str
 
 
-class ModelsResult(BaseModel):
+class ModelsResult(ResultModel):
     models: list[ModelRow]
     total: int = Field(description="Models matching the filters (before `limit`).")
     catalog_size: int

@@ -17,6 +17,7 @@ from modelyard.routing.money import Usd
 from modelyard.routing.request import Capability, RouteRequest
 from modelyard.routing.result import RouteResult
 from modelyard.routing.router import Router
+from modelyard.routing.schema import ResultModel
 from modelyard.server.context import AppContext
 from modelyard.tools.common import Progress, app_of, tool_errors, with_keepalive
 from modelyard.tools.inputs import build_messages
@@ -26,7 +27,7 @@ __all__ = ["BatchResult", "BatchTask", "CompareResult", "register"]
 _MAX_PARALLEL = 8
 
 
-class Outcome(BaseModel):
+class Outcome(ResultModel):
     """One task's answer, or its error."""
 
     label: str
@@ -34,7 +35,7 @@ class Outcome(BaseModel):
     error: str | None = None
 
 
-class CompareResult(BaseModel):
+class CompareResult(ResultModel):
     """Every model's answer, with cost and latency; the judge's pick when a judge was given."""
 
     answers: list[Outcome]
@@ -57,7 +58,7 @@ class BatchTask(BaseModel):
     response_format: dict[str, Any] | None = None
 
 
-class BatchResult(BaseModel):
+class BatchResult(ResultModel):
     results: list[Outcome]
     succeeded: int
     failed: int

@@ -140,6 +140,29 @@ def test_rows_without_a_resolved_model_count_under_the_requested_one() -> None:
     }
 
 
+def test_answers_count_under_the_catalog_id_they_were_sent_to_not_the_dated_id_reported_back() -> None:
+    """OpenRouter answers `m/x` as `m/x-2506`: both are one model, keyed as the breaker keys it."""
+    rows = [
+        row(model="m/x-2506", detail={"resolved": "m/x", "attempts": [{"model": "m/x", "outcome": "ok"}]}),
+        row(model="m/x-2506", detail={"resolved": "m/x"}),
+    ]
+    metrics = compute_metrics(rows, window="all", now=NOW, breakers={"m/x": "closed"})
+    assert [(m.model, m.calls, m.breaker is not None) for m in metrics.by_model] == [("m/x", 2, True)]
+
+
+def test_a_models_latency_is_its_own_attempt_not_the_failed_attempts_and_backoff_before_it() -> None:
+    """A fallback answer that took 900 ms in all, 40 ms of it on its own model, counts 40 ms for that model."""
+    attempts = [
+        {"model": "a/down", "outcome": "error", "latency_ms": 500.0},
+        {"model": "b/up", "outcome": "ok", "latency_ms": 40.0},
+    ]
+    rows = [row(model="b/up", latency_ms=900.0, detail={"resolved": "b/up", "attempts": attempts})]
+    metrics = compute_metrics(rows, window="all", now=NOW)
+    by = {m.model: m for m in metrics.by_model}
+    assert (by["b/up"].p50_latency_ms, by["a/down"].p50_latency_ms) == (40.0, 500.0)
+    assert metrics.p50_latency_ms == 900.0  # the request as the caller saw it
+
+
 def test_by_model_is_sorted_by_calls_then_id_and_top_models_has_five() -> None:
     """Most calls first, ties broken by id; top_models lists the first five ids."""
     calls = {"f/six": 1, "e/five": 2, "a/tie": 3, "b/tie": 3, "c/most": 9, "d/four": 2}

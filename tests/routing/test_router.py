@@ -154,6 +154,20 @@ async def test_the_circuit_breaker_opens_after_repeated_failures_and_skips_the_m
     assert any(e.model == CHEAP and "breaker" in e.reason for e in plan.excluded)
 
 
+async def test_when_only_open_breakers_stand_in_the_way_the_error_says_to_wait_not_to_relax(rig: Rig) -> None:
+    """A chain whose every model is paused by its breaker is refused with advice that can work."""
+    rig.sandbox.state.faults.add(model=CHEAP, kind="server_error", count=None)
+    for _ in range(2):
+        with pytest.raises(errors.ModelyardError):
+            await rig.router.execute(rig.ask(model=CHEAP))
+    assert rig.router.breakers.state(CHEAP) == "open"
+    with pytest.raises(errors.NoCandidatesError) as refused:
+        await rig.router.execute(rig.ask(model=CHEAP))
+    message = str(refused.value)
+    assert "circuit breaker" in message and CHEAP in message and "Retry in a little while" in message
+    assert "Relax capabilities" not in message
+
+
 async def test_streaming_sends_deltas_in_order_and_the_result_holds_the_full_text(rig: Rig) -> None:
     """stream() yields text deltas, then a result whose content is their concatenation."""
     items = [item async for item in rig.router.stream(rig.ask("Tell me a story", model=BACKUP))]

@@ -445,3 +445,25 @@ def test_an_unknown_model_in_the_chain_is_an_error_with_suggestions() -> None:
     with pytest.raises(ModelNotFoundError) as caught:
         _plan(model=GPT_4O_MINI, models=["grok-4.1-fats"])
     assert GROK in caught.value.suggestions
+
+
+# --------------------------------------------------------------------------- the per-shape fast path
+
+
+def _summary(plan: Plan) -> tuple[list[tuple[str, float, int]], list[tuple[str, str]]]:
+    return [(c.id, c.score, c.max_tokens) for c in plan.candidates], [(e.model, e.reason) for e in plan.exclusions]
+
+
+@pytest.mark.parametrize("quality", ["low", "medium", "high"])
+def test_plans_kept_per_request_shape_equal_plans_worked_out_afresh_for_every_prompt_size(quality: str) -> None:
+    """Prompts that overflow no, some or most context windows, in any order, on one catalog, plan exactly
+    as on a new catalog each time, and as the path that checks every model (a cost cap nothing reaches)."""
+    shared = small_catalog()
+    for chars in (10, 60_000, 10, 400_000, 30_000, 60_000, 900_000, 10):
+        messages = [{"role": "user", "content": "x" * chars}]
+        kept = _plan(shared, messages=messages, quality=quality)
+        fresh = _plan(small_catalog(), messages=messages, quality=quality)
+        checked = _plan(small_catalog(), messages=messages, quality=quality, cost_cap=Decimal(10**9))
+        assert _summary(kept) == _summary(fresh) == _summary(checked), chars
+    overflowing = _plan(shared, messages=[{"role": "user", "content": "x" * 60_000}])
+    assert LLAMA not in _ids(overflowing) and "context 16384" in _why(overflowing)[LLAMA]
