@@ -33,6 +33,7 @@ from bench.common import (
     table,
 )
 from bench.contenders import DESCRIPTIONS, available, factory, missing
+from modelyard.server.tuning import tune_gc
 
 NAME = "http"
 CONTENDERS = (
@@ -58,6 +59,7 @@ async def _worker(name: str, url: str, sandbox_pid: int, scenarios: dict[str, li
     sandbox = SandboxProcess(url, sandbox_pid)
     out: dict[str, Any] = {}
     async with factory(name)(url) as call:
+        tune_gc()  # every contender's process gets `modelyard serve`'s collector settings
         for scenario, (n, concurrency, latency_ms) in scenarios.items():
             sandbox.reset(default_latency_ms=latency_ms)
             await run_load(call, n=max(concurrency, min(n, 50)), concurrency=concurrency)  # warm the pool
@@ -164,7 +166,9 @@ def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[s
             "",
             f"One sandbox process (`python -m modelyard.sandbox`, pure Python on h11) serves every contender; "
             f"each contender runs in its own interpreter, one after another, {rounds} round(s) in rotating "
-            "order; figures are the medians of the rounds. Each scenario starts with an untimed warm-up "
+            "order; figures are the medians of the rounds. Every contender's process runs with the garbage-collector "
+            "settings `modelyard serve` uses (`modelyard.server.tuning.tune_gc`: what startup built frozen, the "
+            "young generation collected every 20,000 net allocations). Each scenario starts with an untimed warm-up "
             "that fills the connection pool. 0 ms upstream latency unless stated. Client CPU is the "
             "contender's own process time per request (all its threads); the sandbox CPU share is the "
             "sandbox process's CPU time over the run's wall time (100% = one core saturated: the "

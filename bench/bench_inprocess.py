@@ -35,6 +35,7 @@ from bench.common import (
     table,
 )
 from bench.contenders import modelyard_router
+from modelyard.server.tuning import tune_gc
 
 NAME = "inprocess"
 
@@ -70,6 +71,7 @@ def measure_selection(n: int) -> dict[str, Any]:
     from modelyard.routing.selection import SelectionDefaults, select
 
     catalog, source = _catalog()
+    tune_gc()  # as `modelyard serve` runs
     defaults = SelectionDefaults()
     now = time.time()
     cases = {
@@ -106,6 +108,7 @@ async def measure_cache_hit(url: str, n: int) -> dict[str, Any]:
         clock = time.perf_counter_ns
         for _ in range(max(10, n // 10)):
             await router.execute(request)
+        tune_gc()
         samples = []
         for _ in range(n):
             began = clock()

@@ -35,6 +35,7 @@ from bench.common import (
     table,
 )
 from bench.contenders import modelyard_router
+from modelyard.server.tuning import tune_gc
 
 NAME = "stream"
 BODY = {"model": MODEL, "messages": MESSAGES, "max_tokens": 16, "stream": True}
@@ -145,6 +146,7 @@ async def measure(url: str, n: int, rounds: int, names: list[str]) -> dict[str, 
         for stream in streams.values():  # warm up: connections, catalog
             for _ in range(5):
                 await stream()
+        tune_gc()  # one process for all: each contender runs with `modelyard serve`'s collector settings
         for index in range(rounds):
             order = names[index % len(names) :] + names[: index % len(names)]
             for name in order:

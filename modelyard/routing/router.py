@@ -126,12 +126,17 @@ class Router:
         """
         started = self.clock.monotonic()
         sink = on_event if on_event is not None else (_discard if request.stream else None)
-        plan, catalog = await self._plan(request, record_refusal=True)
+
+        async def answer() -> RouteResult:
+            plan, catalog = await self._plan(request, record_refusal=True)
+            return await self._run(request, plan, catalog, sink, started)
+
         mode = request.cache or self.settings.cache.mode
         if not cache_allowed(mode, temperature=request.temperature, seed=request.seed):
-            return await self._run(request, plan, catalog, sink, started)
+            return await answer()
+        # The key holds the model or the selection constraints, not the plan: a hit needs no planning.
         key = canonical_key(self._cache_payload(request))
-        result, hit = await self.cache.get_or_compute(key, lambda: self._run(request, plan, catalog, sink, started))
+        result, hit = await self.cache.get_or_compute(key, answer)
         if not hit:
             return result
         return await self._cache_hit(request, result, sink, started)

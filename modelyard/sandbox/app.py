@@ -77,7 +77,7 @@ class Sandbox:
             config: initial run-time settings (`SandboxConfig`).
         """
         state = SandboxState(Catalog.load(catalog_path), api_key=api_key, config=config)
-        server = HttpServer(lambda request: route(state, request))
+        server = HttpServer(lambda request: route(state, request), on_connect=state.count_connection)
         bound = await server.bind(host, port)
         try:
             async with anyio.create_task_group() as group:

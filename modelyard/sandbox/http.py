@@ -129,8 +129,9 @@ Handler = Callable[[Request], Awaitable[Reply]]
 class HttpServer:
     """Serves one handler over HTTP/1.1 on a TCP listener."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, on_connect: Callable[[], None] | None = None) -> None:
         self._handler = handler
+        self._on_connect = on_connect
         self._listener: Listener[SocketStream] | None = None
 
     async def bind(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -147,6 +148,8 @@ class HttpServer:
             await self._listener.serve(self._serve_connection)
 
     async def _serve_connection(self, stream: SocketStream) -> None:
+        if self._on_connect is not None:
+            self._on_connect()
         client = _Client(stream, _peer_host(stream))
         try:
             while True:

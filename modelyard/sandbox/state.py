@@ -123,11 +123,17 @@ class SandboxState:
         self._billed = Decimal(0)
         self._requests = 0
         self._stats: dict[str, tuple[Percentiles, Percentiles]] = {}
+        self.connections = 0
+        """TCP connections accepted so far (a client that reuses its connections opens few)."""
 
     @property
     def key_label(self) -> str:
         """The masked key, as `/key` shows it."""
         return mask_key(self.api_key)
+
+    def count_connection(self) -> None:
+        """Count one accepted TCP connection."""
+        self.connections += 1
 
     def record(self, entry: LedgerEntry) -> LedgerEntry:
         """Add a request to the ledger (old entries are dropped past 100,000; totals are kept)."""

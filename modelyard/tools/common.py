@@ -75,10 +75,13 @@ class Progress:
         elif isinstance(event, Restart):
             await self.send(f"\n[{event.failed_model} failed ({event.reason[:120]}); restarting on the next model]\n")
 
-    async def keepalive(self, every_s: float) -> None:
-        """Send a progress note every `every_s` seconds until cancelled."""
+    async def keepalive(self, every_s: float, done: anyio.Event) -> None:
+        """Send a progress note every `every_s` seconds until `done` is set."""
         while True:
-            await anyio.sleep(every_s)
+            with anyio.move_on_after(every_s):
+                await done.wait()
+            if done.is_set():
+                return
             await self.send(f"working… ({self.chars} characters so far)")
 
 
@@ -88,16 +91,19 @@ async def with_keepalive(reporter: Progress, work: Callable[[], Awaitable[T]], *
     `every_s` None means `KEEPALIVE_S`, read at call time. Errors from `work` are re-raised as they are
     (not wrapped in an ExceptionGroup).
     """
+    # The keep-alive task is ended by an event, not cancelled: cancelling a sleeping task costs ~100 µs
+    # more on every call, and almost every call ends long before its first keep-alive.
+    done = anyio.Event()
     outcome: list[T] = []
     failure: list[Exception] = []
     async with anyio.create_task_group() as group:
-        group.start_soon(reporter.keepalive, KEEPALIVE_S if every_s is None else every_s)
+        group.start_soon(reporter.keepalive, KEEPALIVE_S if every_s is None else every_s, done)
         try:
             outcome.append(await work())
         except Exception as exc:
             failure.append(exc)
         finally:
-            group.cancel_scope.cancel()
+            done.set()
     if failure:
         raise failure[0]
     return outcome[0]
