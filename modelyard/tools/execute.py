@@ -136,7 +136,8 @@ def register(server: MCPServer[AppContext]) -> None:
             sink = reporter.on_event if stream else None
             result = await with_keepalive(reporter, lambda: app.router.execute(request, on_event=sink))
             review = await supervise(app.router, request, result, supervisor) if supervisor else None
-        answer = ExecuteResult(**result.model_dump(), supervision=review)
+        # The router's result is already valid: copy its fields over instead of validating them again.
+        answer = ExecuteResult.model_construct(**dict(result), supervision=review)
         if review is not None and review.revised_content is not None:
             answer.content = review.revised_content
         return answer
