@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import anyio
 import httpx2
 from pydantic import BaseModel, ValidationError
 
@@ -39,7 +38,6 @@ from modelyard.openrouter.transport import default_transport
 __all__ = ["DEFAULT_BASE_URL", "OpenRouterClient"]
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
-_DRAIN_S = 1.0
 _T = TypeVar("_T", bound=BaseModel)
 
 
@@ -187,19 +185,25 @@ class OpenRouterClient:
             await response.aread()
             self._checked(self._parse(response, ChatResponse, model=model), model)
             raise malformed(response.content, model=model, reason="expected an event stream")
-        finished = False
-        events = iter_sse_data(response.aiter_lines())
-        async for data in events:
-            if data == DONE:
-                await _drain(events)
-                break
-            chunk = self._parse_chunk(data, model)
-            if chunk.error is not None:
-                raise error_from_body(chunk.error, model=model, scrub=self._scrub, where="mid-stream")
-            if chunk.finish_reason == "error":
-                raise IncompleteStreamError("The stream ended with finish_reason 'error'", model=model)
-            finished = finished or chunk.finish_reason is not None
-            yield chunk
+        finished = billed = False
+        try:
+            async for data in iter_sse_data(response.aiter_lines()):
+                if data == DONE:
+                    break
+                chunk = self._parse_chunk(data, model)
+                if chunk.error is not None:
+                    raise error_from_body(chunk.error, model=model, scrub=self._scrub, where="mid-stream")
+                if chunk.finish_reason == "error":
+                    raise IncompleteStreamError("The stream ended with finish_reason 'error'", model=model)
+                finished = finished or chunk.finish_reason is not None
+                billed = billed or chunk.usage is not None
+                yield chunk
+        except httpx2.HTTPError:
+            if not (finished and billed):
+                raise
+            # The finish reason and the usage both arrived: the answer is whole and billed, and only the
+            # `[DONE]` line was lost. Failing it would pay for it twice (the retry) and record it never.
+            return
         if not finished:
             raise IncompleteStreamError("The stream ended without a finish reason", model=model)
 
@@ -260,13 +264,3 @@ class OpenRouterClient:
         if choice.finish_reason == "error":
             raise IncompleteStreamError("The answer ended with finish_reason 'error'", model=model)
         return result
-
-
-async def _drain(events: AsyncIterator[str]) -> None:
-    """Read what follows `[DONE]` (only the body's end, normally) so the connection can be reused.
-
-    A body closed before its end closes its connection too, and the next request pays a new one.
-    """
-    with anyio.move_on_after(_DRAIN_S):  # an upstream that never ends the body still lets us go
-        async for _ in events:
-            pass

@@ -234,6 +234,36 @@ async def test_a_stream_that_ends_without_a_finish_reason_is_incomplete() -> Non
             await _collect(client)
 
 
+def _sse_then_broken(*events: dict[str, Any]) -> Handler:
+    """The events, then the connection breaks (no `[DONE]`)."""
+    lines = [f"data: {json.dumps(e)}\n\n".encode() for e in events]
+
+    class Broken(httpx2.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            for line in lines:
+                yield line
+            raise httpx2.ReadError("connection reset by peer")
+
+    return lambda request: httpx2.Response(200, stream=Broken(), headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.anyio
+async def test_a_stream_broken_after_its_finish_and_usage_is_a_whole_billed_answer() -> None:
+    """Finish reason and usage arrived, then the connection broke before `[DONE]`: the answer stands
+    (OpenRouter billed it; failing it would pay for it twice and record it never)."""
+    async with _client(_sse_then_broken(_chunk("hi"), _chunk("", "stop", usage=USAGE))) as client:
+        chunks = await _collect(client)
+    assert chunks[-1].usage is not None and chunks[-1].finish_reason == "stop"
+
+
+@pytest.mark.anyio
+async def test_a_stream_broken_before_its_usage_is_incomplete() -> None:
+    """A finish reason alone is not enough: without the usage the cost is unknown, so it is a failure."""
+    async with _client(_sse_then_broken(_chunk("hi"), _chunk("", "stop"))) as client:
+        with pytest.raises(errors.IncompleteStreamError):
+            await _collect(client)
+
+
 @pytest.mark.anyio
 async def test_an_undecodable_stream_chunk_is_malformed() -> None:
     """A `data:` line that is not JSON raises MalformedResponseError."""

@@ -3,6 +3,7 @@ are injected faults, on a three-model chain whose last model stays healthy."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from tests.reliability.harness import (
     ledger_cost,
     money,
     percentile,
+    read_store,
     stdio_server,
     text_of,
 )
@@ -113,6 +115,15 @@ async def _one(client: Any, index: int, limiter: anyio.Semaphore, outcomes: list
         outcomes.append(Outcome(index, elapsed, result=result.structured_content))
 
 
+def _unrecorded(billed: list[Any], store: Path) -> list[dict[str, Any]]:
+    """The upstream's billed answers whose generation no ledger row names (what a mismatch is made of)."""
+    details = [json.loads(detail) for (detail,) in read_store(store, "SELECT detail FROM ledger")]
+    recorded = {d.get("generation_id") for d in details} | {
+        a.get("generation_id") for d in details for a in d.get("attempts", []) if isinstance(a, dict)
+    }
+    return [entry.to_json() for entry in billed if entry.generation_id not in recorded]
+
+
 @pytest.mark.parametrize(
     "size", by_size(Chaos(calls=1000, concurrency=50, sessions=2), Chaos(calls=5000, concurrency=100, sessions=4))
 )
@@ -157,6 +168,7 @@ async def test_every_request_with_a_healthy_model_in_its_chain_succeeds_and_the_
                 async with http_session(server.url) as client:
                     metrics = (await client.call_tool("get_metrics", {"window": "all"})).structured_content
         billed = sandbox.state.billed_total()
+        billed_entries = [entry for entry in sandbox.state.ledger if entry.cost]
         kinds = {entry.fault for entry in sandbox.state.ledger if entry.fault}
         upstream = len(sandbox.state.ledger)
         faulted = sum(1 for entry in sandbox.state.ledger if entry.fault)
@@ -193,7 +205,7 @@ async def test_every_request_with_a_healthy_model_in_its_chain_succeeds_and_the_
     assert slowest <= TIMEOUT_S + 5, slowest
     assert all(o.result["latency_ms"] <= TIMEOUT_S * 1000 for o in outcomes)
     assert max(attempts) <= MAX_ATTEMPTS
-    assert in_ledger == billed > 0
+    assert in_ledger == billed > 0, f"billed but not in the ledger: {_unrecorded(billed_entries, store)[:5]}"
     assert metrics is not None
     assert metrics["total_requests"] == size.calls and metrics["successes"] == size.calls
     assert money(metrics["total_cost"]) == billed
