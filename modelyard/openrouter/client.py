@@ -6,10 +6,11 @@ It does not retry: retry policy belongs to routing. Every failure is raised as o
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx2
 from pydantic import BaseModel, ValidationError
@@ -32,12 +33,16 @@ from modelyard.openrouter.schemas import (
     ModelInfo,
     ModelList,
 )
-from modelyard.openrouter.sse import DONE, iter_sse_data
-from modelyard.openrouter.transport import default_transport
+from modelyard.openrouter.sse import DONE, iter_lines, iter_sse_data
+from modelyard.openrouter.transport import AiohttpTransport, default_transport, on_asyncio
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["DEFAULT_BASE_URL", "OpenRouterClient"]
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+log = logging.getLogger(__name__)
 _T = TypeVar("_T", bound=BaseModel)
 
 
@@ -80,10 +85,13 @@ class OpenRouterClient:
         self.base_url = base_url.rstrip("/")
         headers = {"HTTP-Referer": app_url, "X-OpenRouter-Title": app_name, "X-Title": app_name}
         limits = limits or httpx2.Limits(max_connections=256, max_keepalive_connections=256)
+        transport = transport or default_transport(limits)
+        # Chat calls on asyncio go straight to aiohttp when it is the transport (see `_direct`).
+        self._direct = transport if isinstance(transport, AiohttpTransport) else None
         self._http = httpx2.AsyncClient(
             base_url=self.base_url + "/",
             headers=headers,
-            transport=transport or default_transport(limits),
+            transport=transport,
             timeout=httpx2.Timeout(timeout, connect=connect_timeout),
             limits=limits,
         )
@@ -92,7 +100,10 @@ class OpenRouterClient:
         self._chat_url = httpx2.URL(self.base_url + "/chat/completions")
         self._chat_headers = httpx2.Headers(self._http.headers)
         self._chat_headers.update({"Content-Type": "application/json", **self._auth(required=False)})
-        self._chat_extensions = {"timeout": self._http.timeout.as_dict()}
+        self._chat_timeouts = self._http.timeout.as_dict()
+        self._chat_extensions = {"timeout": self._chat_timeouts}
+        self._chat_url_text = str(self._chat_url)
+        self._chat_header_items = self._chat_headers.multi_items()
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
@@ -147,8 +158,16 @@ class OpenRouterClient:
             UpstreamError: the typed failure, including an `error` object inside a 200 body
                 (`StreamError`) and a body that is not JSON (`MalformedResponseError`).
         """
+        direct = self._direct_transport()
         try:
-            response = await self._http.send(self._chat_request(request, stream=False))
+            if direct is None:
+                response = await self._http.send(self._chat_request(request, stream=False))
+            else:
+                sent = await self._send_direct(direct, request, stream=False)
+                content = await direct.read(sent)
+                if sent.status == 200 and not _encoded(sent):
+                    return self._checked(self._decode(content, ChatResponse, model=request.model), request.model)
+                response = direct.as_httpx2(sent, content)
         except httpx2.HTTPError as exc:
             raise error_from_transport(exc, model=request.model, scrub=self._scrub) from None
         result = self._parse(response, ChatResponse, model=request.model)
@@ -165,8 +184,23 @@ class OpenRouterClient:
             IncompleteStreamError: the stream ended or broke without a finish reason.
         """
         started = False
+        direct = self._direct_transport()
         try:
-            response = await self._http.send(self._chat_request(request, stream=True), stream=True)
+            if direct is not None:
+                sent = await self._send_direct(direct, request, stream=True)
+                if sent.status == 200 and _event_stream(sent.content_type) and not _encoded(sent):
+                    started = True
+                    try:
+                        async for chunk in self._events(iter_lines(direct.chunks(sent)), request.model):
+                            yield chunk
+                    finally:
+                        sent.release()  # keeps the connection only when the body was read to its end
+                    return
+                # An error, a plain JSON body or a compressed stream: the general path below reads it.
+                streaming = sent.status < 300 and _event_stream(sent.content_type)
+                response = direct.as_httpx2(sent, None if streaming else await direct.read(sent))
+            else:
+                response = await self._http.send(self._chat_request(request, stream=True), stream=True)
             try:
                 if response.status_code >= 300:
                     await response.aread()
@@ -180,14 +214,19 @@ class OpenRouterClient:
             raise error_from_transport(exc, model=request.model, scrub=self._scrub, streaming_started=started) from None
 
     async def _chunks(self, response: httpx2.Response, model: str | None) -> AsyncIterator[ChatChunk]:
-        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        if not _event_stream(response.headers.get("content-type", "")):
             # An error that happened before streaming began can arrive as a plain JSON 200 body.
             await response.aread()
             self._checked(self._parse(response, ChatResponse, model=model), model)
             raise malformed(response.content, model=model, reason="expected an event stream")
+        async for chunk in self._events(response.aiter_lines(), model):
+            yield chunk
+
+    async def _events(self, lines: AsyncIterator[str], model: str | None) -> AsyncIterator[ChatChunk]:
+        """The chunks of an event stream's lines, checked: an error inside one is raised."""
         finished = billed = False
         try:
-            async for data in iter_sse_data(response.aiter_lines()):
+            async for data in iter_sse_data(lines):
                 if data == DONE:
                     break
                 chunk = self._parse_chunk(data, model)
@@ -216,13 +255,33 @@ class OpenRouterClient:
     # ------------------------------------------------------------------ plumbing
 
     def _chat_request(self, request: ChatRequest, *, stream: bool) -> httpx2.Request:
-        """The `POST /chat/completions` request, its body serialised by pydantic in one step."""
+        """The `POST /chat/completions` request as an httpx2 request (transports other than aiohttp's)."""
+        return httpx2.Request(
+            "POST",
+            self._chat_url,
+            headers=self._chat_headers,
+            content=self._chat_body(request, stream=stream),
+            extensions=self._chat_extensions,
+        )
+
+    def _chat_body(self, request: ChatRequest, *, stream: bool) -> bytes:
+        """The JSON body, serialised by pydantic in one step."""
         self._auth()  # no key: the configuration error, before anything is sent
         wire = request.model_copy(update={"stream": True}) if stream else request
-        body = wire.model_dump_json(exclude_none=True, exclude=None if stream else {"stream"})
-        return httpx2.Request(
-            "POST", self._chat_url, headers=self._chat_headers, content=body.encode(), extensions=self._chat_extensions
-        )
+        return wire.model_dump_json(exclude_none=True, exclude=None if stream else {"stream"}).encode()
+
+    def _direct_transport(self) -> AiohttpTransport | None:
+        return self._direct if self._direct is not None and on_asyncio() else None
+
+    async def _send_direct(
+        self, direct: AiohttpTransport, request: ChatRequest, *, stream: bool
+    ) -> aiohttp.ClientResponse:
+        """Send the chat request through aiohttp with exactly the headers httpx2 would have sent."""
+        body = self._chat_body(request, stream=stream)
+        sent = await direct.send("POST", self._chat_url_text, self._chat_header_items, body, self._chat_timeouts)
+        # The line httpx2 logs for each request it sends (this path bypasses httpx2).
+        log.info('HTTP Request: POST %s "HTTP/1.1 %d %s"', self._chat_url_text, sent.status, sent.reason or "")
+        return sent
 
     def _auth(self, required: bool = True) -> dict[str, str]:
         if self._api_key is None:
@@ -246,11 +305,14 @@ class OpenRouterClient:
     def _parse(self, response: httpx2.Response, schema: type[_T], *, model: str | None) -> _T:
         if response.status_code >= 300:
             raise error_from_response(response, model=model, scrub=self._scrub, clock=self._clock)
+        return self._decode(response.content, schema, model=model)
+
+    def _decode(self, content: bytes, schema: type[_T], *, model: str | None) -> _T:
         try:
             # Non-streamed bodies start with "\n         \n" keep-alives (§4.3); JSON allows that.
-            return schema.model_validate_json(response.content)
+            return schema.model_validate_json(content)
         except ValidationError:
-            raise malformed(response.content, model=model, reason=f"not a valid {schema.__name__}") from None
+            raise malformed(content, model=model, reason=f"not a valid {schema.__name__}") from None
 
     def _checked(self, result: ChatResponse, model: str | None) -> ChatResponse:
         """Raise for the errors OpenRouter reports inside a 200 body."""
@@ -264,3 +326,12 @@ class OpenRouterClient:
         if choice.finish_reason == "error":
             raise IncompleteStreamError("The answer ended with finish_reason 'error'", model=model)
         return result
+
+
+def _event_stream(content_type: str) -> bool:
+    return content_type.startswith("text/event-stream")
+
+
+def _encoded(response: aiohttp.ClientResponse) -> bool:
+    """Whether the body is compressed (then httpx2 decodes it, on the general path)."""
+    return "Content-Encoding" in response.headers

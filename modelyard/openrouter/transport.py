@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-__all__ = ["AiohttpTransport", "default_transport"]
+__all__ = ["AiohttpTransport", "default_transport", "on_asyncio"]
 
 
 def default_transport(limits: httpx2.Limits) -> httpx2.AsyncBaseTransport | None:
@@ -53,39 +53,72 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        if not _on_asyncio():
+        if not on_asyncio():
             return await self._native().handle_async_request(request)
-        session = self._session if self._session is not None else self._open()
-        timeout = self._timeout(request.extensions.get("timeout", {}))
         try:
             body = request.content
         except httpx2.RequestNotRead:
             body = await request.aread()
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
-        with _mapped(request):
-            response = await session.request(
-                request.method,
-                str(request.url),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=timeout,
+        timeouts = request.extensions.get("timeout", {})
+        response = await self.send(request.method, str(request.url), headers, body, timeouts, request=request)
+        if not response.content_type.startswith("text/event-stream"):
+            # Not a stream: read it in one go (httpx2 would read it all before returning anyway).
+            return self.as_httpx2(response, await self.read(response, request), request)
+        return self.as_httpx2(response, None, request)
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        timeouts: dict[str, float | None],
+        *,
+        request: httpx2.Request | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send one request straight through aiohttp and return its response, body unread (asyncio only).
+
+        The client's chat calls come here directly: building httpx2's request and response objects
+        costs about as much CPU as aiohttp's whole round trip. Failures are raised as the httpx2
+        exceptions they mean, as from `handle_async_request`.
+        """
+        session = self._session if self._session is not None else self._open()
+        with _mapped(request, method, url):
+            return await session.request(
+                method, url, headers=headers, data=body or None, allow_redirects=False, timeout=self._timeout(timeouts)
             )
-            extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")}
-            if not response.content_type.startswith("text/event-stream"):
-                # Not a stream: read it in one go (httpx2 would read it all before returning anyway).
-                try:
-                    content = await response.read()
-                finally:
-                    response.release()
-                headers_in = response.raw_headers
-                return httpx2.Response(
-                    response.status, headers=headers_in, content=content, request=request, extensions=extensions
-                )
+
+    async def read(self, response: aiohttp.ClientResponse, request: httpx2.Request | None = None) -> bytes:
+        """The whole body of `response`, which is then released (its connection back in the pool)."""
+        try:
+            with _mapped(request, response.method, str(response.url)):
+                return await response.read()
+        finally:
+            response.release()
+
+    async def chunks(
+        self, response: aiohttp.ClientResponse, request: httpx2.Request | None = None
+    ) -> AsyncIterator[bytes]:
+        """The body of `response` as it arrives."""
+        with _mapped(request, response.method, str(response.url)):
+            async for chunk in response.content.iter_any():
+                yield chunk
+
+    def as_httpx2(
+        self, response: aiohttp.ClientResponse, content: bytes | None, request: httpx2.Request | None = None
+    ) -> httpx2.Response:
+        """`response` as an httpx2 response: with `content` when read, else streaming its body."""
+        request = request or httpx2.Request(response.method, str(response.url))
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")}
+        if content is not None:
+            return httpx2.Response(
+                response.status, headers=response.raw_headers, content=content, request=request, extensions=extensions
+            )
         return httpx2.Response(
             response.status,
             headers=response.raw_headers,
-            stream=_Body(response, request),
+            stream=_Body(self, response, request),
             request=request,
             extensions=extensions,
         )
@@ -135,21 +168,22 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 class _Body(httpx2.AsyncByteStream):
     """An event stream as it arrives; closing it early closes the connection (cancelling upstream)."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx2.Request) -> None:
+    def __init__(self, transport: AiohttpTransport, response: aiohttp.ClientResponse, request: httpx2.Request) -> None:
+        self._transport = transport
         self._response = response
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped(self._request):
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+        async for chunk in self._transport.chunks(self._response, self._request):
+            yield chunk
 
     async def aclose(self) -> None:
         # release() keeps the connection only when the body was read to its end; otherwise it closes it.
         self._response.release()
 
 
-def _on_asyncio() -> bool:
+def on_asyncio() -> bool:
+    """True inside a running asyncio loop (aiohttp's only home)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -158,21 +192,31 @@ def _on_asyncio() -> bool:
 
 
 @contextmanager
-def _mapped(request: httpx2.Request) -> Iterator[None]:
-    """Raise the httpx2 exception each aiohttp failure means (the client maps only httpx2's)."""
+def _mapped(request: httpx2.Request | None, method: str, url: str) -> Iterator[None]:
+    """Raise the httpx2 exception each aiohttp failure means (the client maps only httpx2's).
+
+    `request` is the httpx2 request sent, if any; else one is built for the exception (only then).
+    """
     import aiohttp
 
     try:
         yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx2.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
-    except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
-        raise httpx2.ReadTimeout(str(exc) or "read timed out", request=request) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx2.ConnectError(str(exc), request=request) from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
-        raise httpx2.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
-    except aiohttp.InvalidURL as exc:
-        raise httpx2.UnsupportedProtocol(str(exc), request=request) from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+        raise _httpx2_error(exc, request or httpx2.Request(method, url)) from exc
+
+
+def _httpx2_error(exc: BaseException, request: httpx2.Request) -> httpx2.HTTPError:
+    import aiohttp
+
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx2.ConnectTimeout(str(exc) or "connect timed out", request=request)
+    if isinstance(exc, (TimeoutError, aiohttp.SocketTimeoutError)):
+        return httpx2.ReadTimeout(str(exc) or "read timed out", request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx2.ConnectError(message, request=request)
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
+        return httpx2.RemoteProtocolError(message, request=request)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx2.UnsupportedProtocol(message, request=request)
+    return httpx2.ReadError(message, request=request)

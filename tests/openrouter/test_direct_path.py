@@ -1,0 +1,181 @@
+"""The chat calls' direct path (straight through aiohttp) answers exactly as the httpx2 path does.
+
+Each canned reply is served twice: to a client on `httpx2.MockTransport` (the general path) and, over
+real loopback HTTP, to a client on the default transport (the direct path). Both must give the same
+answer, or the same error with the same message, and send the same request.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+from aiohttp import web
+
+from modelyard.errors import ModelyardError
+from modelyard.openrouter import ChatRequest, OpenRouterClient
+from modelyard.openrouter.transport import AiohttpTransport
+
+KEY = "sk-or-v1-test-key-for-the-client-tests"
+REQUEST = ChatRequest(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+USAGE = {"prompt_tokens": 19, "completion_tokens": 7, "total_tokens": 26, "cost": 0.00001255}
+ANSWER = {
+    "id": "gen-1",
+    "model": "openai/gpt-4o-mini",
+    "provider": "OpenAI",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Olá"}}],
+    "usage": USAGE,
+}
+Reply = tuple[int, dict[str, str], bytes]
+_JSON_TYPE = {"content-type": "application/json"}
+
+
+def _json(status: int, body: Any, **headers: str) -> Reply:
+    return status, {"content-type": "application/json", **headers}, json.dumps(body).encode()
+
+
+def _chunk(content: str | None, finish: str | None = None, **extra: Any) -> str:
+    choice = {"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": finish}
+    return json.dumps({"id": "gen-1", "model": "openai/gpt-4o-mini", "choices": [choice], **extra})
+
+
+def _sse(*events: str, end: str = "\n") -> Reply:
+    lines = [f": OPENROUTER PROCESSING{end}{end}"] + [f"data: {event}{end}{end}" for event in events]
+    return 200, {"content-type": "text/event-stream"}, "".join(lines).encode()
+
+
+def _gzipped(reply: Reply) -> Reply:
+    status, headers, body = reply
+    return status, {**headers, "content-encoding": "gzip"}, gzip.compress(body)
+
+
+WHOLE_STREAM = (_chunk("Ol"), _chunk("á"), _chunk("", "stop"), _chunk("", "stop", usage=USAGE), "[DONE]")
+CHAT_REPLIES: dict[str, Reply] = {
+    "an answer": _json(200, ANSWER),
+    "an answer after keep-alive blanks": (200, _JSON_TYPE, b"\n   \n" + json.dumps(ANSWER).encode()),
+    "a compressed answer": _gzipped(_json(200, ANSWER)),
+    "a 429 with Retry-After": _json(429, {"error": {"code": 429, "message": "slow down"}}, **{"retry-after": "7"}),
+    "a 502 HTML page": (502, {"content-type": "text/html"}, b"<html>Bad gateway</html>"),
+    "a 402": _json(402, {"error": {"code": 402, "message": "Insufficient credits"}}),
+    "an error inside a 200": _json(200, {"error": {"code": 502, "message": "provider down"}}),
+    "malformed JSON": (200, {"content-type": "application/json"}, b'{"id": "gen-1", "choi'),
+    "no choices": _json(200, {**ANSWER, "choices": []}),
+}
+STREAM_REPLIES: dict[str, Reply] = {
+    "a whole stream": _sse(*WHOLE_STREAM),
+    "a stream with CRLF line ends": _sse(*WHOLE_STREAM, end="\r\n"),
+    "a stream with CR line ends": _sse(*WHOLE_STREAM, end="\r"),
+    "a compressed stream": _gzipped(_sse(*WHOLE_STREAM)),
+    "a mid-stream error chunk": _sse(_chunk("Ol"), json.dumps({"error": {"code": 502, "message": "gone"}})),
+    "a stream without a finish reason": _sse(_chunk("Ol"), "[DONE]"),
+    "an undecodable chunk": _sse(_chunk("Ol"), "{not json"),
+    "a JSON error in a 200 instead of a stream": _json(200, {"error": {"code": 429, "message": "rate limited"}}),
+    "a 400 before streaming": _json(400, {"error": {"code": 400, "message": "bad model"}}),
+}
+
+
+def _mock_client(reply: Reply, seen: list[tuple[dict[str, str], bytes]]) -> OpenRouterClient:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append((dict(request.headers), request.content))
+        status, headers, body = reply
+        return httpx2.Response(status, headers=headers, content=body)
+
+    return OpenRouterClient(KEY, base_url="https://or.test/api/v1", transport=httpx2.MockTransport(handler))
+
+
+@asynccontextmanager
+async def _loopback_client(reply: Reply, seen: list[tuple[dict[str, str], bytes]]) -> AsyncIterator[OpenRouterClient]:
+    async def handle(request: web.Request) -> web.Response:
+        seen.append((dict(request.headers), await request.read()))
+        status, headers, body = reply
+        return web.Response(status=status, headers=headers, body=body)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/chat/completions", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with OpenRouterClient(KEY, base_url=f"http://127.0.0.1:{port}/api/v1") as client:
+            assert isinstance(client._direct, AiohttpTransport)  # the path under test
+            yield client
+    finally:
+        await runner.cleanup()
+
+
+async def _outcome(call: Callable[[], Any]) -> object:
+    try:
+        return await call()
+    except ModelyardError as exc:
+        return (type(exc).__name__, str(exc), getattr(exc, "retry_after", None))
+
+
+async def _chat(client: OpenRouterClient) -> object:
+    return await _outcome(lambda: _answer(client))
+
+
+async def _answer(client: OpenRouterClient) -> object:
+    return (await client.chat(REQUEST)).model_dump()
+
+
+async def _stream(client: OpenRouterClient) -> object:
+    async def chunks() -> list[dict[str, Any]]:
+        return [chunk.model_dump() async for chunk in client.stream_chat(REQUEST)]
+
+    return await _outcome(chunks)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", CHAT_REPLIES)
+async def test_a_chat_reply_gets_the_same_answer_or_error_on_both_paths(name: str) -> None:
+    reply = CHAT_REPLIES[name]
+    mock_seen: list[tuple[dict[str, str], bytes]] = []
+    direct_seen: list[tuple[dict[str, str], bytes]] = []
+    async with _mock_client(reply, mock_seen) as client:
+        expected = await _chat(client)
+    async with _loopback_client(reply, direct_seen) as client:
+        assert await _chat(client) == expected
+    assert direct_seen[0][1] == mock_seen[0][1]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", STREAM_REPLIES)
+async def test_a_stream_reply_gets_the_same_chunks_or_error_on_both_paths(name: str) -> None:
+    reply = STREAM_REPLIES[name]
+    mock_seen: list[tuple[dict[str, str], bytes]] = []
+    direct_seen: list[tuple[dict[str, str], bytes]] = []
+    async with _mock_client(reply, mock_seen) as client:
+        expected = await _stream(client)
+    async with _loopback_client(reply, direct_seen) as client:
+        assert await _stream(client) == expected
+    assert direct_seen[0][1] == mock_seen[0][1]
+
+
+@pytest.mark.anyio
+async def test_the_direct_path_sends_the_headers_httpx2_would_send() -> None:
+    mock_seen: list[tuple[dict[str, str], bytes]] = []
+    direct_seen: list[tuple[dict[str, str], bytes]] = []
+    async with _mock_client(CHAT_REPLIES["an answer"], mock_seen) as client:
+        await client.chat(REQUEST)
+    async with _loopback_client(CHAT_REPLIES["an answer"], direct_seen) as client:
+        await client.chat(REQUEST)
+    transport_set = {"host", "content-length"}
+    expected = {k.lower(): v for k, v in mock_seen[0][0].items() if k.lower() not in transport_set}
+    sent = {k.lower(): v for k, v in direct_seen[0][0].items() if k.lower() not in transport_set}
+    assert sent == expected
+    assert sent["authorization"] == f"Bearer {KEY}" and sent["content-type"] == "application/json"
+
+
+@pytest.mark.anyio
+async def test_a_refused_connection_on_the_direct_path_is_a_connect_error_without_the_key() -> None:
+    async with OpenRouterClient(KEY, base_url="http://127.0.0.1:9/api/v1", connect_timeout=2) as client:
+        outcome = await _chat(client)
+    assert isinstance(outcome, tuple) and outcome[0] == "UpstreamConnectError"
+    assert KEY not in repr(outcome)
