@@ -47,9 +47,13 @@ class _Write(Generic[T]):
     def __init__(self, work: Work[T], first: bool) -> None:
         self.work = work
         self.first = first
-        self.done = anyio.Event()
+        self.done: anyio.Event | None = None  # made only for a write that waits for another's batch
         self.value: T | None = None
         self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        if self.done is not None:
+            self.done.set()
 
     def outcome(self) -> T:
         if self.error is not None:
@@ -106,7 +110,8 @@ class GroupCommit:
         write: _Write[T] = _Write(work, first)
         self._queue.append(write)
         if self._leading:
-            await self._follow(write)
+            write.done = anyio.Event()
+            await self._follow(write, write.done)
             return write.outcome()
         self._leading = True
         batch: list[_Write[Any]] = []
@@ -119,7 +124,7 @@ class GroupCommit:
         except BaseException as exc:  # unexpected: every write of the batch reports it
             for each in batch:
                 each.error = each.error or exc
-                each.done.set()
+                each.finish()
             raise
         finally:
             self._leading = False
@@ -128,7 +133,7 @@ class GroupCommit:
             with anyio.CancelScope(shield=True):
                 await self._in_thread(lambda: _run_each(self._waiting, batch))
         for each in batch:
-            each.done.set()
+            each.finish()
         if ran:
             await self._maybe_checkpoint(len(batch))
         return write.outcome()
@@ -143,7 +148,7 @@ class GroupCommit:
         finally:
             self._lock.release()
 
-    async def _follow(self, write: _Write[Any]) -> None:
+    async def _follow(self, write: _Write[Any], done: anyio.Event) -> None:
         """Wait for the leader to run `write`.
 
         A caller cancelled before its write was taken drops it. One cancelled after gets its outcome
@@ -152,13 +157,13 @@ class GroupCommit:
         caller's next checkpoint.
         """
         try:
-            await write.done.wait()
+            await done.wait()
         except anyio.get_cancelled_exc_class():
             if any(queued is write for queued in self._queue):
                 self._queue.remove(write)
                 raise
             with anyio.CancelScope(shield=True):
-                await write.done.wait()
+                await done.wait()
 
     def _run_inline(self, batch: list[_Write[Any]]) -> bool:
         """One transaction for the whole batch; False (and nothing written) when it could not run."""

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal, localcontext
+from decimal import Context, Decimal, localcontext
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +44,7 @@ _T = TypeVar("_T")
 _ZERO: Final = Decimal(0)
 # Far beyond the digits of any sum of USD amounts, so adding and subtracting stay exact.
 _EXACT_PREC: Final = 200
+_EXACT: Final = Context(prec=_EXACT_PREC)
 _SCHEMA_VERSION: Final = 1
 _SCHEMA: Final = (
     """CREATE TABLE ledger (
@@ -69,7 +70,7 @@ _COLUMNS: Final = (
 _INSERT_ROW: Final = f"INSERT OR IGNORE INTO ledger ({_COLUMNS}) VALUES ({', '.join('?' * 19)})"
 _SELECT_ROWS: Final = f"SELECT {_COLUMNS} FROM ledger WHERE ts >= ? ORDER BY ts DESC, rowid DESC LIMIT ?"
 _ADD_SPEND: Final = (
-    "INSERT INTO spend (period, total) VALUES (?, ?) "
+    "INSERT INTO spend (period, total) VALUES (?, ?), (?, ?) "
     "ON CONFLICT (period) DO UPDATE SET total = dec_add(total, excluded.total)"
 )
 _SELECT_SPEND: Final = "SELECT period, total FROM spend WHERE period IN (?, ?)"
@@ -338,21 +339,18 @@ class _Tally:
         return SpendTotals(spent_today=self.spent_today, spent_month=self.spent_month, reserved=self.reserved)
 
     def hold(self, reservation: Reservation) -> None:
-        with localcontext(prec=_EXACT_PREC):
-            self.reserved += reservation.amount
+        self.reserved = _EXACT.add(self.reserved, reservation.amount)
         self.first_expiry = min(self.first_expiry, reservation.expires_at)
 
     def unhold(self, amount: str) -> None:
         """A live hold was deleted (the first expiry may now be later: kept, which only re-reads sooner)."""
-        with localcontext(prec=_EXACT_PREC):
-            self.reserved -= Decimal(amount)
+        self.reserved = _EXACT.subtract(self.reserved, Decimal(amount))
 
     def spend(self, day: str, month: str, cost: Decimal) -> None:
-        with localcontext(prec=_EXACT_PREC):
-            if day == self.day:
-                self.spent_today += cost
-            if month == self.month:
-                self.spent_month += cost
+        if day == self.day:
+            self.spent_today = _EXACT.add(self.spent_today, cost)
+        if month == self.month:
+            self.spent_month = _EXACT.add(self.spent_month, cost)
 
 
 def _reserve(
@@ -423,7 +421,7 @@ def _commit(
     inserted = conn.execute(_INSERT_ROW, params).rowcount == 1
     if inserted and row.cost:
         day, month = _periods(row.ts)
-        conn.executemany(_ADD_SPEND, ((day, str(row.cost)), (month, str(row.cost))))
+        conn.execute(_ADD_SPEND, (day, str(row.cost), month, str(row.cost)))
         if isinstance(tally := memo.get("tally"), _Tally):
             tally.spend(day, month, row.cost)
 
@@ -467,12 +465,14 @@ def _periods(ts: float) -> tuple[str, str]:
 
 def _dec_add(a: str, b: str) -> str:
     """SQL function `dec_add(a, b)`: the exact sum of two Decimal TEXT values."""
-    return str(_exact_sum((a, b)))
+    return str(_EXACT.add(Decimal(a), Decimal(b)))
 
 
 def _exact_sum(values: Iterable[str]) -> Decimal:
-    with localcontext(prec=_EXACT_PREC):
-        return sum((Decimal(value) for value in values), _ZERO)
+    total = _ZERO
+    for value in values:
+        total = _EXACT.add(total, Decimal(value))
+    return total
 
 
 def _money_text(value: Decimal | None) -> str | None:
