@@ -19,11 +19,13 @@ import anyio
 
 from bench.common import MESSAGES, MODEL, installed, parser, run_load, sandbox_process
 from bench.contenders import modelyard_router
+from modelyard.server.tuning import tune_gc
 
 
 async def _profile(url: str, *, n: int, concurrency: int, profiler: str, out: Path | None, label: str) -> str:
     from modelyard.routing.request import RouteRequest
 
+    tune_gc()  # as `modelyard serve` runs
     async with modelyard_router(url) as router:
 
         async def call() -> None:

@@ -135,7 +135,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             connector=connector,
             auto_decompress=False,  # httpx2 decodes Content-Encoding itself
             cookie_jar=aiohttp.DummyCookieJar(),  # and keeps the cookies
-            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),  # httpx2 has set them
+            # No skip_auto_headers: httpx2's Accept, Accept-Encoding and User-Agent are always set, so
+            # aiohttp adds none of its own; skipping them costs a header copy per request.
         )
         return self._session
 

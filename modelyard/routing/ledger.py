@@ -63,13 +63,10 @@ def success_row(
     """The ledger row and the result for an answered request."""
     usage = response.usage
     cost, source = _cost(catalog, candidate, response, usage, request.image_count())
-    # Built unvalidated (the hot path): every value comes from validated models or is computed here.
-    attempts.append(
-        AttemptRecord.model_construct(model=candidate.id, outcome="ok", latency_ms=round(latency_ms, 3), cost=cost)
-    )
+    attempts.append(AttemptRecord(model=candidate.id, outcome="ok", latency_ms=round(latency_ms, 3), cost=cost))
     tokens = _tokens(usage)
     choice = response.choices[0]
-    result = RouteResult.model_construct(
+    result = RouteResult(
         content=choice.message.content,
         tool_calls=[c.model_dump(exclude_none=True) for c in choice.message.tool_calls or []],
         reasoning=choice.message.reasoning,
@@ -137,7 +134,7 @@ def failure_row(
 def _tokens(usage: Usage | None) -> TokenUsage:
     if usage is None:
         return TokenUsage()
-    return TokenUsage.model_construct(
+    return TokenUsage(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         cached_tokens=usage.cached_tokens,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -64,6 +65,17 @@ async def test_the_nine_tools_are_listed_with_schemas_and_read_only_hints(client
         assert tools[name].annotations is not None and tools[name].annotations.read_only_hint
     assert all(t.output_schema for t in tools.values())
     assert "model" in tools["execute"].input_schema["properties"]
+
+
+async def test_output_schemas_are_inline_and_the_real_results_fit_them(client: Client) -> None:
+    """No `$ref` for a validating client to chase, and what execute and plan_route return still validates."""
+    import jsonschema
+
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    for tool in tools.values():
+        assert "$ref" not in json.dumps(tool.output_schema), tool.name
+    for name, arguments in (("execute", {"prompt": "hi", "model": "gpt-4o-mini"}), ("plan_route", {"prompt": "hi"})):
+        jsonschema.validate(await _call(client, name, **arguments), tools[name].output_schema or {})
 
 
 async def test_execute_answers_with_model_usage_exact_cost_and_attempts(client: Client, sandbox: Sandbox) -> None:
