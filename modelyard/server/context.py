@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
+
 from modelyard.openrouter.client import OpenRouterClient
 from modelyard.routing.router import Router
+from modelyard.server.keepalive import Keepalives
 from modelyard.settings import Settings
 from modelyard.store import Store, open_store
 
@@ -27,6 +30,7 @@ class AppContext:
     store: Store
     router: Router
     started_at: float
+    keepalives: Keepalives
 
 
 @asynccontextmanager
@@ -50,4 +54,10 @@ async def open_app_context(settings: Settings) -> AsyncIterator[AppContext]:
             settings.store.split("?")[0],
             "set" if settings.api_key else "MISSING",
         )
-        yield AppContext(settings=settings, client=client, store=store, router=router, started_at=time.time())
+        keepalives = Keepalives()
+        background = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(background.cancel_scope.cancel)  # runs first on the way out
+        background.start_soon(keepalives.run)
+        yield AppContext(
+            settings=settings, client=client, store=store, router=router, started_at=time.time(), keepalives=keepalives
+        )

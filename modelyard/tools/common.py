@@ -75,38 +75,21 @@ class Progress:
         elif isinstance(event, Restart):
             await self.send(f"\n[{event.failed_model} failed ({event.reason[:120]}); restarting on the next model]\n")
 
-    async def keepalive(self, every_s: float, done: anyio.Event) -> None:
-        """Send a progress note every `every_s` seconds until `done` is set."""
-        while True:
-            with anyio.move_on_after(every_s):
-                await done.wait()
-            if done.is_set():
-                return
-            await self.send(f"working… ({self.chars} characters so far)")
+    async def note(self) -> None:
+        """The keep-alive note: still working, and how much text has streamed."""
+        await self.send(f"working… ({self.chars} characters so far)")
 
 
-async def with_keepalive(reporter: Progress, work: Callable[[], Awaitable[T]], *, every_s: float | None = None) -> T:
-    """Await `work()` while sending keep-alive progress every few seconds, so hosts' 60 s timeouts don't fire.
+async def with_keepalive(
+    app: AppContext, reporter: Progress, work: Callable[[], Awaitable[T]], *, every_s: float | None = None
+) -> T:
+    """Await `work()` while a keep-alive note goes out every few seconds, so hosts' 60 s timeouts don't fire.
 
-    `every_s` None means `KEEPALIVE_S`, read at call time. Errors from `work` are re-raised as they are
-    (not wrapped in an ExceptionGroup).
+    `every_s` None means `KEEPALIVE_S`, read at call time. The server's one keep-alive task sends the
+    notes (`modelyard.server.keepalive`), so a call that ends before its first note costs nothing more.
     """
-    # The keep-alive task is ended by an event, not cancelled: cancelling a sleeping task costs ~100 µs
-    # more on every call, and almost every call ends long before its first keep-alive.
-    done = anyio.Event()
-    outcome: list[T] = []
-    failure: list[Exception] = []
-    async with anyio.create_task_group() as group:
-        group.start_soon(reporter.keepalive, KEEPALIVE_S if every_s is None else every_s, done)
-        try:
-            outcome.append(await work())
-        except Exception as exc:
-            failure.append(exc)
-        finally:
-            done.set()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    async with app.keepalives.track(reporter.note, KEEPALIVE_S if every_s is None else every_s):
+        return await work()
 
 
 def compact(value: Any, limit: int = 2000) -> str:

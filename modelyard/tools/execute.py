@@ -134,7 +134,7 @@ def register(server: MCPServer[AppContext]) -> None:
             request = _request(app, **arguments)
             reporter = Progress(ctx)
             sink = reporter.on_event if stream else None
-            result = await with_keepalive(reporter, lambda: app.router.execute(request, on_event=sink))
+            result = await with_keepalive(app, reporter, lambda: app.router.execute(request, on_event=sink))
             review = await supervise(app.router, request, result, supervisor) if supervisor else None
         # The router's result is already valid: copy its fields over instead of validating them again.
         answer = ExecuteResult.model_construct(**dict(result), supervision=review)

@@ -144,7 +144,7 @@ def register(server: MCPServer[AppContext]) -> None:
                 for name in names
                 for i, view in enumerate(views)
             ]
-            outcomes = await with_keepalive(Progress(ctx), lambda: _run_all(app.router, labelled, _MAX_PARALLEL))
+            outcomes = await with_keepalive(app, Progress(ctx), lambda: _run_all(app.router, labelled, _MAX_PARALLEL))
             best, verdict = await _judge(app.router, prompt, outcomes, judge) if judge else (None, None)
         return CompareResult(answers=outcomes, total_cost=_total(outcomes, verdict), best=best, judge=verdict)
 
@@ -168,7 +168,7 @@ def register(server: MCPServer[AppContext]) -> None:
                 )
                 for i, t in enumerate(tasks)
             ]
-            outcomes = await with_keepalive(Progress(ctx), lambda: _run_all(app.router, labelled, max_parallel))
+            outcomes = await with_keepalive(app, Progress(ctx), lambda: _run_all(app.router, labelled, max_parallel))
         failed = sum(1 for o in outcomes if o.error)
         return BatchResult(
             results=outcomes, succeeded=len(outcomes) - failed, failed=failed, total_cost=_total(outcomes)
