@@ -13,8 +13,8 @@ server = MCPServer("empty")
 
 
 @server.tool()
-def noop() -> str:
-    """Do nothing and say so."""
+async def noop() -> str:
+    """Do nothing and say so (async: a plain `def` tool runs in a worker thread, which is no floor)."""
     return "ok"
 
 
