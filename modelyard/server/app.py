@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
+import anyio
 from mcp.server import MCPServer
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -35,8 +36,12 @@ def build_server(settings: Settings) -> MCPServer[AppContext]:
 
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
-        async with open_app_context(settings) as context:
-            yield context
+        async with open_app_context(settings) as context, anyio.create_task_group() as background:
+            background.start_soon(context.keepalives.run)
+            try:
+                yield context
+            finally:
+                background.cancel_scope.cancel()
 
     server: MCPServer[AppContext] = MCPServer(
         "modelyard",

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-import anyio
-
 from modelyard.openrouter.client import OpenRouterClient
 from modelyard.routing.router import Router
 from modelyard.server.keepalive import Keepalives
@@ -30,7 +28,7 @@ class AppContext:
     store: Store
     router: Router
     started_at: float
-    keepalives: Keepalives
+    keepalives: Keepalives  # its notes go out while the server's lifespan runs `keepalives.run()`
 
 
 @asynccontextmanager
@@ -55,9 +53,6 @@ async def open_app_context(settings: Settings) -> AsyncIterator[AppContext]:
             "set" if settings.api_key else "MISSING",
         )
         keepalives = Keepalives()
-        background = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(background.cancel_scope.cancel)  # runs first on the way out
-        background.start_soon(keepalives.run)
         yield AppContext(
             settings=settings, client=client, store=store, router=router, started_at=time.time(), keepalives=keepalives
         )

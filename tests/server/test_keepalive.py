@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from modelyard.server.keepalive import Keepalives
@@ -42,7 +43,7 @@ async def test_a_call_that_ends_before_its_first_note_gets_none(keepalives: Keep
     notes = Notes()
     for _ in range(20):
         async with keepalives.track(notes.send, 0.2):
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
     await anyio.sleep(0.3)
     assert notes.sent == 0
 
