@@ -43,9 +43,9 @@ DESCRIPTIONS = {
     "httpx2+AiohttpTransport": "raw `httpx2.AsyncClient(transport=modelyard.openrouter.transport.AiohttpTransport())`",
     "litellm": "LiteLLM `Router` (openrouter/ deployment at the sandbox, a fallback list configured)",
     "modelyard": "modelyard `Router.execute` in-process, SQLite ledger on, cache off, default client stack "
-    "(httpx2 over modelyard's `AiohttpTransport`)",
-    "modelyard[httpx2-tuned]": "modelyard `Router` forced onto the pure httpx2 pool (256/256)",
-    "modelyard[aiohttp]": "modelyard `Router` forced onto httpx_aiohttp's AiohttpTransport",
+    "(chat calls straight through aiohttp via modelyard's `AiohttpTransport`, no httpx2 objects built)",
+    "modelyard[httpx2-tuned]": "modelyard `Router` forced onto the pure httpx2 pool (256/256), all via httpx2",
+    "modelyard[aiohttp]": "modelyard `Router` forced onto httpx_aiohttp's AiohttpTransport, all via httpx2",
 }
 
 
