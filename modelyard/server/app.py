@@ -20,6 +20,7 @@ from modelyard.settings import Settings
 __all__ = ["INSTRUCTIONS", "Transport", "build_server", "serve"]
 
 Transport = Literal["stdio", "sse", "streamable-http"]
+_IDLE_CONNECTION_S = 75
 
 INSTRUCTIONS = """\
 modelyard reaches OpenRouter's models through one set of tools and picks the right model per request.
@@ -78,7 +79,6 @@ def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "12
         return
     token = settings.http_token.get_secret_value() if settings.http_token else None
     check_bind(host, token)
-    import anyio
     import uvicorn
 
     if transport == "streamable-http":
@@ -86,5 +86,9 @@ def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "12
     else:
         app = server.sse_app(host=host)
     asgi = BearerAuth(app, token) if token else app
-    config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
+    # Idle connections stay open longer than clients keep theirs (httpx's pool: 5 s), so a client never
+    # reuses a connection at the moment the server closes it (uvicorn's default is also 5 s: a ReadError).
+    config = uvicorn.Config(
+        asgi, host=host, port=port, log_level="warning", lifespan="on", timeout_keep_alive=_IDLE_CONNECTION_S
+    )
     anyio.run(uvicorn.Server(config).serve)

@@ -15,6 +15,7 @@ import anyio
 import httpx2
 import pytest
 from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
@@ -160,3 +161,20 @@ async def test_http_transport_off_loopback_without_a_token_refuses_to_start_and_
     assert "Refusing to serve on 0.0.0.0 without a bearer token" in message and "MODELYARD_HTTP_TOKEN" in message
     assert "Traceback" not in message and done.stdout == b""
     assert not _port_answers(port)
+
+
+async def test_an_idle_connection_outlives_the_clients_own_five_second_expiry(sandbox: Sandbox, tmp_path: Path) -> None:
+    """httpx's pool drops a connection after 5 s idle; the server must hold it longer, or a client reusing it
+    at 5 s meets the server's close (a ReadError). After 6 s idle the same connection still answers."""
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with anyio.fail_after(45):
+        async with http_server("streamable-http", server_env(tmp_path, sandbox.base_url), tmp_path) as url:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                replies = BufferedByteReceiveStream(stream)
+                await stream.send(request)
+                first = await replies.receive_until(b"\r\n\r\n", 4096) + await replies.receive_exactly(2)
+                await anyio.sleep(6)
+                await stream.send(request)
+                second = await replies.receive_until(b"\r\n\r\n", 4096) + await replies.receive_exactly(2)
+    assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"ok") and second.startswith(b"HTTP/1.1 200")
