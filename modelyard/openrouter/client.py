@@ -219,7 +219,9 @@ class OpenRouterClient:
             await response.aread()
             self._checked(self._parse(response, ChatResponse, model=model), model)
             raise malformed(response.content, model=model, reason="expected an event stream")
-        async for chunk in self._events(response.aiter_lines(), model):
+        # The same line splitting as the direct path (httpx2's `aiter_lines` also splits at U+2028,
+        # which JSON may carry unescaped).
+        async for chunk in self._events(iter_lines(response.aiter_bytes()), model):
             yield chunk
 
     async def _events(self, lines: AsyncIterator[str], model: str | None) -> AsyncIterator[ChatChunk]:
@@ -271,7 +273,8 @@ class OpenRouterClient:
         return wire.model_dump_json(exclude_none=True, exclude=None if stream else {"stream"}).encode()
 
     def _direct_transport(self) -> AiohttpTransport | None:
-        return self._direct if self._direct is not None and on_asyncio() else None
+        # Once closed, calls take the httpx2 path, which refuses them (aiohttp would open a new pool).
+        return self._direct if self._direct is not None and not self._http.is_closed and on_asyncio() else None
 
     async def _send_direct(
         self, direct: AiohttpTransport, request: ChatRequest, *, stream: bool

@@ -8,6 +8,7 @@ the notes of the calls that fall due.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,18 +18,20 @@ import anyio
 
 __all__ = ["Keepalives"]
 
+log = logging.getLogger(__name__)
+
 Send = Callable[[], Awaitable[None]]
 
 
 class _Call:
-    __slots__ = ("due", "ended", "every_s", "lock", "send")
+    __slots__ = ("due", "ended", "every_s", "send", "sending")
 
     def __init__(self, send: Send, every_s: float, due: float) -> None:
         self.send = send
         self.every_s = every_s
         self.due = due
         self.ended = False
-        self.lock = anyio.Lock()
+        self.sending: anyio.CancelScope | None = None  # the note being sent, if any
 
 
 class Keepalives:
@@ -48,7 +51,8 @@ class Keepalives:
     async def track(self, send: Send, every_s: float) -> AsyncIterator[None]:
         """Call `send()` every `every_s` seconds while the block runs (only once `run` is running).
 
-        No note is sent after the block ends: one already being sent finishes first.
+        No note is sent after the block ends: one still being sent is cancelled, so ending the block
+        (or cancelling it) never waits for a slow client.
         """
         call = _Call(send, every_s, self._clock() + every_s)
         self._calls[id(call)] = call
@@ -59,10 +63,8 @@ class Keepalives:
         finally:
             del self._calls[id(call)]
             call.ended = True  # a note not yet begun is skipped
-            if call.lock.locked():  # one being sent is finished first
-                with anyio.CancelScope(shield=True):
-                    async with call.lock:
-                        pass
+            if call.sending is not None:
+                call.sending.cancel()
 
     async def run(self) -> None:
         """Send the notes as they fall due, until cancelled (the server's lifespan runs this)."""
@@ -72,7 +74,8 @@ class Keepalives:
                 for call in list(self._calls.values()):
                     if call.due <= now:
                         call.due = now + call.every_s
-                        group.start_soon(_send_unless_ended, call)
+                        if call.sending is None:  # one note at a time per call; a slow one is not queued behind
+                            group.start_soon(_send_unless_ended, call)
                 self._next_wake = min((c.due for c in self._calls.values()), default=math.inf)
                 with anyio.move_on_after(self._next_wake - now):
                     await self._wake.wait()
@@ -81,6 +84,13 @@ class Keepalives:
 
 
 async def _send_unless_ended(call: _Call) -> None:
-    async with call.lock:
-        if not call.ended:
+    """Send one note; its failure is logged, never raised into the runner (which serves every call)."""
+    if call.ended:
+        return
+    with anyio.CancelScope() as call.sending:
+        try:
             await call.send()
+        except Exception:
+            log.exception("a keep-alive note could not be sent")
+        finally:
+            call.sending = None

@@ -70,6 +70,12 @@ STREAM_REPLIES: dict[str, Reply] = {
     "a whole stream": _sse(*WHOLE_STREAM),
     "a stream with CRLF line ends": _sse(*WHOLE_STREAM, end="\r\n"),
     "a stream with CR line ends": _sse(*WHOLE_STREAM, end="\r"),
+    "a stream with U+2028 unescaped in its JSON": _sse(
+        _chunk("line\u2028separated", "stop", usage=USAGE).replace("\\u2028", "\u2028"), "[DONE]"
+    ),
+    "a compressed stream with U+2028": _gzipped(
+        _sse(_chunk("line\u2028separated", "stop", usage=USAGE).replace("\\u2028", "\u2028"), "[DONE]")
+    ),
     "a compressed stream": _gzipped(_sse(*WHOLE_STREAM)),
     "a mid-stream error chunk": _sse(_chunk("Ol"), json.dumps({"error": {"code": 502, "message": "gone"}})),
     "a stream without a finish reason": _sse(_chunk("Ol"), "[DONE]"),
@@ -179,3 +185,11 @@ async def test_a_refused_connection_on_the_direct_path_is_a_connect_error_withou
         outcome = await _chat(client)
     assert isinstance(outcome, tuple) and outcome[0] == "UpstreamConnectError"
     assert KEY not in repr(outcome)
+
+
+@pytest.mark.anyio
+async def test_a_closed_client_refuses_chat_instead_of_opening_a_new_pool() -> None:
+    async with _loopback_client(CHAT_REPLIES["an answer"], []) as client:
+        await client.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await client.chat(REQUEST)
