@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -124,11 +124,10 @@ async def _outcome(call: Callable[[], Any]) -> object:
 
 
 async def _chat(client: OpenRouterClient) -> object:
-    return await _outcome(lambda: _answer(client))
+    async def answer() -> dict[str, Any]:
+        return (await client.chat(REQUEST)).model_dump()
 
-
-async def _answer(client: OpenRouterClient) -> object:
-    return (await client.chat(REQUEST)).model_dump()
+    return await _outcome(answer)
 
 
 async def _stream(client: OpenRouterClient) -> object:
@@ -138,30 +137,27 @@ async def _stream(client: OpenRouterClient) -> object:
     return await _outcome(chunks)
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("name", CHAT_REPLIES)
-async def test_a_chat_reply_gets_the_same_answer_or_error_on_both_paths(name: str) -> None:
-    reply = CHAT_REPLIES[name]
+async def _assert_both_paths_agree(reply: Reply, call: Callable[[OpenRouterClient], Awaitable[object]]) -> None:
+    """The same outcome from the httpx2 path and the direct path, from the same request body."""
     mock_seen: list[tuple[dict[str, str], bytes]] = []
     direct_seen: list[tuple[dict[str, str], bytes]] = []
     async with _mock_client(reply, mock_seen) as client:
-        expected = await _chat(client)
+        expected = await call(client)
     async with _loopback_client(reply, direct_seen) as client:
-        assert await _chat(client) == expected
+        assert await call(client) == expected
     assert direct_seen[0][1] == mock_seen[0][1]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", CHAT_REPLIES)
+async def test_a_chat_reply_gets_the_same_answer_or_error_on_both_paths(name: str) -> None:
+    await _assert_both_paths_agree(CHAT_REPLIES[name], _chat)
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("name", STREAM_REPLIES)
 async def test_a_stream_reply_gets_the_same_chunks_or_error_on_both_paths(name: str) -> None:
-    reply = STREAM_REPLIES[name]
-    mock_seen: list[tuple[dict[str, str], bytes]] = []
-    direct_seen: list[tuple[dict[str, str], bytes]] = []
-    async with _mock_client(reply, mock_seen) as client:
-        expected = await _stream(client)
-    async with _loopback_client(reply, direct_seen) as client:
-        assert await _stream(client) == expected
-    assert direct_seen[0][1] == mock_seen[0][1]
+    await _assert_both_paths_agree(STREAM_REPLIES[name], _stream)
 
 
 @pytest.mark.anyio
