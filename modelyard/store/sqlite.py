@@ -16,13 +16,13 @@ never both see the same remaining budget.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from decimal import Context, Decimal, localcontext
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -32,8 +32,11 @@ import anyio
 import anyio.to_thread
 
 from modelyard.errors import BudgetExceededError, ConfigurationError
+from modelyard.store import lease as leases
+from modelyard.store import sqlite_writes as writes
 from modelyard.store.base import BudgetLimits, CostSource, LedgerRow, Reservation, SpendTotals, Status
 from modelyard.store.group_commit import GroupCommit
+from modelyard.store.lease import Lease
 
 __all__ = ["MEMORY", "SQLiteStore"]
 
@@ -41,10 +44,6 @@ MEMORY: Final = ":memory:"
 """The path of a private in-memory database (gone on close; for tests and one-shot runs)."""
 
 _T = TypeVar("_T")
-_ZERO: Final = Decimal(0)
-# Far beyond the digits of any sum of USD amounts, so adding and subtracting stay exact.
-_EXACT_PREC: Final = 200
-_EXACT: Final = Context(prec=_EXACT_PREC)
 _SCHEMA_VERSION: Final = 1
 _SCHEMA: Final = (
     """CREATE TABLE ledger (
@@ -61,28 +60,8 @@ _SCHEMA: Final = (
     "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     f"PRAGMA user_version = {_SCHEMA_VERSION}",
 )
-_COLUMNS: Final = (
-    "id, ts, requested_model, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
-    "reasoning_tokens, cost, cost_source, latency_ms, attempts, cache_hit, saved, status, error, "
-    "streamed, detail"
-)
-# Module constants so sqlite3's statement cache prepares each one once per connection.
-_INSERT_ROW: Final = f"INSERT OR IGNORE INTO ledger ({_COLUMNS}) VALUES ({', '.join('?' * 19)})"
-_SELECT_ROWS: Final = f"SELECT {_COLUMNS} FROM ledger WHERE ts >= ? ORDER BY ts DESC, rowid DESC LIMIT ?"
-_ADD_SPEND: Final = (
-    "INSERT INTO spend (period, total) VALUES (?, ?), (?, ?) "
-    "ON CONFLICT (period) DO UPDATE SET total = dec_add(total, excluded.total)"
-)
-_SELECT_SPEND: Final = "SELECT period, total FROM spend WHERE period IN (?, ?)"
-_PURGE_EXPIRED: Final = "DELETE FROM reservations WHERE expires_at <= ?"
-_LIVE_AMOUNTS: Final = "SELECT amount FROM reservations WHERE expires_at > ?"
-_LIVE_HOLDS: Final = "SELECT amount, expires_at FROM reservations WHERE expires_at > ?"
-_INSERT_RESERVATION: Final = "INSERT INTO reservations (id, amount, expires_at) VALUES (?, ?, ?)"
-_DELETE_RESERVATION: Final = "DELETE FROM reservations WHERE id = ?"
-_TAKE_RESERVATION: Final = "DELETE FROM reservations WHERE id = ? RETURNING amount"
-_SELECT_RESERVATION: Final = "SELECT amount FROM reservations WHERE id = ?"
-_RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35)
-_DAY_S: Final = 86_400
+_SELECT_ROWS: Final = f"SELECT {writes.COLUMNS} FROM ledger WHERE ts >= ? ORDER BY ts DESC, rowid DESC LIMIT ?"
+_DELETE_LEASE: Final = "DELETE FROM reservations WHERE id = ?"
 _GET_VALUE: Final = "SELECT value FROM kv WHERE key = ?"
 _SET_VALUE: Final = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
@@ -101,7 +80,7 @@ class SQLiteStore:
         ConfigurationError: the file cannot be created or opened, or holds a newer schema.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, lease: bool = True) -> None:
         self.path = path if str(path) == MEMORY else Path(path).expanduser().resolve()
         try:
             self._conn = _connect(self.path, busy_timeout_s)
@@ -111,6 +90,7 @@ class SQLiteStore:
             raise ConfigurationError(f"Cannot open the SQLite store at {self.path}: {exc}") from exc
         self._lock = anyio.Lock()
         self._holds = 0  # reservations made here and not yet settled: requests in flight
+        self._lease = Lease() if lease else None
         self._writes = GroupCommit(
             inline=self._inline,
             waiting=self._conn,
@@ -155,16 +135,50 @@ class SQLiteStore:
             raise ValueError(f"ttl_s must be positive, not {ttl_s}")
         if limits.per_request is not None and amount > limits.per_request:
             raise BudgetExceededError("per_request", limits.per_request, amount)
-        outcome = await self._writes.submit(partial(_reserve, amount=amount, limits=limits, now=now, ttl_s=ttl_s))
+        reservation = self._draw(amount, limits, now=now, ttl_s=ttl_s)
+        if reservation is None:
+            reservation = await self._reserve_in_store(amount, limits, now=now, ttl_s=ttl_s)
+        self._holds += 1
+        return reservation
+
+    def _draw(self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float) -> Reservation | None:
+        return None if self._lease is None else self._lease.draw(amount, limits, now=now, ttl_s=ttl_s)
+
+    async def _reserve_in_store(
+        self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float
+    ) -> Reservation:
+        """One write transaction: resize the lease and draw from it, or reserve `amount` on its own."""
+        outcome = None if self._lease is None else await self._grant(self._lease, amount, limits, now=now, ttl_s=ttl_s)
+        if outcome is None:
+            work = partial(writes.reserve, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
+            outcome = await self._writes.submit(work)
         if isinstance(outcome, BudgetExceededError):
             raise outcome
-        self._holds += 1
         return outcome
+
+    async def _grant(
+        self, lease: Lease, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float
+    ) -> Reservation | BudgetExceededError | None:
+        """Resize the lease, then draw from it; or the reservation (or refusal) the grant made instead."""
+        try:
+            work = partial(leases.grant, lease=lease, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
+            granted = await self._writes.submit(work)
+        except BaseException:
+            lease.forget()
+            raise
+        lease.apply(granted.seq, granted.amount, granted.expires_at)
+        if granted.exact is not None:
+            return granted.exact
+        lease.granted_under(limits)
+        return lease.draw(amount, limits, now=now, ttl_s=ttl_s)  # None only if others drew first: reserve it alone
 
     async def release(self, reservation_id: str) -> None:
         """Free a reservation without recording spend; nothing happens if it is already gone."""
         try:
-            await self._writes.submit(partial(_release, reservation_id=reservation_id), first=True)
+            if self._lease is not None and self._lease.owns(reservation_id):
+                self._lease.undraw(reservation_id)  # its room stays in the lease: nothing to write
+            else:
+                await self._writes.submit(partial(writes.release, reservation_id=reservation_id), first=True)
         finally:
             self._holds = max(0, self._holds - 1)
 
@@ -178,16 +192,34 @@ class SQLiteStore:
             ValueError: `row.cost` or `row.saved` is not finite.
         """
         params = _encode_row(row)
-        work = partial(_commit, reservation_id=reservation_id, row=row, params=params)
         try:
-            await self._writes.submit(work, first=True)
+            if reservation_id is not None and self._lease is not None and self._lease.owns(reservation_id):
+                await self._spend_from_lease(self._lease, reservation_id, row, params)
+            else:
+                work = partial(writes.commit, reservation_id=reservation_id, row=row, params=params)
+                await self._writes.submit(work, first=True)
         finally:
             if reservation_id is not None:
                 self._holds = max(0, self._holds - 1)
 
+    async def _spend_from_lease(
+        self, lease: Lease, reservation_id: str, row: LedgerRow, params: tuple[object, ...]
+    ) -> None:
+        try:
+            moved = await self._writes.submit(partial(leases.spend, lease=lease, row=row, params=params), first=True)
+        except BaseException:
+            lease.forget()
+            raise
+        finally:
+            # After the new amount, in the same loop step: a draw never sees the cost counted twice or not at all.
+            lease.undraw(reservation_id)
+        if moved is not None:
+            lease.apply(*moved)
+
     async def totals(self, *, now: float) -> SpendTotals:
         """Spend of the UTC day and month of `now`, and the reservations still live at `now`."""
-        return await self._run(partial(_read_totals, self._conn, now))
+        lease_id, drawn = (self._lease.id, self._lease.drawn) if self._lease is not None else ("", Decimal(0))
+        return await self._run(partial(writes.read_totals, self._conn, now, lease_id, drawn))
 
     async def rows(self, *, since: float | None = None, limit: int | None = None) -> list[LedgerRow]:
         """Ledger rows with `ts >= since`, oldest first (the newest `limit` when a limit is given)."""
@@ -214,7 +246,11 @@ class SQLiteStore:
         return found == (1,)
 
     async def aclose(self) -> None:
-        """Close the connections; calling it again does nothing."""
+        """Give the lease back and close the connections; calling it again does nothing."""
+        lease, self._lease = self._lease, None
+        if lease is not None and lease.expires_at:
+            with contextlib.suppress(sqlite3.Error):  # closed already, or locked: the row expires on its own
+                await self._run(partial(self._conn.execute, _DELETE_LEASE, (lease.id,)))
         if self._inline is not self._conn:
             self._inline.close()
         await self._run(self._conn.close)
@@ -234,7 +270,8 @@ def _connect(path: str | Path, busy_timeout_s: float) -> sqlite3.Connection:
         # power loss or OS crash may undo the last few commits, and it never corrupts the file.
         # That is the right trade for a ledger written on every request.
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.create_function("dec_add", 2, _dec_add, deterministic=True)
+        conn.create_function("dec_add", 2, writes.dec_add, deterministic=True)
+        conn.create_function("dec_less", 2, writes.dec_less, deterministic=True)
         _ensure_schema(conn)
     except BaseException:
         conn.close()
@@ -250,7 +287,8 @@ def _connect_inline(path: Path) -> sqlite3.Connection:
     try:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")
-        conn.create_function("dec_add", 2, _dec_add, deterministic=True)
+        conn.create_function("dec_add", 2, writes.dec_add, deterministic=True)
+        conn.create_function("dec_less", 2, writes.dec_less, deterministic=True)
     except BaseException:
         conn.close()
         raise
@@ -310,144 +348,6 @@ def _begin(conn: sqlite3.Connection, memo: dict[str, object]) -> None:
         memo["version"] = version
 
 
-class _Tally:
-    """The budget totals as read once (purge, then sum the live holds and the day's and month's
-    spend), then kept exact by every write this connection makes: holds added and taken, spend
-    added. Reservations read it instead of the tables: O(1) however many requests are in flight.
-
-    It is kept only while no other connection writes (`_begin` checks SQLite's data_version inside
-    the write lock) and is exact while `now` stays in its UTC day and before the first live hold
-    expires: then a purge would delete nothing and every hold still counts.
-    """
-
-    __slots__ = ("day", "day_start", "first_expiry", "month", "reserved", "spent_month", "spent_today")
-
-    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
-        self.day, self.month = _periods(now)
-        self.day_start = now - now % _DAY_S
-        spent: dict[str, str] = dict(conn.execute(_SELECT_SPEND, (self.day, self.month)).fetchall())
-        self.spent_today = Decimal(spent.get(self.day, "0"))
-        self.spent_month = Decimal(spent.get(self.month, "0"))
-        holds = conn.execute(_LIVE_HOLDS, (now,)).fetchall()
-        self.reserved = _exact_sum(amount for amount, _ in holds)
-        self.first_expiry: float = min((expiry for _, expiry in holds), default=float("inf"))
-
-    def covers(self, now: float) -> bool:
-        return now < self.first_expiry and self.day_start <= now < self.day_start + _DAY_S
-
-    def totals(self) -> SpendTotals:
-        return SpendTotals(spent_today=self.spent_today, spent_month=self.spent_month, reserved=self.reserved)
-
-    def hold(self, reservation: Reservation) -> None:
-        self.reserved = _EXACT.add(self.reserved, reservation.amount)
-        self.first_expiry = min(self.first_expiry, reservation.expires_at)
-
-    def unhold(self, amount: str) -> None:
-        """A live hold was deleted (the first expiry may now be later: kept, which only re-reads sooner)."""
-        self.reserved = _EXACT.subtract(self.reserved, Decimal(amount))
-
-    def spend(self, day: str, month: str, cost: Decimal) -> None:
-        if day == self.day:
-            self.spent_today = _EXACT.add(self.spent_today, cost)
-        if month == self.month:
-            self.spent_month = _EXACT.add(self.spent_month, cost)
-
-
-def _reserve(
-    conn: sqlite3.Connection,
-    memo: dict[str, object],
-    *,
-    amount: Decimal,
-    limits: BudgetLimits,
-    now: float,
-    ttl_s: float,
-) -> Reservation | BudgetExceededError:
-    """Purge, count, check and insert, inside a write transaction (the refusal is returned, not raised)."""
-    tally = memo.get("tally")
-    if not isinstance(tally, _Tally) or not tally.covers(now):
-        conn.execute(_PURGE_EXPIRED, (now,))
-        tally = memo["tally"] = _Tally(conn, now)
-    refusal = _refusal(amount, limits, tally.totals())
-    if refusal is not None:
-        return refusal
-    reservation = Reservation(id=uuid.uuid4().hex, amount=amount, expires_at=now + ttl_s)
-    conn.execute(_INSERT_RESERVATION, (reservation.id, str(amount), reservation.expires_at))
-    tally.hold(reservation)
-    return reservation
-
-
-def _release(conn: sqlite3.Connection, memo: dict[str, object], *, reservation_id: str) -> None:
-    _take(conn, memo, reservation_id)
-
-
-def _take(conn: sqlite3.Connection, memo: dict[str, object], reservation_id: str) -> None:
-    """Delete a hold, taking its amount off the tally when there is one."""
-    tally = memo.get("tally")
-    if not isinstance(tally, _Tally):
-        conn.execute(_DELETE_RESERVATION, (reservation_id,))
-        return
-    if _RETURNING:
-        found = conn.execute(_TAKE_RESERVATION, (reservation_id,)).fetchall()
-    else:  # SQLite before 3.35 has no RETURNING
-        found = conn.execute(_SELECT_RESERVATION, (reservation_id,)).fetchall()
-        conn.execute(_DELETE_RESERVATION, (reservation_id,))
-    for (amount,) in found:
-        tally.unhold(amount)
-
-
-def _refusal(amount: Decimal, limits: BudgetLimits, totals: SpendTotals) -> BudgetExceededError | None:
-    """The error for the first of daily, monthly that `amount` does not fit, or None."""
-    checks = (("daily", limits.daily, totals.spent_today), ("monthly", limits.monthly, totals.spent_month))
-    with localcontext(prec=_EXACT_PREC):
-        for budget, limit, spent in checks:
-            if limit is not None and spent + totals.reserved + amount > limit:
-                remaining = max(_ZERO, limit - spent - totals.reserved)
-                detail = f"(limit ${limit}, spent ${spent}, held by requests in flight ${totals.reserved})"
-                return BudgetExceededError(budget, remaining, amount, detail)
-    return None
-
-
-def _commit(
-    conn: sqlite3.Connection,
-    memo: dict[str, object],
-    *,
-    reservation_id: str | None,
-    row: LedgerRow,
-    params: tuple[object, ...],
-) -> None:
-    """Drop the reservation, append the row and add its cost to its day and month (one transaction)."""
-    if reservation_id is not None:
-        _take(conn, memo, reservation_id)
-    inserted = conn.execute(_INSERT_ROW, params).rowcount == 1
-    if inserted and row.cost:
-        day, month = _periods(row.ts)
-        conn.execute(_ADD_SPEND, (day, str(row.cost), month, str(row.cost)))
-        if isinstance(tally := memo.get("tally"), _Tally):
-            tally.spend(day, month, row.cost)
-
-
-def _read_totals(conn: sqlite3.Connection, now: float) -> SpendTotals:
-    """Spend of the UTC day and month of `now` and the live reservations, from one snapshot."""
-    day, month = _periods(now)
-    if conn.in_transaction:
-        return _totals_in(conn, now, day, month)
-    conn.execute("BEGIN")
-    try:
-        return _totals_in(conn, now, day, month)
-    finally:
-        conn.execute("COMMIT")
-
-
-def _totals_in(conn: sqlite3.Connection, now: float, day: str, month: str) -> SpendTotals:
-    spent: dict[str, str] = dict(conn.execute(_SELECT_SPEND, (day, month)).fetchall())
-    held = (amount for (amount,) in conn.execute(_LIVE_AMOUNTS, (now,)))
-    return SpendTotals(
-        spent_today=Decimal(spent.get(day, "0")),
-        spent_month=Decimal(spent.get(month, "0")),
-        reserved=_exact_sum(held),
-    )
-
-
 def _select_rows(conn: sqlite3.Connection, since: float, limit: int) -> list[tuple[object, ...]]:
     return conn.execute(_SELECT_ROWS, (since, limit)).fetchall()
 
@@ -455,24 +355,6 @@ def _select_rows(conn: sqlite3.Connection, since: float, limit: int) -> list[tup
 def _fetch_one(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> tuple[object, ...] | None:
     found: tuple[object, ...] | None = conn.execute(sql, params).fetchone()
     return found
-
-
-def _periods(ts: float) -> tuple[str, str]:
-    """The spend keys of the UTC day and the UTC month that `ts` falls in."""
-    t = time.gmtime(ts)
-    return f"day:{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", f"month:{t.tm_year:04d}-{t.tm_mon:02d}"
-
-
-def _dec_add(a: str, b: str) -> str:
-    """SQL function `dec_add(a, b)`: the exact sum of two Decimal TEXT values."""
-    return str(_EXACT.add(Decimal(a), Decimal(b)))
-
-
-def _exact_sum(values: Iterable[str]) -> Decimal:
-    total = _ZERO
-    for value in values:
-        total = _EXACT.add(total, Decimal(value))
-    return total
 
 
 def _money_text(value: Decimal | None) -> str | None:
@@ -484,7 +366,7 @@ def _money_text(value: Decimal | None) -> str | None:
 
 
 def _encode_row(row: LedgerRow) -> tuple[object, ...]:
-    """The INSERT parameters of a row, in `_COLUMNS` order."""
+    """The INSERT parameters of a row, in `writes.COLUMNS` order."""
     detail = json.dumps(row.detail, default=str, separators=(",", ":"))
     return (
         row.id, row.ts, row.requested_model, row.model, row.provider,
@@ -495,7 +377,7 @@ def _encode_row(row: LedgerRow) -> tuple[object, ...]:
 
 
 def _decode_row(values: tuple[object, ...]) -> LedgerRow:
-    """A `LedgerRow` from a SELECT of `_COLUMNS`, with its Decimals restored exactly."""
+    """A `LedgerRow` from a SELECT of `writes.COLUMNS`, with its Decimals restored exactly."""
     (id_, ts, requested, model, provider, prompt, completion, cached, reasoning,
      cost, source, latency, attempts, hit, saved, status, error, streamed, detail) = values  # fmt: skip
     return LedgerRow(

@@ -58,3 +58,30 @@ async def _commit_then_hold(store: SQLiteStore, costs: list[str], holds: list[st
         await store.commit(reservation.id, row)
     for amount in holds:
         await store.reserve(Decimal(amount), limits, now=now, ttl_s=TTL_S)
+
+
+def spend_until_refused(path: Path, amount: str, daily: str, now: float, start: Barrier, spent: Queue[str]) -> None:
+    """Open the store, wait for every sibling, then spend `amount` per request, 8 at a time, until refused."""
+    store = SQLiteStore(path)
+    start.wait(timeout=60)
+    spent.put(str(anyio.run(_spend_until_refused, store, Decimal(amount), Decimal(daily), now)))
+
+
+async def _spend_until_refused(store: SQLiteStore, amount: Decimal, daily: Decimal, now: float) -> Decimal:
+    total = Decimal(0)
+
+    async def worker(name: int) -> None:
+        nonlocal total
+        for number in range(100_000):
+            try:
+                reservation = await store.reserve(amount, BudgetLimits(daily=daily), now=now, ttl_s=TTL_S)
+            except BudgetExceededError:
+                return
+            row = LedgerRow(id=f"{id(store)}-{name}-{number}", ts=now, requested_model="auto", cost=amount)
+            await store.commit(reservation.id, row)
+            total += amount
+
+    async with store, anyio.create_task_group() as group:
+        for name in range(8):
+            group.start_soon(worker, name)
+    return total

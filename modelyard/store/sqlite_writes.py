@@ -1,0 +1,237 @@
+"""The write transactions of the SQLite store: reserve, release and commit money, exactly.
+
+Each function here is a group-commit `Work`: it runs inside a `BEGIN IMMEDIATE` transaction that
+the store opens and commits (see `modelyard.store.group_commit`), with that transaction's scratch
+dict (`memo`), where the budget `Tally` is kept between transactions of the inline connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable
+from decimal import Context, Decimal, localcontext
+from typing import Final
+
+from modelyard.errors import BudgetExceededError
+from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals
+
+__all__ = [
+    "COLUMNS",
+    "EXACT",
+    "EXACT_PREC",
+    "PURGE_EXPIRED",
+    "Tally",
+    "append_row",
+    "commit",
+    "dec_add",
+    "dec_less",
+    "exact_sum",
+    "periods",
+    "read_totals",
+    "refusal",
+    "release",
+    "reserve",
+    "take",
+    "totals_in",
+]
+
+_ZERO: Final = Decimal(0)
+# Far beyond the digits of any sum of USD amounts, so adding and subtracting stay exact.
+EXACT_PREC: Final = 200
+EXACT: Final = Context(prec=EXACT_PREC)
+COLUMNS: Final = (
+    "id, ts, requested_model, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
+    "reasoning_tokens, cost, cost_source, latency_ms, attempts, cache_hit, saved, status, error, "
+    "streamed, detail"
+)
+# Module constants so sqlite3's statement cache prepares each one once per connection.
+_INSERT_ROW: Final = f"INSERT OR IGNORE INTO ledger ({COLUMNS}) VALUES ({', '.join('?' * 19)})"
+_ADD_SPEND: Final = (
+    "INSERT INTO spend (period, total) VALUES (?, ?), (?, ?) "
+    "ON CONFLICT (period) DO UPDATE SET total = dec_add(total, excluded.total)"
+)
+_SELECT_SPEND: Final = "SELECT period, total FROM spend WHERE period IN (?, ?)"
+PURGE_EXPIRED: Final = "DELETE FROM reservations WHERE expires_at <= ?"
+_LIVE_HOLDS_BY_ID: Final = "SELECT id, amount FROM reservations WHERE expires_at > ?"
+_LIVE_HOLDS: Final = "SELECT amount, expires_at FROM reservations WHERE expires_at > ?"
+_INSERT_RESERVATION: Final = "INSERT INTO reservations (id, amount, expires_at) VALUES (?, ?, ?)"
+_DELETE_RESERVATION: Final = "DELETE FROM reservations WHERE id = ?"
+_TAKE_RESERVATION: Final = "DELETE FROM reservations WHERE id = ? RETURNING amount"
+_SELECT_RESERVATION: Final = "SELECT amount FROM reservations WHERE id = ?"
+_RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35)
+_DAY_S: Final = 86_400
+
+
+class Tally:
+    """The budget totals as read once (purge, then sum the live holds and the day's and month's
+    spend), then kept exact by every write this connection makes: holds added and taken, spend
+    added. Reservations read it instead of the tables: O(1) however many requests are in flight.
+
+    It is kept only while no other connection writes (`_begin` checks SQLite's data_version inside
+    the write lock) and is exact while `now` stays in its UTC day and before the first live hold
+    expires: then a purge would delete nothing and every hold still counts.
+    """
+
+    __slots__ = ("day", "day_start", "first_expiry", "month", "reserved", "spent_month", "spent_today")
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self.day, self.month = periods(now)
+        self.day_start = now - now % _DAY_S
+        spent: dict[str, str] = dict(conn.execute(_SELECT_SPEND, (self.day, self.month)).fetchall())
+        self.spent_today = Decimal(spent.get(self.day, "0"))
+        self.spent_month = Decimal(spent.get(self.month, "0"))
+        holds = conn.execute(_LIVE_HOLDS, (now,)).fetchall()
+        self.reserved = exact_sum(amount for amount, _ in holds)
+        self.first_expiry: float = min((expiry for _, expiry in holds), default=float("inf"))
+
+    def covers(self, now: float) -> bool:
+        return now < self.first_expiry and self.day_start <= now < self.day_start + _DAY_S
+
+    def totals(self) -> SpendTotals:
+        return SpendTotals(spent_today=self.spent_today, spent_month=self.spent_month, reserved=self.reserved)
+
+    def hold(self, reservation: Reservation) -> None:
+        self.reserved = EXACT.add(self.reserved, reservation.amount)
+        self.first_expiry = min(self.first_expiry, reservation.expires_at)
+
+    def unhold(self, amount: str) -> None:
+        """A live hold was deleted (the first expiry may now be later: kept, which only re-reads sooner)."""
+        self.reserved = EXACT.subtract(self.reserved, Decimal(amount))
+
+    def spend(self, day: str, month: str, cost: Decimal) -> None:
+        if day == self.day:
+            self.spent_today = EXACT.add(self.spent_today, cost)
+        if month == self.month:
+            self.spent_month = EXACT.add(self.spent_month, cost)
+
+
+def reserve(
+    conn: sqlite3.Connection,
+    memo: dict[str, object],
+    *,
+    amount: Decimal,
+    limits: BudgetLimits,
+    now: float,
+    ttl_s: float,
+) -> Reservation | BudgetExceededError:
+    """Purge, count, check and insert, inside a write transaction (the refusal is returned, not raised)."""
+    tally = memo.get("tally")
+    if not isinstance(tally, Tally) or not tally.covers(now):
+        conn.execute(PURGE_EXPIRED, (now,))
+        tally = memo["tally"] = Tally(conn, now)
+    refused = refusal(amount, limits, tally.totals())
+    if refused is not None:
+        return refused
+    reservation = Reservation(id=uuid.uuid4().hex, amount=amount, expires_at=now + ttl_s)
+    conn.execute(_INSERT_RESERVATION, (reservation.id, str(amount), reservation.expires_at))
+    tally.hold(reservation)
+    return reservation
+
+
+def release(conn: sqlite3.Connection, memo: dict[str, object], *, reservation_id: str) -> None:
+    take(conn, memo, reservation_id)
+
+
+def take(conn: sqlite3.Connection, memo: dict[str, object], reservation_id: str) -> None:
+    """Delete a hold, taking its amount off the tally when there is one."""
+    tally = memo.get("tally")
+    if not isinstance(tally, Tally):
+        conn.execute(_DELETE_RESERVATION, (reservation_id,))
+        return
+    if _RETURNING:
+        found = conn.execute(_TAKE_RESERVATION, (reservation_id,)).fetchall()
+    else:  # SQLite before 3.35 has no RETURNING
+        found = conn.execute(_SELECT_RESERVATION, (reservation_id,)).fetchall()
+        conn.execute(_DELETE_RESERVATION, (reservation_id,))
+    for (amount,) in found:
+        tally.unhold(amount)
+
+
+def refusal(amount: Decimal, limits: BudgetLimits, totals: SpendTotals) -> BudgetExceededError | None:
+    """The error for the first of daily, monthly that `amount` does not fit, or None."""
+    checks = (("daily", limits.daily, totals.spent_today), ("monthly", limits.monthly, totals.spent_month))
+    with localcontext(prec=EXACT_PREC):
+        for budget, limit, spent in checks:
+            if limit is not None and spent + totals.reserved + amount > limit:
+                remaining = max(_ZERO, limit - spent - totals.reserved)
+                detail = f"(limit ${limit}, spent ${spent}, held by requests in flight ${totals.reserved})"
+                return BudgetExceededError(budget, remaining, amount, detail)
+    return None
+
+
+def commit(
+    conn: sqlite3.Connection,
+    memo: dict[str, object],
+    *,
+    reservation_id: str | None,
+    row: LedgerRow,
+    params: tuple[object, ...],
+) -> None:
+    """Drop the reservation, append the row and add its cost to its day and month (one transaction)."""
+    if reservation_id is not None:
+        take(conn, memo, reservation_id)
+    append_row(conn, memo, row, params)
+
+
+def append_row(conn: sqlite3.Connection, memo: dict[str, object], row: LedgerRow, params: tuple[object, ...]) -> bool:
+    """Append the row and add its cost to its day and month; False (nothing added) when its id is there."""
+    inserted: bool = conn.execute(_INSERT_ROW, params).rowcount == 1
+    if inserted and row.cost:
+        day, month = periods(row.ts)
+        conn.execute(_ADD_SPEND, (day, str(row.cost), month, str(row.cost)))
+        if isinstance(tally := memo.get("tally"), Tally):
+            tally.spend(day, month, row.cost)
+    return inserted
+
+
+def read_totals(conn: sqlite3.Connection, now: float, lease_id: str = "", drawn: Decimal = _ZERO) -> SpendTotals:
+    """Spend of the UTC day and month of `now` and the live reservations, from one snapshot.
+
+    The holds of this process's lease (`lease_id`) count as what is drawn from it (`drawn`): what
+    its requests in flight hold, not the room it keeps for the next ones.
+    """
+    day, month = periods(now)
+    if conn.in_transaction:
+        return totals_in(conn, now, day, month, lease_id, drawn)
+    conn.execute("BEGIN")
+    try:
+        return totals_in(conn, now, day, month, lease_id, drawn)
+    finally:
+        conn.execute("COMMIT")
+
+
+def totals_in(
+    conn: sqlite3.Connection, now: float, day: str, month: str, lease_id: str = "", drawn: Decimal = _ZERO
+) -> SpendTotals:
+    spent: dict[str, str] = dict(conn.execute(_SELECT_SPEND, (day, month)).fetchall())
+    held = [amount for (rid, amount) in conn.execute(_LIVE_HOLDS_BY_ID, (now,)) if rid != lease_id]
+    return SpendTotals(
+        spent_today=Decimal(spent.get(day, "0")),
+        spent_month=Decimal(spent.get(month, "0")),
+        reserved=EXACT.add(exact_sum(held), drawn),
+    )
+
+
+def periods(ts: float) -> tuple[str, str]:
+    """The spend keys of the UTC day and the UTC month that `ts` falls in."""
+    t = time.gmtime(ts)
+    return f"day:{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", f"month:{t.tm_year:04d}-{t.tm_mon:02d}"
+
+
+def dec_add(a: str, b: str) -> str:
+    """SQL function `dec_add(a, b)`: the exact sum of two Decimal TEXT values."""
+    return str(EXACT.add(Decimal(a), Decimal(b)))
+
+
+def dec_less(a: str, b: str) -> str:
+    """SQL function `dec_less(a, b)`: a - b exactly, but never below zero."""
+    return str(max(_ZERO, EXACT.subtract(Decimal(a), Decimal(b))))
+
+
+def exact_sum(values: Iterable[str]) -> Decimal:
+    total = _ZERO
+    for value in values:
+        total = EXACT.add(total, Decimal(value))
+    return total

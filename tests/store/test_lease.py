@@ -1,0 +1,204 @@
+"""Budget leases: a process holds room for many requests in one reservation row, and the limits still hold."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from modelyard.errors import BudgetExceededError
+from modelyard.store import BudgetLimits, LedgerRow, SQLiteStore
+from modelyard.store.lease import LEASE_DRAWS
+from tests.store import _workers
+from tests.store.test_sqlite import _receive, spawnable  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.anyio
+D = Decimal
+NOW = datetime(2026, 8, 19, 12, tzinfo=UTC).timestamp()
+ROOMY = BudgetLimits(daily=D(1000), monthly=D(10_000))
+A = D("0.0001")  # a worst case far below 1/64 of what ROOMY leaves: leased
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "modelyard.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    async with SQLiteStore(db_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def observer(db_path: Path, store: SQLiteStore) -> AsyncIterator[SQLiteStore]:
+    """Another process's view of the same file (a store with no lease of its own)."""
+    async with SQLiteStore(db_path, lease=False) as opened:
+        yield opened
+
+
+def _holds(db_path: Path) -> list[tuple[str, Decimal, float]]:
+    with sqlite3.connect(db_path) as conn:
+        found = conn.execute("SELECT id, amount, expires_at FROM reservations ORDER BY id").fetchall()
+    return [(str(rid), D(amount), float(expiry)) for rid, amount, expiry in found]
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _row(row_id: str, cost: str | None) -> LedgerRow:
+    return LedgerRow(id=row_id, ts=NOW, requested_model="auto", cost=None if cost is None else D(cost))
+
+
+async def test_requests_of_one_process_draw_from_one_lease_row(
+    store: SQLiteStore, observer: SQLiteStore, db_path: Path
+) -> None:
+    """Five reservations write one row, holding room for 16; the process counts 5 in flight, others 16."""
+    for _ in range(5):
+        await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    [(lease_id, amount, _)] = _holds(db_path)
+    assert lease_id.startswith("lease-") and amount == A * LEASE_DRAWS
+    assert (await store.totals(now=NOW)).reserved == 5 * A
+    assert (await observer.totals(now=NOW)).reserved == A * LEASE_DRAWS
+
+
+async def test_a_commit_moves_its_cost_from_the_lease_to_the_spend(
+    store: SQLiteStore, observer: SQLiteStore, db_path: Path
+) -> None:
+    """The row's cost leaves the lease and joins the day's spend in one transaction, exactly."""
+    reservation = await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    await store.commit(reservation.id, _row("r1", "0.00001255"))
+    seen = await observer.totals(now=NOW)
+    assert (seen.spent_today, seen.reserved) == (D("0.00001255"), A * LEASE_DRAWS - D("0.00001255"))
+    own = await store.totals(now=NOW)
+    assert (own.spent_today, own.reserved) == (D("0.00001255"), 0)
+    assert [(row.id, row.cost) for row in await store.rows()] == [("r1", D("0.00001255"))]
+
+
+async def test_committing_the_same_row_twice_moves_its_cost_once(store: SQLiteStore, observer: SQLiteStore) -> None:
+    first = await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    second = await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    await store.commit(first.id, _row("same", "0.00005"))
+    await store.commit(second.id, _row("same", "0.00005"))
+    seen = await observer.totals(now=NOW)
+    assert (seen.spent_today, seen.reserved) == (D("0.00005"), A * LEASE_DRAWS - D("0.00005"))
+
+
+async def test_releasing_a_draw_writes_nothing(store: SQLiteStore, db_path: Path) -> None:
+    """The released worst case goes back to the lease's room; the file does not change."""
+    reservation = await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    with sqlite3.connect(db_path) as conn:
+        before = _data_version(conn)
+        await store.release(reservation.id)
+        assert (await store.totals(now=NOW)).reserved == 0
+        assert _data_version(conn) == before
+
+
+async def test_near_a_limit_each_request_is_reserved_on_its_own(
+    store: SQLiteStore, observer: SQLiteStore, db_path: Path
+) -> None:
+    """Room for 16 requests of 0.01 is more than 1/64 of a 1.00 budget: the request gets its own row."""
+    reservation = await store.reserve(D("0.01"), BudgetLimits(daily=D(1)), now=NOW, ttl_s=60)
+    assert not reservation.id.startswith("lease-")
+    assert (await observer.totals(now=NOW)).reserved == D("0.01")
+    assert [amount for rid, amount, _ in _holds(db_path) if rid == reservation.id] == [D("0.01")]
+
+
+async def test_a_tightened_limit_holds_at_the_next_request_despite_room_in_the_lease(
+    store: SQLiteStore, observer: SQLiteStore
+) -> None:
+    """The lease was granted under 1000; under 0.0005 the next request is checked again, and refused."""
+    await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    tight = BudgetLimits(daily=D("0.00025"))
+    with pytest.raises(BudgetExceededError) as refused:
+        await store.reserve(A, tight, now=NOW, ttl_s=60)
+    assert refused.value.budget == "daily" and refused.value.remaining == D("0.00005")
+    # The lease gave back the room nobody drew: other processes see only the two requests in flight.
+    assert (await observer.totals(now=NOW)).reserved == 2 * A
+
+
+async def test_a_lease_that_would_expire_before_the_request_is_granted_again(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """Granted at NOW for twice the TTL; a request at NOW+15 with a TTL of 10 needs it until NOW+25."""
+    await store.reserve(A, ROOMY, now=NOW, ttl_s=10)
+    [(_, _, first_expiry)] = _holds(db_path)
+    await store.reserve(A, ROOMY, now=NOW + 5, ttl_s=10)
+    assert [expiry for _, _, expiry in _holds(db_path)] == [first_expiry] == [NOW + 20]
+    await store.reserve(A, ROOMY, now=NOW + 15, ttl_s=10)
+    assert [expiry for _, _, expiry in _holds(db_path)] == [NOW + 35]
+
+
+async def test_closing_the_store_gives_the_lease_back(db_path: Path) -> None:
+    async with SQLiteStore(db_path) as store:
+        await store.commit((await store.reserve(A, ROOMY, now=NOW, ttl_s=60)).id, _row("r1", "0.00002"))
+        assert len(_holds(db_path)) == 1
+    assert _holds(db_path) == []
+    async with SQLiteStore(db_path, lease=False) as reopened:
+        totals = await reopened.totals(now=NOW)
+        assert (totals.spent_today, totals.reserved) == (D("0.00002"), 0)
+
+
+async def test_a_lease_purged_by_another_process_is_granted_anew(
+    store: SQLiteStore, observer: SQLiteStore, db_path: Path
+) -> None:
+    """Past its expiry another process deletes the row; the commit still counts, the next request re-leases."""
+    reservation = await store.reserve(A, ROOMY, now=NOW, ttl_s=10)
+    await observer.reserve(D(0), ROOMY, now=NOW + 21, ttl_s=10)  # purges the expired lease on its way
+    assert all(not rid.startswith("lease-") for rid, _, _ in _holds(db_path))
+    await store.commit(reservation.id, _row("late", "0.00003"))
+    assert (await observer.totals(now=NOW + 21)).spent_today == D("0.00003")
+    await store.reserve(A, ROOMY, now=NOW + 21, ttl_s=10)
+    assert [amount for rid, amount, _ in _holds(db_path) if rid.startswith("lease-")] == [A * LEASE_DRAWS]
+
+
+async def test_a_lease_store_and_an_exact_store_never_hold_past_a_limit_together(
+    store: SQLiteStore, observer: SQLiteStore
+) -> None:
+    """The observer reserves what the lease leaves: exactly up to the limit, not a cent more."""
+    limits = BudgetLimits(daily=D("0.2048"))  # 64 x 16 x A: the lease may take its room, and only just
+    await store.reserve(A, limits, now=NOW, ttl_s=60)
+    left = D("0.2048") - A * LEASE_DRAWS
+    await observer.reserve(left, limits, now=NOW, ttl_s=60)
+    with pytest.raises(BudgetExceededError):
+        await observer.reserve(D("0.00000001"), limits, now=NOW, ttl_s=60)
+    for _ in range(LEASE_DRAWS - 1):  # the lease's own room is still the process's to use
+        await store.reserve(A, limits, now=NOW, ttl_s=60)
+    with pytest.raises(BudgetExceededError):
+        await store.reserve(A, limits, now=NOW, ttl_s=60)
+
+
+def _run_spenders(db_path: Path, processes: int, amount: str, daily: str) -> list[Decimal]:
+    context = multiprocessing.get_context("spawn")
+    start, spent = context.Barrier(processes), context.Queue()
+    args = (db_path, amount, daily, NOW, start, spent)
+    children = [context.Process(target=_workers.spend_until_refused, args=args) for _ in range(processes)]
+    for child in children:
+        child.start()
+    totals = [D(str(total)) for total in _receive(spent, children, processes)]
+    for child in children:
+        child.join(timeout=10)
+    assert [child.exitcode for child in children] == [0] * processes
+    spent.close()
+    return totals
+
+
+@pytest.mark.usefixtures("spawnable")
+async def test_4_processes_spending_through_leases_stop_at_the_daily_limit(db_path: Path) -> None:
+    """4 processes x 8 tasks spend 0.00001 per request until refused: never past 0.05, and 95% of it used."""
+    totals = await anyio.to_thread.run_sync(_run_spenders, db_path, 4, "0.00001", "0.05")
+    async with SQLiteStore(db_path, lease=False) as reader:
+        ledger = sum((row.cost or D(0) for row in await reader.rows()), D(0))
+        seen = await reader.totals(now=NOW)
+    assert sum(totals) == ledger == seen.spent_today
+    assert D("0.0475") <= ledger <= D("0.05")
+    assert seen.reserved == 0  # every process gave its lease back on close
