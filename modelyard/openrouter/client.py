@@ -6,12 +6,14 @@ It does not retry: retry policy belongs to routing. Every failure is raised as o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+import anyio
 import httpx2
 from pydantic import BaseModel, ValidationError
 
@@ -44,6 +46,7 @@ __all__ = ["DEFAULT_BASE_URL", "OpenRouterClient"]
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 log = logging.getLogger(__name__)
 _T = TypeVar("_T", bound=BaseModel)
+_DRAIN_S = 0.1
 
 
 class _DataEnvelope(BaseModel):
@@ -230,6 +233,7 @@ class OpenRouterClient:
         try:
             async for data in iter_sse_data(lines):
                 if data == DONE:
+                    await _drain(lines)
                     break
                 chunk = self._parse_chunk(data, model)
                 if chunk.error is not None:
@@ -338,3 +342,17 @@ def _event_stream(content_type: str) -> bool:
 def _encoded(response: aiohttp.ClientResponse) -> bool:
     """Whether the body is compressed (then httpx2 decodes it, on the general path)."""
     return "Content-Encoding" in response.headers
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows a stream's `[DONE]`: normally only the end of the chunked body, which may
+    arrive a moment later. Reading it lets the connection go back to the pool instead of being
+    closed, and a new connection to OpenRouter is a new TLS handshake.
+
+    The answer is whole by now, so nothing here may fail it: whatever else arrives is ignored, a body
+    that has not ended within `_DRAIN_S` is dropped with its connection, and a caller's deadline
+    waits those few milliseconds rather than throw away an answer that was billed.
+    """
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_S), contextlib.suppress(httpx2.HTTPError):
+        async for _ in lines:
+            pass

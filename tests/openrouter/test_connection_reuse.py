@@ -5,9 +5,13 @@ Against OpenRouter a new connection is a new TLS handshake, tens of milliseconds
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
+import anyio
+import httpx2
 import pytest
+from aiohttp import web
 
 from modelyard.openrouter import ChatRequest, OpenRouterClient
 from modelyard.sandbox import Sandbox, SandboxConfig
@@ -42,3 +46,49 @@ async def test_a_stream_abandoned_midway_closes_its_connection_so_the_upstream_s
         await stream.aclose()
         await client.chat(REQUEST)
     assert sandbox.state.connections == 2
+
+
+@pytest.mark.parametrize("transport", ["aiohttp (direct)", "httpx2"])
+async def test_streamed_answers_in_a_row_share_one_connection(sandbox: Sandbox, transport: str) -> None:
+    """Five streams read to `[DONE]`: the body's end that follows it is read too, so the connection is kept."""
+    kwargs = {"transport": httpx2.AsyncHTTPTransport()} if transport == "httpx2" else {}
+    async with OpenRouterClient(KEY, base_url=sandbox.base_url, **kwargs) as client:
+        for _ in range(5):
+            async for _ in client.stream_chat(REQUEST):
+                pass
+    assert sandbox.state.connections == 1
+
+
+async def test_a_body_that_does_not_end_after_done_is_dropped_without_waiting_for_it() -> None:
+    """An upstream that keeps the body open after `[DONE]` costs the stream at most a moment, not its stall."""
+    chunk = {
+        "id": "gen-1",
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}],
+    }
+
+    stalled = anyio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
+        with anyio.move_on_after(30):
+            await stalled.wait()  # the body does not end while the client waits
+        return response
+
+    app = web.Application()
+    app.router.add_post("/chat/completions", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with OpenRouterClient(KEY, base_url=f"http://127.0.0.1:{port}") as client:
+            with anyio.fail_after(2):
+                chunks = [c async for c in client.stream_chat(REQUEST)]
+        assert [c.choices[0].delta.content for c in chunks] == ["hi"]
+    finally:
+        stalled.set()
+        await runner.cleanup()
