@@ -23,16 +23,22 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
+import anyio
+
 from modelyard.errors import BudgetExceededError
 from modelyard.store import sqlite_writes as writes
 from modelyard.store.base import BudgetLimits, LedgerRow, Reservation
 
-__all__ = ["LEASE_DRAWS", "LEASE_SHARE", "Grant", "Lease", "grant", "spend"]
+__all__ = ["EXACT_FOR_S", "LEASE_DRAWS", "LEASE_SHARE", "Grant", "Lease", "grant", "spend"]
 
 LEASE_DRAWS: Final = 16
 """A grant holds room for this many requests with the worst case of the one that asked."""
 LEASE_SHARE: Final = 64
 """A grant takes at most 1/64 of what remains under each limit."""
+
+EXACT_FOR_S: Final = 1.0
+"""After a grant found the limits too close for a lease, how long requests are reserved exactly
+before a grant is tried again (at once when the limits change)."""
 
 _ZERO: Final = Decimal(0)
 _SET_LEASE: Final = (
@@ -40,6 +46,7 @@ _SET_LEASE: Final = (
     "ON CONFLICT (id) DO UPDATE SET amount = excluded.amount, expires_at = excluded.expires_at"
 )
 _SPEND_FROM_LEASE: Final = "UPDATE reservations SET amount = dec_less(amount, ?) WHERE id = ?"
+_SPEND_FROM_LEASE_RETURNING: Final = f"{_SPEND_FROM_LEASE} RETURNING amount"
 _LEASE_AMOUNT: Final = "SELECT amount FROM reservations WHERE id = ?"
 
 
@@ -48,6 +55,12 @@ class Lease:
 
     Only this process writes the row. Every transaction that does returns the row's new state with
     a sequence number, and `apply` keeps the newest, so callers resuming in any order agree.
+
+    One grant at a time (`granting`), and no draw while it runs: a grant sizes the row from what is
+    drawn when its transaction runs (possibly in a worker thread), so what is drawn may only fall
+    until its outcome is applied, or a draw could land on room the grant just gave back. What it
+    sizes for is what is `outstanding`: the draws whose cost no transaction has moved to the spend
+    yet (a request's draw ends only when its caller resumes, after its commit).
     """
 
     def __init__(self) -> None:
@@ -55,18 +68,28 @@ class Lease:
         self.amount = _ZERO
         self.expires_at = 0.0
         self.drawn = _ZERO
+        self._spent: set[str] = set()  # draws whose cost a transaction moved to the spend (maybe uncommitted)
         self._limits: tuple[Decimal | None, Decimal | None] | None = None
         self._draws: dict[str, Decimal] = {}
         self._count = 0
         self._seq = 0
         self._applied = 0
+        self.granting = anyio.Lock()
+        self._closed: tuple[tuple[Decimal | None, Decimal | None], float] | None = None
 
     def draw(self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float) -> Reservation | None:
         """Hold `amount` from the lease, or None when the lease cannot cover it (a grant must run first).
 
-        It cannot when its room is short, when the daily or monthly limit changed since its grant
-        (the grant checked the old ones), or when it would expire before a request drawn now does.
+        It cannot while a grant runs, when its room is short, when the daily or monthly limit changed
+        since its grant (the grant checked the old ones), or when it would expire before a request
+        drawn now does.
         """
+        if self.granting.locked():
+            return None
+        return self.draw_granting(amount, limits, now=now, ttl_s=ttl_s)
+
+    def draw_granting(self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float) -> Reservation | None:
+        """`draw`, by the holder of `granting`."""
         if (limits.daily, limits.monthly) != self._limits or self.expires_at < now + ttl_s:
             return None
         if self.drawn + amount > self.amount:
@@ -83,6 +106,16 @@ class Lease:
     def undraw(self, reservation_id: str) -> None:
         """The request is over (committed or released): its worst case is no longer drawn."""
         self.drawn -= self._draws.pop(reservation_id)
+        self._spent.discard(reservation_id)
+
+    def outstanding(self) -> Decimal:
+        """What the row must hold for the requests in flight (called inside a transaction)."""
+        draws = list(self._draws.items())  # a snapshot: the loop may end draws meanwhile (thread path)
+        return sum((amount for rid, amount in draws if rid not in self._spent), _ZERO)
+
+    def spent(self, reservation_id: str) -> None:
+        """This draw's cost left the row in the transaction running now."""
+        self._spent.add(reservation_id)
 
     def next_seq(self) -> int:
         """Called inside a transaction that writes the row, in the order the writes run."""
@@ -106,6 +139,17 @@ class Lease:
 
     def granted_under(self, limits: BudgetLimits) -> None:
         self._limits = (limits.daily, limits.monthly)
+        self._closed = None
+
+    def close_for(self, limits: BudgetLimits, *, now: float) -> None:
+        """A grant found these limits too close for a lease: reserve exactly for a while without asking
+        again (each grant is a transaction of its own, one at a time), unless the limits change."""
+        self._closed = ((limits.daily, limits.monthly), now + EXACT_FOR_S)
+
+    def exact(self, limits: BudgetLimits, *, now: float) -> bool:
+        """Whether requests under `limits` are reserved exactly for now, without trying a grant."""
+        closed = self._closed
+        return closed is not None and closed[0] == (limits.daily, limits.monthly) and now < closed[1]
 
     def forget(self) -> None:
         """What the row holds is unknown (a write failed): the next draw grants anew, reading it."""
@@ -141,15 +185,16 @@ def grant(
     held_here = Decimal(found[0]) if found else _ZERO
     others = writes.EXACT.subtract(tally.reserved, held_here)
     room = amount * LEASE_DRAWS
-    if _leaves_room(room, lease.drawn, others, tally, limits):
-        size, expires_at = lease.drawn + room, now + 2 * ttl_s
+    drawn = lease.outstanding()
+    if _leaves_room(room, drawn, others, tally, limits):
+        size, expires_at = drawn + room, now + 2 * ttl_s
         _set(conn, tally, others, lease.id, size, expires_at)
         return Grant(lease.next_seq(), size, expires_at, None)
     # The room no request drew goes back to everyone before this request is reserved on its own.
     expires_at = max(lease.expires_at, now + ttl_s)
-    _set(conn, tally, others, lease.id, lease.drawn, expires_at)
+    _set(conn, tally, others, lease.id, drawn, expires_at)
     exact = writes.reserve(conn, memo, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
-    return Grant(lease.next_seq(), lease.drawn, expires_at, exact)
+    return Grant(lease.next_seq(), drawn, expires_at, exact)
 
 
 def _leaves_room(room: Decimal, drawn: Decimal, others: Decimal, tally: writes.Tally, limits: BudgetLimits) -> bool:
@@ -177,6 +222,7 @@ def spend(
     memo: dict[str, object],
     *,
     lease: Lease,
+    reservation_id: str,
     row: LedgerRow,
     params: tuple[object, ...],
 ) -> tuple[int, Decimal | None] | None:
@@ -185,7 +231,11 @@ def spend(
     None when the lease did not change (no cost, or the row was in the ledger already)."""
     if not (writes.append_row(conn, memo, row, params) and row.cost):
         return None
-    conn.execute(_SPEND_FROM_LEASE, (str(row.cost), lease.id))
-    memo.pop("tally", None)  # its holds changed by an amount this transaction did not read
-    found = conn.execute(_LEASE_AMOUNT, (lease.id,)).fetchone()
+    memo.pop("tally", None)  # its holds change by an amount this transaction does not read
+    if writes.RETURNING:
+        found = conn.execute(_SPEND_FROM_LEASE_RETURNING, (str(row.cost), lease.id)).fetchone()
+    else:  # SQLite before 3.35 has no RETURNING
+        conn.execute(_SPEND_FROM_LEASE, (str(row.cost), lease.id))
+        found = conn.execute(_LEASE_AMOUNT, (lease.id,)).fetchone()
+    lease.spent(reservation_id)
     return lease.next_seq(), Decimal(found[0]) if found else None

@@ -61,6 +61,7 @@ _SCHEMA: Final = (
     f"PRAGMA user_version = {_SCHEMA_VERSION}",
 )
 _SELECT_ROWS: Final = f"SELECT {writes.COLUMNS} FROM ledger WHERE ts >= ? ORDER BY ts DESC, rowid DESC LIMIT ?"
+_DATA_VERSION: Final = "PRAGMA data_version"
 _DELETE_LEASE: Final = "DELETE FROM reservations WHERE id = ?"
 _GET_VALUE: Final = "SELECT value FROM kv WHERE key = ?"
 _SET_VALUE: Final = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -148,7 +149,9 @@ class SQLiteStore:
         self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float
     ) -> Reservation:
         """One write transaction: resize the lease and draw from it, or reserve `amount` on its own."""
-        outcome = None if self._lease is None else await self._grant(self._lease, amount, limits, now=now, ttl_s=ttl_s)
+        lease = self._lease
+        leasing = lease is not None and not lease.exact(limits, now=now)
+        outcome = await self._grant(lease, amount, limits, now=now, ttl_s=ttl_s) if lease and leasing else None
         if outcome is None:
             work = partial(writes.reserve, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
             outcome = await self._writes.submit(work)
@@ -160,17 +163,22 @@ class SQLiteStore:
         self, lease: Lease, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float
     ) -> Reservation | BudgetExceededError | None:
         """Resize the lease, then draw from it; or the reservation (or refusal) the grant made instead."""
-        try:
-            work = partial(leases.grant, lease=lease, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
-            granted = await self._writes.submit(work)
-        except BaseException:
-            lease.forget()
-            raise
-        lease.apply(granted.seq, granted.amount, granted.expires_at)
-        if granted.exact is not None:
-            return granted.exact
-        lease.granted_under(limits)
-        return lease.draw(amount, limits, now=now, ttl_s=ttl_s)  # None only if others drew first: reserve it alone
+        async with lease.granting:
+            # While the grant runs nobody draws, so when it ends, what it sized is what is drawn or more.
+            if (drawn := lease.draw_granting(amount, limits, now=now, ttl_s=ttl_s)) is not None:
+                return drawn  # the grant this call waited for made room
+            try:
+                work = partial(leases.grant, lease=lease, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
+                granted = await self._writes.submit(work)
+            except BaseException:
+                lease.forget()
+                raise
+            lease.apply(granted.seq, granted.amount, granted.expires_at)
+            if granted.exact is not None:
+                lease.close_for(limits, now=now)
+                return granted.exact
+            lease.granted_under(limits)
+            return lease.draw_granting(amount, limits, now=now, ttl_s=ttl_s)
 
     async def release(self, reservation_id: str) -> None:
         """Free a reservation without recording spend; nothing happens if it is already gone."""
@@ -206,7 +214,8 @@ class SQLiteStore:
         self, lease: Lease, reservation_id: str, row: LedgerRow, params: tuple[object, ...]
     ) -> None:
         try:
-            moved = await self._writes.submit(partial(leases.spend, lease=lease, row=row, params=params), first=True)
+            work = partial(leases.spend, lease=lease, reservation_id=reservation_id, row=row, params=params)
+            moved = await self._writes.submit(work, first=True)
         except BaseException:
             lease.forget()
             raise
@@ -341,7 +350,6 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _begin(conn: sqlite3.Connection, memo: dict[str, object]) -> None:
-    """At the start of an inline transaction: forget what was read if another connection wrote since."""
     version = conn.execute("PRAGMA data_version").fetchone()[0]
     if memo.get("version") != version:
         memo.clear()

@@ -22,6 +22,7 @@ __all__ = [
     "EXACT",
     "EXACT_PREC",
     "PURGE_EXPIRED",
+    "RETURNING",
     "Tally",
     "append_row",
     "commit",
@@ -60,7 +61,7 @@ _INSERT_RESERVATION: Final = "INSERT INTO reservations (id, amount, expires_at) 
 _DELETE_RESERVATION: Final = "DELETE FROM reservations WHERE id = ?"
 _TAKE_RESERVATION: Final = "DELETE FROM reservations WHERE id = ? RETURNING amount"
 _SELECT_RESERVATION: Final = "SELECT amount FROM reservations WHERE id = ?"
-_RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35)
+RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35)
 _DAY_S: Final = 86_400
 
 
@@ -74,9 +75,11 @@ class Tally:
     expires: then a purge would delete nothing and every hold still counts.
     """
 
-    __slots__ = ("day", "day_start", "first_expiry", "month", "reserved", "spent_month", "spent_today")
+    __slots__ = ("day", "day_start", "first_expiry", "month", "reserved", "spent_month", "spent_today", "version")
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        # Other connections' commits change it; this connection's own do not.
+        self.version: int = conn.execute("PRAGMA data_version").fetchone()[0]
         self.day, self.month = periods(now)
         self.day_start = now - now % _DAY_S
         spent: dict[str, str] = dict(conn.execute(_SELECT_SPEND, (self.day, self.month)).fetchall())
@@ -140,7 +143,7 @@ def take(conn: sqlite3.Connection, memo: dict[str, object], reservation_id: str)
     if not isinstance(tally, Tally):
         conn.execute(_DELETE_RESERVATION, (reservation_id,))
         return
-    if _RETURNING:
+    if RETURNING:
         found = conn.execute(_TAKE_RESERVATION, (reservation_id,)).fetchall()
     else:  # SQLite before 3.35 has no RETURNING
         found = conn.execute(_SELECT_RESERVATION, (reservation_id,)).fetchall()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from decimal import Decimal
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
@@ -70,18 +71,18 @@ def spend_until_refused(path: Path, amount: str, daily: str, now: float, start: 
 async def _spend_until_refused(store: SQLiteStore, amount: Decimal, daily: Decimal, now: float) -> Decimal:
     total = Decimal(0)
 
-    async def worker(name: int) -> None:
+    async def worker() -> None:
         nonlocal total
-        for number in range(100_000):
+        for _ in range(100_000):
             try:
                 reservation = await store.reserve(amount, BudgetLimits(daily=daily), now=now, ttl_s=TTL_S)
             except BudgetExceededError:
                 return
-            row = LedgerRow(id=f"{id(store)}-{name}-{number}", ts=now, requested_model="auto", cost=amount)
+            row = LedgerRow(id=uuid.uuid4().hex, ts=now, requested_model="auto", cost=amount)
             await store.commit(reservation.id, row)
             total += amount
 
     async with store, anyio.create_task_group() as group:
-        for name in range(8):
-            group.start_soon(worker, name)
+        for _ in range(8):
+            group.start_soon(worker)
     return total
