@@ -56,10 +56,12 @@ class Progress:
     def __init__(self, ctx: Context[AppContext]) -> None:
         self._ctx = ctx
         self._count = 0
-        self._lock = anyio.Lock()
+        self._lock: anyio.Lock | None = None  # made at the first note: most calls send none
         self.chars = 0
 
     async def send(self, message: str) -> None:
+        if self._lock is None:
+            self._lock = anyio.Lock()
         async with self._lock:
             self._count += 1
             try:

@@ -131,8 +131,8 @@ async def test_the_childs_stdout_carries_only_json_rpc_and_its_logs_go_to_stderr
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """A raw conversation with the child, to its exit: every stdout line is a JSON-RPC message, the logs are
-    on stderr, and the key appears in neither."""
-    env = server_env(tmp_path, sandbox.base_url)
+    on stderr, and the key appears in neither, even with debug logging on."""
+    env = server_env(tmp_path, sandbox.base_url) | {"MODELYARD_DEBUG": "1"}
     requests: list[dict[str, Any]] = [
         {
             "jsonrpc": "2.0",
