@@ -21,21 +21,25 @@ or settle money) run before the others, and each transaction gives its writes a 
 for what they read, so later writes need not read it again. On the inline connection that dict
 outlives the transaction: `begin(conn, memo)` runs first in each transaction, inside the write lock,
 and clears what another connection may have changed since (SQLite's `PRAGMA data_version` tells);
-a rollback, or any write redone in the worker thread, clears it too.
+a rollback, or any write redone in the worker thread, clears it too. A write can leave callables
+under `AFTER_COMMIT` in the dict: they run once its transaction has committed, never after a
+rollback.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
 
-__all__ = ["GroupCommit", "Work"]
+__all__ = ["AFTER_COMMIT", "GroupCommit", "Work"]
 
 T = TypeVar("T")
+AFTER_COMMIT: Final = "after_commit"
+"""The scratch-dict key of the list of callables to run once the transaction has committed."""
 Work = Callable[[sqlite3.Connection, dict[str, Any]], T]
 """The statements of one write, run inside a transaction someone else opens and commits; the dict
 is that transaction's scratch space (empty when it begins)."""
@@ -179,6 +183,7 @@ class GroupCommit:
             for write in sorted(batch, key=_later):
                 write.value = write.work(conn, memo)
             conn.execute("COMMIT")
+            _committed(memo)
         except Exception:
             memo.clear()
             if conn.in_transaction:
@@ -212,14 +217,22 @@ def _later(write: _Write[Any]) -> bool:
     return not write.first
 
 
+def _committed(memo: dict[str, Any]) -> None:
+    for hook in memo.pop(AFTER_COMMIT, ()):
+        hook()
+
+
 def _run_each(conn: sqlite3.Connection, batch: list[_Write[Any]]) -> None:
-    """Each write in its own `BEGIN IMMEDIATE` transaction (waiting for the lock), errors kept per write."""
-    for write in batch:
+    """Each write in its own `BEGIN IMMEDIATE` transaction (waiting for the lock), errors kept per write,
+    in the order the batch would have run them inline."""
+    for write in sorted(batch, key=_later):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                write.value = write.work(conn, {})
+                memo: dict[str, Any] = {}
+                write.value = write.work(conn, memo)
                 conn.execute("COMMIT")
+                _committed(memo)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

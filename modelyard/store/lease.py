@@ -19,17 +19,31 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from functools import partial
+from typing import Final, cast
 
 import anyio
 
 from modelyard.errors import BudgetExceededError
 from modelyard.store import sqlite_writes as writes
 from modelyard.store.base import BudgetLimits, LedgerRow, Reservation
+from modelyard.store.group_commit import AFTER_COMMIT
 
-__all__ = ["EXACT_FOR_S", "LEASE_DRAWS", "LEASE_SHARE", "Grant", "Lease", "grant", "spend"]
+__all__ = [
+    "DROP_LEASE",
+    "EXACT_FOR_S",
+    "LEASE_AMOUNT",
+    "LEASE_DRAWS",
+    "LEASE_SHARE",
+    "SHRINK_LEASE",
+    "Grant",
+    "Lease",
+    "grant",
+    "spend",
+]
 
 LEASE_DRAWS: Final = 16
 """A grant holds room for this many requests with the worst case of the one that asked."""
@@ -47,7 +61,9 @@ _SET_LEASE: Final = (
 )
 _SPEND_FROM_LEASE: Final = "UPDATE reservations SET amount = dec_less(amount, ?) WHERE id = ?"
 _SPEND_FROM_LEASE_RETURNING: Final = f"{_SPEND_FROM_LEASE} RETURNING amount"
-_LEASE_AMOUNT: Final = "SELECT amount FROM reservations WHERE id = ?"
+LEASE_AMOUNT: Final = "SELECT amount FROM reservations WHERE id = ?"
+SHRINK_LEASE: Final = "UPDATE reservations SET amount = ? WHERE id = ?"
+DROP_LEASE: Final = "DELETE FROM reservations WHERE id = ?"
 
 
 class Lease:
@@ -68,9 +84,10 @@ class Lease:
         self.amount = _ZERO
         self.expires_at = 0.0
         self.drawn = _ZERO
-        self._spent: set[str] = set()  # draws whose cost a transaction moved to the spend (maybe uncommitted)
+        self._spent: set[str] = set()  # draws whose cost a committed transaction moved to the spend
+        self._orphans: dict[str, float] = {}  # draws whose commit failed: held until they expire
         self._limits: tuple[Decimal | None, Decimal | None] | None = None
-        self._draws: dict[str, Decimal] = {}
+        self._draws: dict[str, tuple[Decimal, float]] = {}  # amount, expiry
         self._count = 0
         self._seq = 0
         self._applied = 0
@@ -90,13 +107,15 @@ class Lease:
 
     def draw_granting(self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float) -> Reservation | None:
         """`draw`, by the holder of `granting`."""
+        if self._orphans:
+            self.drop_orphans(now)
         if (limits.daily, limits.monthly) != self._limits or self.expires_at < now + ttl_s:
             return None
         if self.drawn + amount > self.amount:
             return None
         self._count += 1
         reservation = Reservation(id=f"{self.id}:{self._count}", amount=amount, expires_at=now + ttl_s)
-        self._draws[reservation.id] = amount
+        self._draws[reservation.id] = (amount, reservation.expires_at)
         self.drawn += amount
         return reservation
 
@@ -105,16 +124,27 @@ class Lease:
 
     def undraw(self, reservation_id: str) -> None:
         """The request is over (committed or released): its worst case is no longer drawn."""
-        self.drawn -= self._draws.pop(reservation_id)
+        self.drawn -= self._draws.pop(reservation_id)[0]
         self._spent.discard(reservation_id)
+        self._orphans.pop(reservation_id, None)
+
+    def orphan(self, reservation_id: str) -> None:
+        """Its commit failed, so what it cost is unknown: it stays held until it expires, as a
+        reservation row of its own would."""
+        self._orphans[reservation_id] = self._draws[reservation_id][1]
+
+    def drop_orphans(self, now: float) -> None:
+        for reservation_id, expires_at in list(self._orphans.items()):
+            if expires_at <= now:
+                self.undraw(reservation_id)
 
     def outstanding(self) -> Decimal:
         """What the row must hold for the requests in flight (called inside a transaction)."""
         draws = list(self._draws.items())  # a snapshot: the loop may end draws meanwhile (thread path)
-        return sum((amount for rid, amount in draws if rid not in self._spent), _ZERO)
+        return sum((amount for rid, (amount, _) in draws if rid not in self._spent), _ZERO)
 
     def spent(self, reservation_id: str) -> None:
-        """This draw's cost left the row in the transaction running now."""
+        """The transaction that moved this draw's cost to the spend has committed (an `AFTER_COMMIT` hook)."""
         self._spent.add(reservation_id)
 
     def next_seq(self) -> int:
@@ -122,8 +152,8 @@ class Lease:
         self._seq += 1
         return self._seq
 
-    def apply(self, seq: int, amount: Decimal | None, expires_at: float | None = None) -> None:
-        """Take the row's state as written by transaction `seq` unless a later one was taken already.
+    def apply(self, seq: int, amount: Decimal | None) -> None:
+        """Take the row's amount as written by transaction `seq` unless a later one was taken already.
 
         `amount` None: the row was gone (expired and purged by someone); the next draw grants anew.
         """
@@ -132,10 +162,16 @@ class Lease:
         self._applied = seq
         if amount is None:
             self.amount, self.expires_at = _ZERO, 0.0
-            return
-        self.amount = amount
-        if expires_at is not None:
-            self.expires_at = expires_at
+        else:
+            self.amount = amount
+
+    def apply_grant(self, grant: Grant) -> None:
+        """Take a grant's outcome. Its expiry holds even if a later spend's amount was taken already:
+        only grants set it, one at a time."""
+        newest = grant.seq > self._applied
+        self.apply(grant.seq, grant.amount)
+        if newest or self.amount:  # else a later spend found the row gone
+            self.expires_at = grant.expires_at
 
     def granted_under(self, limits: BudgetLimits) -> None:
         self._limits = (limits.daily, limits.monthly)
@@ -181,7 +217,7 @@ def grant(
     leaves 64 times that room; else shrink it to what is drawn and reserve `amount` exactly."""
     conn.execute(writes.PURGE_EXPIRED, (now,))
     tally = memo["tally"] = writes.Tally(conn, now)
-    found = conn.execute(_LEASE_AMOUNT, (lease.id,)).fetchone()
+    found = conn.execute(LEASE_AMOUNT, (lease.id,)).fetchone()
     held_here = Decimal(found[0]) if found else _ZERO
     others = writes.EXACT.subtract(tally.reserved, held_here)
     room = amount * LEASE_DRAWS
@@ -190,7 +226,10 @@ def grant(
         size, expires_at = drawn + room, now + 2 * ttl_s
         _set(conn, tally, others, lease.id, size, expires_at)
         return Grant(lease.next_seq(), size, expires_at, None)
-    # The room no request drew goes back to everyone before this request is reserved on its own.
+    # The room no request drew goes back to everyone before this request is reserved on its own. Only
+    # back: `drawn` may still count a draw whose cost just moved, and a row this grant did not check
+    # against the limits must not grow.
+    drawn = min(drawn, held_here)
     expires_at = max(lease.expires_at, now + ttl_s)
     _set(conn, tally, others, lease.id, drawn, expires_at)
     exact = writes.reserve(conn, memo, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
@@ -236,6 +275,7 @@ def spend(
         found = conn.execute(_SPEND_FROM_LEASE_RETURNING, (str(row.cost), lease.id)).fetchone()
     else:  # SQLite before 3.35 has no RETURNING
         conn.execute(_SPEND_FROM_LEASE, (str(row.cost), lease.id))
-        found = conn.execute(_LEASE_AMOUNT, (lease.id,)).fetchone()
-    lease.spent(reservation_id)
+        found = conn.execute(LEASE_AMOUNT, (lease.id,)).fetchone()
+    after_commit = cast(list[Callable[[], None]], memo.setdefault(AFTER_COMMIT, []))
+    after_commit.append(partial(lease.spent, reservation_id))
     return lease.next_seq(), Decimal(found[0]) if found else None

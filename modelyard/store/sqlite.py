@@ -62,7 +62,6 @@ _SCHEMA: Final = (
 )
 _SELECT_ROWS: Final = f"SELECT {writes.COLUMNS} FROM ledger WHERE ts >= ? ORDER BY ts DESC, rowid DESC LIMIT ?"
 _DATA_VERSION: Final = "PRAGMA data_version"
-_DELETE_LEASE: Final = "DELETE FROM reservations WHERE id = ?"
 _GET_VALUE: Final = "SELECT value FROM kv WHERE key = ?"
 _SET_VALUE: Final = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
@@ -162,18 +161,21 @@ class SQLiteStore:
     async def _grant(
         self, lease: Lease, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float
     ) -> Reservation | BudgetExceededError | None:
-        """Resize the lease, then draw from it; or the reservation (or refusal) the grant made instead."""
+        """Resize the lease, then draw from it; or the reservation (or refusal) the grant made instead.
+        None: reserve `amount` on its own (the limits are too close for a lease just now)."""
         async with lease.granting:
             # While the grant runs nobody draws, so when it ends, what it sized is what is drawn or more.
             if (drawn := lease.draw_granting(amount, limits, now=now, ttl_s=ttl_s)) is not None:
                 return drawn  # the grant this call waited for made room
+            if lease.exact(limits, now=now):
+                return None  # the grant this call waited for found the limits too close
             try:
                 work = partial(leases.grant, lease=lease, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
                 granted = await self._writes.submit(work)
             except BaseException:
                 lease.forget()
                 raise
-            lease.apply(granted.seq, granted.amount, granted.expires_at)
+            lease.apply_grant(granted)
             if granted.exact is not None:
                 lease.close_for(limits, now=now)
                 return granted.exact
@@ -199,31 +201,29 @@ class SQLiteStore:
         Raises:
             ValueError: `row.cost` or `row.saved` is not finite.
         """
-        params = _encode_row(row)
         try:
             if reservation_id is not None and self._lease is not None and self._lease.owns(reservation_id):
-                await self._spend_from_lease(self._lease, reservation_id, row, params)
+                await self._spend_from_lease(self._lease, reservation_id, row)
             else:
-                work = partial(writes.commit, reservation_id=reservation_id, row=row, params=params)
+                work = partial(writes.commit, reservation_id=reservation_id, row=row, params=_encode_row(row))
                 await self._writes.submit(work, first=True)
         finally:
             if reservation_id is not None:
                 self._holds = max(0, self._holds - 1)
 
-    async def _spend_from_lease(
-        self, lease: Lease, reservation_id: str, row: LedgerRow, params: tuple[object, ...]
-    ) -> None:
+    async def _spend_from_lease(self, lease: Lease, reservation_id: str, row: LedgerRow) -> None:
         try:
+            params = _encode_row(row)
             work = partial(leases.spend, lease=lease, reservation_id=reservation_id, row=row, params=params)
             moved = await self._writes.submit(work, first=True)
         except BaseException:
             lease.forget()
+            lease.orphan(reservation_id)  # what it cost is unknown: held until it expires
             raise
-        finally:
-            # After the new amount, in the same loop step: a draw never sees the cost counted twice or not at all.
-            lease.undraw(reservation_id)
+        # The new amount and the end of the draw in one loop step: no draw sees the cost twice or not at all.
         if moved is not None:
             lease.apply(*moved)
+        lease.undraw(reservation_id)
 
     async def totals(self, *, now: float) -> SpendTotals:
         """Spend of the UTC day and month of `now`, and the reservations still live at `now`."""
@@ -257,9 +257,9 @@ class SQLiteStore:
     async def aclose(self) -> None:
         """Give the lease back and close the connections; calling it again does nothing."""
         lease, self._lease = self._lease, None
-        if lease is not None and lease.expires_at:
+        if lease is not None:
             with contextlib.suppress(sqlite3.Error):  # closed already, or locked: the row expires on its own
-                await self._run(partial(self._conn.execute, _DELETE_LEASE, (lease.id,)))
+                await self._run(partial(_give_back, self._conn, lease.id, lease.outstanding()))
         if self._inline is not self._conn:
             self._inline.close()
         await self._run(self._conn.close)
@@ -347,6 +347,18 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _give_back(conn: sqlite3.Connection, lease_id: str, keep: Decimal) -> None:
+    """Shrink the lease to what requests still in flight hold (they keep it until it expires), or drop it."""
+    with _immediate(conn):
+        found = conn.execute(leases.LEASE_AMOUNT, (lease_id,)).fetchone()
+        if found is None:
+            return
+        if keep:
+            conn.execute(leases.SHRINK_LEASE, (str(min(keep, Decimal(found[0]))), lease_id))
+        else:
+            conn.execute(leases.DROP_LEASE, (lease_id,))
 
 
 def _begin(conn: sqlite3.Connection, memo: dict[str, object]) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
@@ -221,3 +223,51 @@ async def test_a_grant_before_a_committer_resumes_does_not_hold_its_spent_draw_a
     assert seen.spent_today == 2 * A
     assert seen.reserved == big * LEASE_DRAWS  # room for 16 like the big one, and nothing else in flight
     assert (await store.totals(now=NOW)).reserved == big
+
+
+async def test_a_batch_that_rolls_back_leaves_every_draw_covered(store: SQLiteStore, observer: SQLiteStore) -> None:
+    """A grant, a commit and a write that cannot be stored share a transaction, which rolls back. Redone one
+    by one, the grant still holds the committed draw until its commit lands: whatever another process is
+    then shown as left, taking all of it keeps spent + held within the limit."""
+    limits = BudgetLimits(daily=D(1))
+    first = await store.reserve(D("0.0005"), limits, now=NOW, ttl_s=60)
+    second = await store.reserve(D("0.0005"), limits, now=NOW, ttl_s=60)
+    unstorable = LedgerRow(id="bad", ts=NOW, requested_model=object(), cost=D(0))  # type: ignore[arg-type]
+
+    async def after_a_turn(call: Callable[[], Awaitable[object]]) -> None:
+        await anyio.lowlevel.checkpoint()
+        with contextlib.suppress(sqlite3.Error):
+            await call()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(partial(store.reserve, D("0.9"), limits, now=NOW, ttl_s=60))
+        group.start_soon(after_a_turn, partial(store.commit, first.id, _row("first", "0.0005")))
+        group.start_soon(after_a_turn, partial(store.commit, None, unstorable))
+    seen = await observer.totals(now=NOW)
+    await observer.reserve(D(1) - seen.spent_today - seen.reserved, limits, now=NOW, ttl_s=60)
+    await store.commit(second.id, _row("second", "0.0005"))
+    final = await observer.totals(now=NOW)
+    assert final.spent_today + final.reserved <= D(1)
+
+
+async def test_a_failed_commit_keeps_its_draw_held_until_the_draw_expires(
+    store: SQLiteStore, observer: SQLiteStore
+) -> None:
+    """What a request whose commit failed cost is unknown: its worst case stays held, as its own
+    reservation row would, and is given back once it expires."""
+    reservation = await store.reserve(A, ROOMY, now=NOW, ttl_s=10)
+    with pytest.raises(ValueError, match="finite"):
+        await store.commit(reservation.id, _row("broken", "NaN"))
+    await store.reserve(A, ROOMY, now=NOW + 5, ttl_s=10)  # a grant: the failed write left the row unknown
+    assert (await store.totals(now=NOW + 5)).reserved == 2 * A
+    assert (await observer.totals(now=NOW + 5)).reserved == A + A * LEASE_DRAWS  # the failed one, and room
+    await store.reserve(A, ROOMY, now=NOW + 11, ttl_s=10)  # past its expiry: this grant leaves it out
+    assert (await store.totals(now=NOW + 11)).reserved == 2 * A  # the ones drawn at NOW+5 and NOW+11
+    assert (await observer.totals(now=NOW + 11)).reserved == A + A * LEASE_DRAWS
+
+
+async def test_closing_with_a_request_in_flight_keeps_its_hold_and_gives_back_the_rest(db_path: Path) -> None:
+    async with SQLiteStore(db_path) as store:
+        await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    async with SQLiteStore(db_path, lease=False) as reopened:
+        assert (await reopened.totals(now=NOW)).reserved == A
