@@ -75,7 +75,9 @@ def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "12
     server = build_server(settings)
     tune_gc()  # this process is the server's own: what was imported so far lives as long as it does
     if transport == "stdio":
-        server.run("stdio")
+        from modelyard.server.stdio import run_stdio
+
+        anyio.run(run_stdio, server)
         return
     token = settings.http_token.get_secret_value() if settings.http_token else None
     check_bind(host, token)
