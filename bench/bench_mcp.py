@@ -6,7 +6,8 @@ cold start of `modelyard serve` to its first answered `tools/list`.
 
 Both servers are child processes spoken to by the SDK's `Client` over stdio, from one client
 process, one call at a time. modelyard's server has a fresh SQLite store and the sandbox process
-as its upstream. Kinds: the empty server's `noop`; `execute` answered from the response cache
+as its upstream. Kinds: the empty server's `noop` (on the SDK's stdio transport, the floor, and on
+modelyard's); `execute` answered from the response cache
 (`cache: "on"`, the same prompt again); `execute` sent upstream every time (`cache: "off"`).
 Cold start: from spawning the process to the answer of the first `tools/list` (which needs the
 initialize handshake first); `python -c pass` and the empty server give the floors.
@@ -41,6 +42,8 @@ from bench.common import (
 
 NAME = "mcp"
 PROMPT = "Say hello in five words."
+FLOOR = "empty `noop`"
+SAME_TRANSPORT = "empty `noop`, on modelyard's stdio transport"
 
 
 def _params(args: list[str], env: dict[str, str]) -> Any:
@@ -77,13 +80,16 @@ async def round_trips(url: str, n: int, rounds: int, home: Path) -> dict[str, li
     from mcp import Client
 
     execute = {"prompt": PROMPT, "model": MODEL, "max_tokens": 16}
-    kinds: dict[str, list[float]] = {"empty `noop`": [], "`execute`, cache hit": [], "`execute`, upstream": []}
+    names = (FLOOR, SAME_TRANSPORT, "`execute`, cache hit", "`execute`, upstream")
+    kinds: dict[str, list[float]] = {name: [] for name in names}
     async with (
         Client(_params(["-m", "bench.empty_server"], _env(home))) as empty,
+        Client(_params(["-m", "bench.empty_server", "--modelyard-stdio"], _env(home))) as empty_on_ours,
         Client(_params(["-m", "modelyard", "serve"], _env(home, url))) as modelyard,
     ):
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
-            "empty `noop`": lambda: empty.call_tool("noop", {}),
+            FLOOR: lambda: empty.call_tool("noop", {}),
+            SAME_TRANSPORT: lambda: empty_on_ours.call_tool("noop", {}),
             "`execute`, cache hit": lambda: modelyard.call_tool("execute", {**execute, "cache": "on"}),
             "`execute`, upstream": lambda: modelyard.call_tool("execute", {**execute, "cache": "off"}),
         }
@@ -127,7 +133,7 @@ def main() -> None:
             colds["`modelyard serve`"].append(
                 anyio.run(cold_start, ["-m", "modelyard", "serve"], _env(fresh, sandbox.url))
             )
-    floor = percentile(kinds["empty `noop`"], 50)
+    floor = percentile(kinds[FLOOR], 50)
     rows = [
         [name, fmt(percentile(v, 50)), fmt(percentile(v, 99)), f"{percentile(v, 50) - floor:+.2f}"]
         for name, v in kinds.items()
@@ -144,7 +150,9 @@ def main() -> None:
             "",
             f"Round trips over stdio, {n * rounds} calls per kind ({rounds} round(s), kinds alternating), ms. "
             "The empty tool is an `async def` (a plain `def` tool runs in a worker thread, which is no floor); "
-            "`execute` asks for 16 tokens from the sandbox as its upstream.",
+            "`execute` asks for 16 tokens from the sandbox as its upstream. `modelyard serve` runs on its own "
+            "stdio transport (`modelyard.server.stdio`: non-blocking pipes, no worker-thread hop per line); the "
+            "empty server runs on the SDK's (the floor the targets use) and, in its own row, on modelyard's.",
             "",
             table(["call", "p50 ms", "p99 ms", "p50 over the empty tool"], rows),
             "",

@@ -61,6 +61,11 @@ _SCHEMA: Final = (
     f"PRAGMA user_version = {_SCHEMA_VERSION}",
 )
 _SELECT_ROWS: Final = f"SELECT {writes.COLUMNS} FROM ledger WHERE ts >= ? ORDER BY ts DESC, rowid DESC LIMIT ?"
+_LEASE_BELOW: Final = 8
+"""Requests in flight from which reservations are written again (and batched) instead of drawn from
+the lease: a draw saves a lone request a transaction, but under load the reservations' shared
+transactions keep requests in step, so their commits share transactions too (measured at c=200:
+with every request drawn, 4,200 requests took 3,956 transactions instead of 529)."""
 _DATA_VERSION: Final = "PRAGMA data_version"
 _GET_VALUE: Final = "SELECT value FROM kv WHERE key = ?"
 _SET_VALUE: Final = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -142,14 +147,16 @@ class SQLiteStore:
         return reservation
 
     def _draw(self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float) -> Reservation | None:
-        return None if self._lease is None else self._lease.draw(amount, limits, now=now, ttl_s=ttl_s)
+        if self._lease is None or self._holds >= _LEASE_BELOW:
+            return None
+        return self._lease.draw(amount, limits, now=now, ttl_s=ttl_s)
 
     async def _reserve_in_store(
         self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float
     ) -> Reservation:
         """One write transaction: resize the lease and draw from it, or reserve `amount` on its own."""
         lease = self._lease
-        leasing = lease is not None and not lease.exact(limits, now=now)
+        leasing = lease is not None and self._holds < _LEASE_BELOW and not lease.exact(limits, now=now)
         outcome = await self._grant(lease, amount, limits, now=now, ttl_s=ttl_s) if lease and leasing else None
         if outcome is None:
             work = partial(writes.reserve, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
