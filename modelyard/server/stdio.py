@@ -20,7 +20,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import anyio
@@ -113,7 +113,7 @@ class FdWriter:
 
 
 @contextlib.contextmanager
-def _claimed(fd: int, open_diversion: Any) -> Iterator[int]:
+def _claimed(fd: int, open_diversion: Callable[[], int]) -> Iterator[int]:
     """A private, non-blocking duplicate of `fd`, which meanwhile points at a harmless diversion."""
     import fcntl
 

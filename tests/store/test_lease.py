@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from modelyard.errors import BudgetExceededError
 from modelyard.store import BudgetLimits, LedgerRow, SQLiteStore
 from modelyard.store.lease import LEASE_DRAWS
 from tests.store import _workers
-from tests.store.test_sqlite import _receive, spawnable  # noqa: F401  (a fixture)
+from tests.store.test_sqlite import run_racers, spawnable  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.anyio
 D = Decimal
@@ -179,18 +178,8 @@ async def test_a_lease_store_and_an_exact_store_never_hold_past_a_limit_together
 
 
 def _run_spenders(db_path: Path, processes: int, amount: str, daily: str) -> list[Decimal]:
-    context = multiprocessing.get_context("spawn")
-    start, spent = context.Barrier(processes), context.Queue()
-    args = (db_path, amount, daily, NOW, start, spent)
-    children = [context.Process(target=_workers.spend_until_refused, args=args) for _ in range(processes)]
-    for child in children:
-        child.start()
-    totals = [D(str(total)) for total in _receive(spent, children, processes)]
-    for child in children:
-        child.join(timeout=10)
-    assert [child.exitcode for child in children] == [0] * processes
-    spent.close()
-    return totals
+    args = (db_path, amount, daily, NOW)
+    return [D(total) for total in run_racers(_workers.spend_until_refused, args, processes)]
 
 
 @pytest.mark.usefixtures("spawnable")

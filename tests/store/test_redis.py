@@ -83,18 +83,8 @@ def test_the_contract_tests_of_the_sqlite_store_are_collected_here_too() -> None
 
 
 def _run_reservers(url: str, processes: int, tries: int) -> list[int]:
-    context = multiprocessing.get_context("spawn")
-    start, granted = context.Barrier(processes), context.Queue()
-    args = (url, tries, "0.01", "0.05", NOW, start, granted)
-    children = [context.Process(target=_redis_workers.reserve_many, args=args) for _ in range(processes)]
-    for child in children:
-        child.start()
-    counts = [int(str(count)) for count in test_sqlite._receive(granted, children, processes)]
-    for child in children:
-        child.join(timeout=10)
-    assert [child.exitcode for child in children] == [0] * processes
-    granted.close()
-    return counts
+    args = (url, tries, "0.01", "0.05", NOW)
+    return [int(count) for count in test_sqlite.run_racers(_redis_workers.reserve_many, args, processes)]
 
 
 @pytest.mark.usefixtures("spawnable")

@@ -7,7 +7,7 @@ import os
 import queue
 import signal
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from multiprocessing.process import BaseProcess
@@ -217,19 +217,25 @@ async def test_200_concurrent_reservations_of_001_against_a_005_day_grant_exactl
     assert (await store.totals(now=NOW)).reserved == D("0.05")
 
 
-def _run_reservers(db_path: Path, processes: int, tries: int) -> list[int]:
+def run_racers(target: Callable[..., None], args: tuple[object, ...], processes: int) -> list[str]:
+    """Start `processes` spawned children of `target(*args, start_barrier, results_queue)`, which all
+    start together at the barrier, and return what each put on the queue, as text."""
     context = multiprocessing.get_context("spawn")
-    start, granted = context.Barrier(processes), context.Queue()
-    args = (db_path, tries, "0.01", "0.05", NOW, start, granted)
-    children = [context.Process(target=_workers.reserve_many, args=args) for _ in range(processes)]
+    start, results = context.Barrier(processes), context.Queue()
+    children = [context.Process(target=target, args=(*args, start, results)) for _ in range(processes)]
     for child in children:
         child.start()
-    counts = [int(str(count)) for count in _receive(granted, children, processes)]
+    received = [str(result) for result in _receive(results, children, processes)]
     for child in children:
         child.join(timeout=10)
     assert [child.exitcode for child in children] == [0] * processes
-    granted.close()
-    return counts
+    results.close()
+    return received
+
+
+def _run_reservers(db_path: Path, processes: int, tries: int) -> list[int]:
+    args = (db_path, tries, "0.01", "0.05", NOW)
+    return [int(count) for count in run_racers(_workers.reserve_many, args, processes)]
 
 
 @pytest.mark.usefixtures("spawnable")
