@@ -36,6 +36,20 @@ _ATOMS = frozenset({str, int, bool, type(None)})
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _unencodable(value: object) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder `_ENCODER.encode` builds on every call, made once (same text; no circular-reference
+# markers: `_normalise` has already walked the value, so a cycle never gets this far).
+_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE: Any = (
+    None
+    if _MAKE_ENCODER is None
+    else _MAKE_ENCODER(None, _unencodable, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+)
+
+
 def canonical_key(payload: Mapping[str, Any]) -> str:
     """Return the sha256 hex digest of the canonical JSON form of `payload`.
 
@@ -53,7 +67,8 @@ def canonical_key(payload: Mapping[str, Any]) -> str:
         TypeError: A value is not JSON-like (e.g. a set, bytes, an object) or a key is not a `str`.
         ValueError: A float is NaN or infinite.
     """
-    text = _ENCODER.encode(_normalise(payload))
+    normal = _normalise(payload)
+    text = "".join(_ENCODE(normal, 0)) if _ENCODE is not None else _ENCODER.encode(normal)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -65,9 +80,16 @@ def _normalise(value: Any) -> Any:
     if kind is float or isinstance(value, float):
         # is_integer() is False for NaN/inf, which the encoder (allow_nan=False) then rejects.
         return int(value) if value.is_integer() else float(value)
+    if kind is dict:  # the common case, with atoms (most values) kept without a call
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                _key(k)
+            out[k] = v if type(v) in _ATOMS else _normalise(v)
+        return out
     if kind is list or kind is tuple:
-        return [_normalise(v) for v in value]
-    if kind is dict or isinstance(value, Mapping):
+        return [v if type(v) in _ATOMS else _normalise(v) for v in value]
+    if isinstance(value, Mapping):
         return {_key(k): _normalise(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_normalise(v) for v in value]

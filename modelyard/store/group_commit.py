@@ -142,6 +142,27 @@ class GroupCommit:
             await self._maybe_checkpoint(len(batch))
         return write.outcome()
 
+    async def submit_statement(
+        self, sql: str, params: tuple[object, ...], work: Work[None], *, first: bool = False
+    ) -> None:
+        """Run a write that is the one statement `sql` and touches nothing a transaction's scratch dict
+        holds (no money moved: a cache hit's ledger row); `work` is the same write as a `Work`.
+
+        Alone (no batch running or queued, none likely on its way, a connection of its own), the
+        statement runs on the inline connection as its own transaction (autocommit): committed, as
+        with `submit`, before this returns, without the BEGIN, data_version and COMMIT round trips.
+        Otherwise, or when it fails (another process holds the write lock), it goes to `submit`.
+        """
+        if not self._leading and not self._queue and self._lock is None and not self._busy():
+            try:
+                self._inline.execute(sql, params)
+            except sqlite3.Error:
+                pass  # nothing was written (one statement is atomic): the usual path decides where it runs
+            else:
+                await self._maybe_checkpoint(1)
+                return
+        await self.submit(work, first=first)
+
     async def _run_inline_locked(self, batch: list[_Write[Any]]) -> bool:
         if self._lock is None:
             return self._run_inline(batch)

@@ -68,6 +68,8 @@ transactions keep requests in step, so their commits share transactions too (mea
 with every request drawn, 4,200 requests took 3,956 transactions instead of 529)."""
 _DATA_VERSION: Final = "PRAGMA data_version"
 _GET_VALUE: Final = "SELECT value FROM kv WHERE key = ?"
+_DETAIL: Final = json.JSONEncoder(default=str, separators=(",", ":"))
+"""What `json.dumps(detail, default=str, separators=(",", ":"))` would build on every call."""
 _SET_VALUE: Final = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
 
@@ -212,8 +214,13 @@ class SQLiteStore:
             if reservation_id is not None and self._lease is not None and self._lease.owns(reservation_id):
                 await self._spend_from_lease(self._lease, reservation_id, row)
             else:
-                work = partial(writes.commit, reservation_id=reservation_id, row=row, params=_encode_row(row))
-                await self._writes.submit(work, first=True)
+                params = _encode_row(row)
+                work = partial(writes.commit, reservation_id=reservation_id, row=row, params=params)
+                if reservation_id is None and not row.cost:
+                    # Adds no spend and frees no hold (a cache hit's row): the INSERT alone is the write.
+                    await self._writes.submit_statement(writes.INSERT_ROW, params, work, first=True)
+                else:
+                    await self._writes.submit(work, first=True)
         finally:
             if reservation_id is not None:
                 self._holds = max(0, self._holds - 1)
@@ -394,7 +401,7 @@ def _money_text(value: Decimal | None) -> str | None:
 
 def _encode_row(row: LedgerRow) -> tuple[object, ...]:
     """The INSERT parameters of a row, in `writes.COLUMNS` order."""
-    detail = json.dumps(row.detail, default=str, separators=(",", ":"))
+    detail = _DETAIL.encode(row.detail)
     return (
         row.id, row.ts, row.requested_model, row.model, row.provider,
         row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.reasoning_tokens,

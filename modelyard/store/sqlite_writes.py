@@ -21,6 +21,7 @@ __all__ = [
     "COLUMNS",
     "EXACT",
     "EXACT_PREC",
+    "INSERT_ROW",
     "PURGE_EXPIRED",
     "RETURNING",
     "Tally",
@@ -48,7 +49,7 @@ COLUMNS: Final = (
     "streamed, detail"
 )
 # Module constants so sqlite3's statement cache prepares each one once per connection.
-_INSERT_ROW: Final = f"INSERT OR IGNORE INTO ledger ({COLUMNS}) VALUES ({', '.join('?' * 19)})"
+INSERT_ROW: Final = f"INSERT OR IGNORE INTO ledger ({COLUMNS}) VALUES ({', '.join('?' * 19)})"
 _ADD_SPEND: Final = (
     "INSERT INTO spend (period, total) VALUES (?, ?), (?, ?) "
     "ON CONFLICT (period) DO UPDATE SET total = dec_add(total, excluded.total)"
@@ -180,7 +181,7 @@ def commit(
 
 def append_row(conn: sqlite3.Connection, memo: dict[str, object], row: LedgerRow, params: tuple[object, ...]) -> bool:
     """Append the row and add its cost to its day and month; False (nothing added) when its id is there."""
-    inserted: bool = conn.execute(_INSERT_ROW, params).rowcount == 1
+    inserted: bool = conn.execute(INSERT_ROW, params).rowcount == 1
     if inserted and row.cost:
         day, month = periods(row.ts)
         conn.execute(_ADD_SPEND, (day, str(row.cost), month, str(row.cost)))

@@ -8,6 +8,8 @@ import anyio
 import pytest
 
 from modelyard import errors
+from modelyard.routing.cache import canonical_key
+from modelyard.routing.request import RouteRequest
 from modelyard.settings import BudgetSettings, CacheSettings
 from tests.routing.conftest import Rig, RigFactory
 
@@ -74,6 +76,27 @@ async def test_an_identical_deterministic_request_is_served_from_the_cache_for_f
     assert second.cached and second.cost == 0 and second.saved == first.cost and second.content == first.content
     metrics = await rig.router.metrics("today")
     assert metrics.cache_hits == 1 and metrics.cache_savings == first.cost
+
+
+async def test_a_requests_cache_key_is_pinned_so_a_shared_cache_outlives_upgrades(rig: Rig) -> None:
+    """Every field but stream, cache, timeout_s and max_cost is keyed; the digest was computed from
+    `model_dump` by the build that keyed that way, and instances sharing a Redis cache rely on it."""
+    request = RouteRequest(
+        messages=[
+            {"role": "system", "content": "Be brief. \u00e9"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        ],
+        models=[MODEL], quality="high", speed="fast", capabilities=["tools", "json_mode"], provider=["openai"],
+        tier="balanced", max_cost_per_1k=Decimal("0.50"), max_cost=Decimal("0.1"), max_tokens=300,
+        temperature=0.0, top_p=1.0, stop=["\n\n"], seed=7,
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}],
+        tool_choice="auto", response_format={"type": "json_object"}, reasoning={"effort": "low"},
+        stream=True, cache="on", timeout_s=30,
+    )  # fmt: skip
+    key = canonical_key(rig.router._cache_payload(request))
+    assert key == "398496d2d04d7d83e3c68e5a4174d276b9221d2bf3e8a625225e9e70a840e1f1"
+    unkeyed = request.model_copy(update={"stream": False, "cache": None, "timeout_s": None, "max_cost": None})
+    assert canonical_key(rig.router._cache_payload(unkeyed)) == key
 
 
 async def test_a_sampled_request_is_never_cached_under_auto(rig: Rig) -> None:

@@ -142,3 +142,37 @@ async def test_a_writer_cancelled_after_its_batch_began_still_gets_its_reservati
         scopes[0].cancel()
     assert len(got) == 2 and "not cancelled" not in got
     assert (await store.totals(now=NOW)).reserved == D("0.6")
+
+
+async def test_a_lone_cost_free_row_is_committed_and_waits_in_a_thread_for_another_process_lock(
+    store: SQLiteStore,
+) -> None:
+    """A row that moves no money (a cache hit's) is committed before `commit` returns, on its own
+    (one statement) or, while another process holds the write lock, from the worker thread once it
+    is released; the spend totals do not move either way."""
+    hit = LedgerRow(id="hit-1", ts=NOW, requested_model="auto", cost=D(0), cache_hit=True, saved=D("0.002"))
+    await store.commit(None, hit)
+    reader = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        assert reader.execute("SELECT id, cost, saved, cache_hit FROM ledger").fetchall() == [
+            ("hit-1", "0", "0.002", 1)
+        ]
+        reader.execute("BEGIN IMMEDIATE")
+
+        async def release_later() -> None:
+            await anyio.sleep(0.2)
+            reader.execute("COMMIT")
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(release_later)
+                began = time.monotonic()
+                await store.commit(None, LedgerRow(id="hit-2", ts=NOW, requested_model="auto", cost=D(0)))
+                waited = time.monotonic() - began
+        assert waited >= 0.15
+        assert [r for (r,) in reader.execute("SELECT id FROM ledger ORDER BY rowid")] == ["hit-1", "hit-2"]
+    finally:
+        reader.close()
+    await store.commit(None, hit)  # the same id again adds nothing
+    assert [r.id for r in await store.rows()] == ["hit-1", "hit-2"]
+    assert await store.totals(now=NOW) == SpendTotals(spent_today=D(0), spent_month=D(0), reserved=D(0))
