@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from modelyard import __version__
 from modelyard.server.context import AppContext, open_app_context
 from modelyard.server.http_auth import BearerAuth, check_bind
-from modelyard.server.tuning import tune_gc
+from modelyard.server.tuning import paused_gc, tune_gc
 from modelyard.settings import Settings
 
 __all__ = ["INSTRUCTIONS", "Transport", "build_server", "serve"]
@@ -72,8 +72,9 @@ def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "12
     Raises:
         ConfigurationError: HTTP on a non-loopback address without `MODELYARD_HTTP_TOKEN`.
     """
-    server = build_server(settings)
-    tune_gc()  # this process is the server's own: what was imported so far lives as long as it does
+    with paused_gc():  # building makes no garbage worth a collection
+        server = build_server(settings)
+        tune_gc()  # this process is the server's own: what was imported so far lives as long as it does
     if transport == "stdio":
         from modelyard.server.stdio import run_stdio
 

@@ -12,8 +12,10 @@ while cyclic garbage is still collected (after at most a few MB).
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["YOUNG_THRESHOLD", "tune_gc"]
+__all__ = ["YOUNG_THRESHOLD", "paused_gc", "tune_gc"]
 
 YOUNG_THRESHOLD = 20_000
 
@@ -27,3 +29,19 @@ def tune_gc() -> None:
     gc.freeze()  # no collection first: it would cost ~50 ms of startup to free a few KB
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No automatic collections inside the block; the collector's previous state after it.
+
+    For startup, which builds what lives as long as the process: end the block with `tune_gc()`, or
+    the first young collection after it walks everything the block built.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -1,6 +1,7 @@
 """`get_metrics`, `get_budget`, `set_budget` (tighten only) and `test_connection`."""
 
-from __future__ import annotations
+# Annotations are evaluated here, not left as strings: the SDK would resolve each tool's strings three
+# times while building the server (about 20 ms of the cold start).
 
 import time
 from decimal import Decimal

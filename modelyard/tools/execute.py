@@ -1,6 +1,7 @@
 """`execute` and `plan_route`: run one prompt on the right model, or show which model that would be."""
 
-from __future__ import annotations
+# Annotations are evaluated here, not left as strings: the SDK would resolve each tool's strings three
+# times while building the server (about 20 ms of the cold start).
 
 from decimal import Decimal
 from typing import Annotated, Any, Literal

@@ -1,6 +1,7 @@
 """`list_models`: the catalog, filtered and sorted, prices per 1M tokens."""
 
-from __future__ import annotations
+# Annotations are evaluated here, not left as strings: the SDK would resolve each tool's strings three
+# times while building the server (about 20 ms of the cold start).
 
 from decimal import Decimal
 from typing import Annotated, Literal

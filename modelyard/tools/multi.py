@@ -1,6 +1,7 @@
 """`compare_models` and `execute_batch`: several routed requests in parallel under one budget."""
 
-from __future__ import annotations
+# Annotations are evaluated here, not left as strings: the SDK would resolve each tool's strings three
+# times while building the server (about 20 ms of the cold start).
 
 from decimal import Decimal
 from typing import Annotated, Any
