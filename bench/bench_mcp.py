@@ -1,7 +1,7 @@
 """MCP over real stdio: `execute` round trips against an empty tool's (the protocol floor), and the
 cold start of `modelyard serve` to its first answered `tools/list`.
 
-    python -m bench.bench_mcp            # 3 rounds x 300 calls per kind, 5 cold starts; writes bench/RESULTS.md
+    python -m bench.bench_mcp            # 3 rounds x 300 calls per kind, 11 cold starts; writes bench/RESULTS.md
     python -m bench.bench_mcp --smoke
 
 Both servers are child processes spoken to by the SDK's `Client` over stdio, from one client
@@ -120,7 +120,7 @@ def _python_floor() -> float:
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
-    n, rounds, starts = (10, 1, 1) if args.smoke else (300, 3, 5)
+    n, rounds, starts = (10, 1, 1) if args.smoke else (300, 3, 11)
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-mcp-") as tmp, sandbox_process() as sandbox:
         home = Path(tmp)
         kinds = anyio.run(round_trips, sandbox.url, n, rounds, home)
