@@ -90,6 +90,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     # live as long as the process: the collector, run ~200 times meanwhile, frees next to nothing and costs
     # about a tenth of the cold start. So it is off until they are frozen (out of its reach, as `tune_gc`
     # does after the build): enabled over them unfrozen, its next young collection would walk them all.
+    enabled = gc.isenabled()
     gc.disable()
     try:
         from modelyard.server import serve
@@ -97,7 +98,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         settings = _settings(args)
     finally:
         gc.freeze()
-        gc.enable()
+        if enabled:
+            gc.enable()
     if settings.debug:  # MODELYARD_DEBUG=1: main() configured INFO before the settings were read
         logging.getLogger().setLevel(logging.DEBUG)
     serve(settings, args.transport, host=args.host, port=args.port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from decimal import Decimal
 from typing import Any, Literal
@@ -15,6 +16,7 @@ CAPABILITIES: tuple[Capability, ...] = ("vision", "tools", "json_mode", "structu
 Quality = Literal["low", "medium", "high"]
 Speed = Literal["any", "fast"]
 CacheMode = Literal["auto", "on", "off"]
+_NOT_KEYED = frozenset({"stream", "cache", "timeout_s", "max_cost"})
 
 
 class RouteRequest(BaseModel):
@@ -73,6 +75,15 @@ class RouteRequest(BaseModel):
             needed.add("reasoning")
         return needed
 
+    def keyed_fields(self) -> dict[str, Any]:
+        """The fields the response cache keys on: all but how the answer is delivered and capped.
+
+        The validated values as they are: what `model_dump(exclude=...)` would copy, since every field
+        holds plain JSON-like values (`_check_wire_json`), without the copy.
+        """
+        values = self.__dict__
+        return {name: values[name] for name in _keyed_names(type(self))}
+
     def has_images(self) -> bool:
         return self.image_count() > 0
 
@@ -85,6 +96,11 @@ class RouteRequest(BaseModel):
             for part in message["content"]
             if isinstance(part, dict) and part.get("type") == "image_url"
         )
+
+
+@functools.cache
+def _keyed_names(cls: type[RouteRequest]) -> tuple[str, ...]:
+    return tuple(name for name in cls.model_fields if name not in _NOT_KEYED)
 
 
 def _check_wire_json(name: str, value: Any) -> None:

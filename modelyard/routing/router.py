@@ -5,7 +5,6 @@ Usable from any caller: `await router.execute(request)`, `router.stream(request)
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import time
@@ -232,10 +231,7 @@ class Router:
         return bool(missing)
 
     def _cache_payload(self, request: RouteRequest) -> dict[str, Any]:
-        # The validated field values as they are (what `model_dump(exclude=...)` copies: every field
-        # holds plain JSON-like values, which `canonical_key` walks anyway), without the copy.
-        values = request.__dict__
-        payload = {name: values[name] for name in _cache_fields(type(request))}
+        payload = request.keyed_fields()
         payload["max_tokens"] = request.max_tokens or self.settings.default_max_tokens
         payload["capabilities"] = sorted(request.capabilities)
         return payload
@@ -472,15 +468,6 @@ class _Outcome:
 
 async def _discard(event: StreamEvent) -> None:
     return None
-
-
-_NOT_KEYED = frozenset({"stream", "cache", "timeout_s", "max_cost"})
-
-
-@functools.cache
-def _cache_fields(cls: type[RouteRequest]) -> tuple[str, ...]:
-    """The fields of a request that its cache key holds."""
-    return tuple(name for name in cls.model_fields if name not in _NOT_KEYED)
 
 
 def _tightest(a: Decimal | None, b: Decimal | None) -> Decimal | None:

@@ -176,3 +176,31 @@ async def test_a_lone_cost_free_row_is_committed_and_waits_in_a_thread_for_anoth
     await store.commit(None, hit)  # the same id again adds nothing
     assert [r.id for r in await store.rows()] == ["hit-1", "hit-2"]
     assert await store.totals(now=NOW) == SpendTotals(spent_today=D(0), spent_month=D(0), reserved=D(0))
+
+
+async def test_cost_free_and_unknown_cost_rows_written_among_paid_ones_are_all_kept_and_add_no_spend(
+    store: SQLiteStore,
+) -> None:
+    """Cache hits (cost 0) and failures (cost unknown) committed while paid commits lead or queue take
+    the shared transactions; alone they take the one-statement path. Every row lands; only paid ones count."""
+    limits = BudgetLimits(daily=D(10))
+
+    async def paid(index: int) -> None:
+        hold = await store.reserve(D("0.01"), limits, now=NOW, ttl_s=60)
+        await store.commit(hold.id, _row(f"paid-{index}", "0.002"))
+
+    async def free(index: int) -> None:
+        cost = D(0) if index % 2 else None
+        await store.commit(None, LedgerRow(id=f"free-{index}", ts=NOW, requested_model="auto", cost=cost))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for index in range(60):
+                group.start_soon(paid, index)
+                group.start_soon(free, index)
+        await free(60)  # alone: nothing leads or queues
+    rows = {row.id: row.cost for row in await store.rows()}
+    assert len(rows) == 121
+    assert rows["free-60"] is None and rows["free-59"] == 0 and rows["paid-0"] == D("0.002")
+    spent = D("0.002") * 60
+    assert await store.totals(now=NOW) == SpendTotals(spent_today=spent, spent_month=spent, reserved=D(0))
