@@ -123,8 +123,15 @@ class GroupCommit:
             if self._busy():
                 # Not cancellable (like the thread hop it replaces): writers queued behind us rely on it.
                 await anyio.lowlevel.cancel_shielded_checkpoint()
-            batch, self._queue = self._queue, []
-            ran = await self._run_inline_locked(batch)
+            await self._hold_connection()
+            try:
+                # Taken once the connection is held: no await between here and the end of leading, so
+                # every write queued while we led is in this batch (none is left waiting for a leader).
+                batch, self._queue = self._queue, []
+                ran = self._run_inline(batch)
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
         except BaseException as exc:  # unexpected: every write of the batch reports it
             for each in batch:
                 each.error = each.error or exc
@@ -163,15 +170,11 @@ class GroupCommit:
                 return
         await self.submit(work, first=first)
 
-    async def _run_inline_locked(self, batch: list[_Write[Any]]) -> bool:
-        if self._lock is None:
-            return self._run_inline(batch)
-        with anyio.CancelScope(shield=True):
-            await self._lock.acquire()
-        try:
-            return self._run_inline(batch)
-        finally:
-            self._lock.release()
+    async def _hold_connection(self) -> None:
+        """Take the lock around inline use when the connection is shared with the store's reads."""
+        if self._lock is not None:
+            with anyio.CancelScope(shield=True):
+                await self._lock.acquire()
 
     async def _follow(self, write: _Write[Any], done: anyio.Event) -> None:
         """Wait for the leader to run `write`.

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -15,7 +16,7 @@ import anyio.lowlevel
 import pytest
 
 from modelyard.errors import BudgetExceededError
-from modelyard.store import BudgetLimits, LedgerRow, SpendTotals, SQLiteStore
+from modelyard.store import MEMORY, BudgetLimits, LedgerRow, SpendTotals, SQLiteStore
 
 pytestmark = pytest.mark.anyio
 D = Decimal
@@ -204,3 +205,16 @@ async def test_cost_free_and_unknown_cost_rows_written_among_paid_ones_are_all_k
     assert rows["free-60"] is None and rows["free-59"] == 0 and rows["paid-0"] == D("0.002")
     spent = D("0.002") * 60
     assert await store.totals(now=NOW) == SpendTotals(spent_today=spent, spent_month=spent, reserved=D(0))
+
+
+async def test_in_memory_a_write_that_arrives_while_the_leader_waits_for_the_connection_is_still_run() -> None:
+    """An in-memory store shares one connection with its reads, so a leader may wait for it; writes
+    queued meanwhile go in its batch instead of waiting for a leader that never comes."""
+    async with SQLiteStore(MEMORY) as store:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(partial(store.totals, now=NOW))  # holds the connection in a worker thread
+                group.start_soon(store.commit, None, _row("leader", "0.001"))
+                group.start_soon(store.commit, None, _row("follower", "0.002"))
+        assert sorted(row.id for row in await store.rows()) == ["follower", "leader"]
+        assert (await store.totals(now=NOW)).spent_today == D("0.003")
