@@ -198,12 +198,17 @@ def process_cpu_s(pid: int) -> float:
 # ---------------------------------------------------------------------------------------- workers
 
 
-def run_worker(module: str, args: Sequence[str], *, timeout_s: float = 600.0) -> dict[str, Any]:
-    """Run `python -m module ARGS` (a contender in a fresh interpreter) and decode its JSON line."""
+def run_worker(module: str, args: Sequence[str], *, timeout_s: float = 600.0, root: Path = ROOT) -> dict[str, Any]:
+    """Run `python -m module ARGS` (a contender in a fresh interpreter) and decode its JSON line.
+
+    `root`: the source tree it imports modelyard and bench from (another checkout, for an A/B).
+    """
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if root != ROOT:  # ahead of the editable install, which points at ROOT
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     done = subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=ROOT,
+        cwd=root,
         capture_output=True,
         text=True,
         timeout=timeout_s,

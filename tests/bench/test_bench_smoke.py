@@ -71,3 +71,14 @@ def test_the_target_table_is_built_from_the_figures_and_other_sections_are_kept(
     assert "met**" in targets
     text = results.read_text()
     assert OTHER in text and text.count("<!-- bench:http -->") == 1
+
+
+def test_the_ab_script_runs_a_revision_against_the_working_tree_in_one_run() -> None:
+    """bench.ab: raw aiohttp and both sides each get a line per round and a median."""
+    command = [sys.executable, "-m", "bench.ab", "HEAD", "--smoke"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    medians = done.stdout.split("medians:")[1]
+    for label in ("aiohttp", "A HEAD", "B working tree"):
+        assert f"{label}: c1 p50" in medians
+    assert done.stdout.count("round 1:") == 3
