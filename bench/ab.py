@@ -34,11 +34,14 @@ def checkout(revision: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="modelyard-ab-") as parent:
         path = Path(parent) / "tree"
         git = ["git", "-C", str(ROOT), "worktree"]
-        subprocess.run([*git, "add", "--detach", "--quiet", str(path), revision], check=True)
+        subprocess.run([*git, "prune"], check=False)  # what a killed run left behind
         try:
+            added = subprocess.run([*git, "add", "--detach", "--quiet", str(path), revision], check=False)
+            if added.returncode != 0:
+                raise SystemExit(f"cannot check out {revision!r} (git said why above)")
             yield path
         finally:
-            subprocess.run([*git, "remove", "--force", str(path)], check=False)
+            subprocess.run([*git, "remove", "--force", str(path)], check=False, stderr=subprocess.DEVNULL)
 
 
 def _run(name: str, root: Path, sandbox: SandboxProcess, sizes: dict[str, tuple[int, int, int]]) -> dict[str, Any]:

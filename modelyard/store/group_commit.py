@@ -139,12 +139,18 @@ class GroupCommit:
             raise
         finally:
             self._leading = False
-        if not ran:
-            self._memo.clear()
-            with anyio.CancelScope(shield=True):
-                await self._in_thread(lambda: _run_each(self._waiting, batch))
-        for each in batch:
-            each.finish()
+        try:
+            if not ran:
+                self._memo.clear()
+                with anyio.CancelScope(shield=True):
+                    await self._in_thread(lambda: _run_each(self._waiting, batch))
+        except BaseException as exc:  # the worker thread could not run: every write of the batch reports it
+            for each in batch:
+                each.error = each.error or exc
+            raise
+        finally:
+            for each in batch:  # followers wait for this, shielded: it must happen on every path
+                each.finish()
         if ran:
             await self._maybe_checkpoint(len(batch))
         return write.outcome()
@@ -207,7 +213,6 @@ class GroupCommit:
             for write in sorted(batch, key=_later):
                 write.value = write.work(conn, memo)
             conn.execute("COMMIT")
-            _committed(memo)
         except Exception:
             memo.clear()
             if conn.in_transaction:
@@ -220,6 +225,7 @@ class GroupCommit:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        _committed(memo)  # outside the try: a raising hook must not make a committed batch run again
         return True
 
     async def _maybe_checkpoint(self, writes: int) -> None:
@@ -230,7 +236,9 @@ class GroupCommit:
             return
         self._since_checkpoint, self._checkpointing = 0, True
         try:
-            await self._in_thread(lambda: self._waiting.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+            # Shielded: the caller's write has committed, and a cancellation here would hide its outcome.
+            with anyio.CancelScope(shield=True):
+                await self._in_thread(lambda: self._waiting.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
         except sqlite3.Error:
             pass  # a busy or failed checkpoint is retried after the next `checkpoint_every` writes
         finally:

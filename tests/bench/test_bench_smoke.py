@@ -75,6 +75,8 @@ def test_the_target_table_is_built_from_the_figures_and_other_sections_are_kept(
 
 def test_the_ab_script_runs_a_revision_against_the_working_tree_in_one_run() -> None:
     """bench.ab: raw aiohttp and both sides each get a line per round and a median."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("bench.ab checks revisions out of the git repository, and this tree is not one")
     command = [sys.executable, "-m", "bench.ab", "HEAD", "--smoke"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

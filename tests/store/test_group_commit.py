@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -17,6 +18,7 @@ import pytest
 
 from modelyard.errors import BudgetExceededError
 from modelyard.store import MEMORY, BudgetLimits, LedgerRow, SpendTotals, SQLiteStore
+from modelyard.store.group_commit import GroupCommit
 
 pytestmark = pytest.mark.anyio
 D = Decimal
@@ -218,3 +220,73 @@ async def test_in_memory_a_write_that_arrives_while_the_leader_waits_for_the_con
                 group.start_soon(store.commit, None, _row("follower", "0.002"))
         assert sorted(row.id for row in await store.rows()) == ["follower", "leader"]
         assert (await store.totals(now=NOW)).spent_today == D("0.003")
+
+
+def _bare_commit(in_thread: Any, *, checkpoint_every: int = 0) -> tuple[sqlite3.Connection, GroupCommit]:
+    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (x TEXT)")
+    writes = GroupCommit(
+        inline=conn, waiting=conn, in_thread=in_thread, lock=None, checkpoint_every=checkpoint_every, busy=lambda: True
+    )
+    return conn, writes
+
+
+def _insert(value: str) -> Any:
+    return lambda conn, memo: conn.execute("INSERT INTO t VALUES (?)", (value,)) and value
+
+
+async def test_when_the_worker_thread_cannot_run_a_batch_every_writer_gets_the_error_and_none_hangs() -> None:
+    """The batch failed inline (a statement raised) and the thread that would redo it fails too."""
+
+    async def broken_thread(call: Any) -> Any:
+        raise RuntimeError("no worker thread")
+
+    def failing(conn: sqlite3.Connection, memo: dict[str, Any]) -> None:
+        raise sqlite3.OperationalError("statement failed")
+
+    _, writes = _bare_commit(broken_thread)
+    errors: list[str] = []
+
+    async def submit(work: Any) -> None:
+        try:
+            await writes.submit(work)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(submit, failing)
+            group.start_soon(submit, _insert("follower"))
+    assert errors == ["no worker thread", "no worker thread"]
+
+
+async def test_a_leader_cancelled_during_the_checkpoint_after_its_commit_still_gets_its_outcome() -> None:
+    """The write committed, so its caller sees the value (a reservation it must release, say); the
+    cancellation arrives at its next checkpoint instead."""
+    began = anyio.Event()
+
+    async def slow_thread(call: Any) -> Any:
+        began.set()
+        await anyio.sleep(0.2)
+        return call()
+
+    conn, writes = _bare_commit(slow_thread, checkpoint_every=1)
+    got: list[str] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+
+            async def leader() -> None:
+                with anyio.CancelScope() as scope:
+                    group.start_soon(lambda: _cancel_when(began, scope))
+                    got.append(await writes.submit(_insert("leader")))
+                    await anyio.lowlevel.checkpoint()
+                    got.append("not cancelled")
+
+            group.start_soon(leader)
+    assert got == ["leader"]
+    assert conn.execute("SELECT x FROM t").fetchall() == [("leader",)]
+
+
+async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
