@@ -5,16 +5,18 @@ Precedence, highest first: keyword arguments, environment variables, the TOML fi
 
 from __future__ import annotations
 
-import tomllib
+import json
+import os
+import types
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import platformdirs
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-__all__ = ["BudgetSettings", "CacheSettings", "Settings", "default_config_path", "load_settings"]
+__all__ = ["BudgetSettings", "CacheSettings", "Settings", "default_config_path", "env_values", "load_settings"]
 
 APP = "modelyard"
 
@@ -50,12 +52,13 @@ class CacheSettings(BaseModel):
     """Entries kept before the least recently used is evicted."""
 
 
-class Settings(BaseSettings):
-    """Everything modelyard can be told. Secrets are `SecretStr` so they never print."""
+class Settings(BaseModel):
+    """Everything modelyard can be told. Secrets are `SecretStr` so they never print.
 
-    model_config = SettingsConfigDict(
-        env_prefix="MODELYARD_", env_nested_delimiter="__", extra="ignore", validate_default=True
-    )
+    Building one reads nothing: `load_settings` gathers the file and the environment.
+    """
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     openrouter_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENROUTER_API_KEY", "openrouter_api_key")
@@ -116,34 +119,128 @@ class Settings(BaseSettings):
         """The OpenRouter key as plain text, for the client only."""
         return self.openrouter_api_key.get_secret_value() if self.openrouter_api_key else None
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
+
+ENV_PREFIX = "MODELYARD_"
+_NESTED = "__"
+_SECRETS = frozenset({"openrouter_api_key", "http_token"})
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the TOML file (if it exists), then the environment, then `overrides`.
 
     Raises:
-        ConfigurationError: the TOML file is not valid TOML.
+        ConfigurationError: the TOML file is missing (when named) or not valid TOML, or a value is
+            invalid; the message names the variable or file it came from.
     """
+    path = config or default_config_path()
+    origins: dict[tuple[str, ...], str] = {}
+    file_values = _file_values(path, required=config is not None)
+    origins.update({(key,): str(path) for key in file_values})
+    from_env = env_values(os.environ, origins)
+    origins.update({(key,): "an argument" for key in overrides})
+    try:
+        return Settings.model_validate({**file_values, **from_env, **overrides})
+    except ValidationError as exc:
+        from modelyard.errors import ConfigurationError
+
+        raise ConfigurationError(_describe(exc, origins)) from None
+
+
+def env_values(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] | None = None) -> dict[str, Any]:
+    """The settings `environ` sets, as raw values by field name, for `Settings.model_validate`.
+
+    Names are case-insensitive: `MODELYARD_<FIELD>`, or a field's own alias (`OPENROUTER_API_KEY`);
+    `MODELYARD_<GROUP>__<FIELD>` sets one field of a group; lists, maps and groups given whole are
+    JSON. `origins`, when given, learns which variable set each value.
+
+    Raises:
+        ConfigurationError: a list, map or group is not valid JSON.
+    """
+    by_name = {name.lower(): (name, value) for name, value in environ.items()}
+    values: dict[str, Any] = {}
+    for field, info in Settings.model_fields.items():
+        for alias in _env_names(field, info.validation_alias):
+            if alias in by_name:
+                name, raw = by_name[alias]
+                values[field] = _decode(name, raw) if _wants_json(info.annotation) else raw
+                if origins is not None:
+                    origins[(field,)] = name
+                break
+    prefix = ENV_PREFIX.lower()
+    for lowered, (name, raw) in by_name.items():
+        if not lowered.startswith(prefix) or _NESTED not in lowered:
+            continue
+        path = lowered[len(prefix) :].split(_NESTED)
+        info = Settings.model_fields.get(path[0])
+        if info is None or not _wants_json(info.annotation) or not all(path):
+            continue
+        group = values.setdefault(path[0], {})
+        if not isinstance(group, dict):
+            continue
+        for key in path[1:-1]:
+            group = group.setdefault(key, {})
+        group[path[-1]] = raw
+        if origins is not None:
+            origins[tuple(path)] = name
+    return values
+
+
+def _env_names(field: str, alias: object) -> list[str]:
+    if isinstance(alias, AliasChoices):
+        return [choice.lower() for choice in alias.choices if isinstance(choice, str)]
+    return [(ENV_PREFIX + field).lower()]
+
+
+def _wants_json(annotation: Any) -> bool:
+    """Lists, maps and groups come from the environment as JSON, as pydantic-settings reads them."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_wants_json(arg) for arg in get_args(annotation) if arg is not type(None))
+    if origin in (list, dict):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _decode(name: str, raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        from modelyard.errors import ConfigurationError
+
+        example = '\'["a", "b"]\' or \'{"key": 1}\''
+        raise ConfigurationError(f"{name} must be JSON, e.g. {example}: {exc}") from None
+
+
+def _file_values(path: Path, *, required: bool) -> dict[str, Any]:
     from modelyard.errors import ConfigurationError
 
-    path = config or default_config_path()
-    file_values: dict[str, Any] = {}
-    if path.exists():
-        try:
-            file_values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
-    elif config is not None:
-        raise ConfigurationError(f"Config file {path} does not exist.")
-    env_values = Settings().model_dump(exclude_unset=True)
-    return Settings.model_validate({**file_values, **env_values, **overrides})
+    if not path.exists():
+        if required:
+            raise ConfigurationError(f"Config file {path} does not exist.")
+        return {}
+    import tomllib  # only when there is a file: most servers get their settings from the environment
+
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> str:
+    """One line per invalid value: the setting, where it came from, what is wrong, and the value (not a secret's)."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(part).lower() for part in error["loc"])
+        if loc:
+            loc = (_field_of(loc[0]), *loc[1:])
+        source = next((origins[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origins), "the defaults")
+        shown = "" if loc and loc[0] in _SECRETS else f" (got {error['input']!r})"
+        lines.append(f"setting {'.'.join(loc)} from {source}: {error['msg']}{shown}")
+    return "Invalid settings: " + "; ".join(lines)
+
+
+def _field_of(key: str) -> str:
+    for field, info in Settings.model_fields.items():
+        if key == field or key in _env_names(field, info.validation_alias):
+            return field
+    return key
