@@ -16,6 +16,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 import platformdirs
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from modelyard.errors import ConfigurationError
+
 __all__ = ["BudgetSettings", "CacheSettings", "Settings", "default_config_path", "env_values", "load_settings"]
 
 APP = "modelyard"
@@ -133,16 +135,15 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             invalid; the message names the variable or file it came from.
     """
     path = config or default_config_path()
-    origins: dict[tuple[str, ...], str] = {}
-    file_values = _file_values(path, required=config is not None)
-    origins.update({(key,): str(path) for key in file_values})
-    from_env = env_values(os.environ, origins)
-    origins.update({(key,): "an argument" for key in overrides})
+    file_values = _by_field(_file_values(path, required=config is not None))
+    env_origins: dict[tuple[str, ...], str] = {}
+    from_env = env_values(os.environ, env_origins)
+    overrides = _by_field(overrides)
+    file_origins: dict[tuple[str, ...], str] = {(key,): str(path) for key in file_values}
+    origins = _layered(file_origins, env_origins, {(key,): "an argument" for key in overrides})
     try:
         return Settings.model_validate({**file_values, **from_env, **overrides})
     except ValidationError as exc:
-        from modelyard.errors import ConfigurationError
-
         raise ConfigurationError(_describe(exc, origins)) from None
 
 
@@ -171,18 +172,34 @@ def env_values(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] |
         if not lowered.startswith(prefix) or _NESTED not in lowered:
             continue
         path = lowered[len(prefix) :].split(_NESTED)
-        info = Settings.model_fields.get(path[0])
-        if info is None or not _wants_json(info.annotation) or not all(path):
+        group_info = Settings.model_fields.get(path[0])
+        if group_info is None or not _wants_json(group_info.annotation) or not all(path):
             continue
         group = values.setdefault(path[0], {})
         if not isinstance(group, dict):
             continue
         for key in path[1:-1]:
-            group = group.setdefault(key, {})
+            if not isinstance(group.get(key), dict):
+                group[key] = {}
+            group = group[key]
         group[path[-1]] = raw
         if origins is not None:
             origins[tuple(path)] = name
     return values
+
+
+def _by_field(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` keyed by field name: a file or an argument may use any case, and the key's OpenRouter name."""
+    return {_field_of(key.lower()): value for key, value in values.items()}
+
+
+def _layered(*layers: dict[tuple[str, ...], str]) -> dict[tuple[str, ...], str]:
+    """Where each value came from: a layer that sets a top-level setting replaces all it had below it."""
+    origins: dict[tuple[str, ...], str] = {}
+    for layer in layers:
+        replaced = {key[0] for key in layer}
+        origins = {key: origin for key, origin in origins.items() if key[0] not in replaced} | layer
+    return origins
 
 
 def _env_names(field: str, alias: object) -> list[str]:
@@ -204,16 +221,12 @@ def _wants_json(annotation: Any) -> bool:
 def _decode(name: str, raw: str) -> Any:
     try:
         return json.loads(raw)
-    except ValueError as exc:
-        from modelyard.errors import ConfigurationError
-
+    except (ValueError, RecursionError) as exc:
         example = '\'["a", "b"]\' or \'{"key": 1}\''
         raise ConfigurationError(f"{name} must be JSON, e.g. {example}: {exc}") from None
 
 
 def _file_values(path: Path, *, required: bool) -> dict[str, Any]:
-    from modelyard.errors import ConfigurationError
-
     if not path.exists():
         if required:
             raise ConfigurationError(f"Config file {path} does not exist.")
@@ -221,8 +234,11 @@ def _file_values(path: Path, *, required: bool) -> dict[str, Any]:
     import tomllib  # only when there is a file: most servers get their settings from the environment
 
     try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise ConfigurationError(f"Config file {path} cannot be read: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not TOML, or nested too deep
         raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
 
 
@@ -230,13 +246,19 @@ def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> s
     """One line per invalid value: the setting, where it came from, what is wrong, and the value (not a secret's)."""
     lines = []
     for error in exc.errors():
-        loc = tuple(str(part).lower() for part in error["loc"])
+        loc = tuple(str(part) for part in error["loc"])
         if loc:
-            loc = (_field_of(loc[0]), *loc[1:])
-        source = next((origins[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origins), "the defaults")
-        shown = "" if loc and loc[0] in _SECRETS else f" (got {error['input']!r})"
+            loc = (_field_of(loc[0].lower()), *loc[1:])
+        source = next((origins[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origins), None)
+        if source is None:  # the variable set a value below the one found wrong
+            source = next((o for key, o in origins.items() if key[: len(loc)] == loc), "the defaults")
+        shown = "" if loc and loc[0] in _SECRETS else f" (got {_clipped(repr(error['input']))})"
         lines.append(f"setting {'.'.join(loc)} from {source}: {error['msg']}{shown}")
     return "Invalid settings: " + "; ".join(lines)
+
+
+def _clipped(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _field_of(key: str) -> str:

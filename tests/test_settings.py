@@ -137,3 +137,71 @@ def test_a_named_config_file_must_exist_and_be_toml(tmp_path: Path) -> None:
         load_settings(tmp_path / "missing.toml")
     with pytest.raises(ConfigurationError, match="is not valid TOML"):
         load_settings(_config(tmp_path, "max_retries = = 2\n"))
+
+
+def test_a_files_keys_may_use_any_case_and_the_openrouter_names_and_the_environment_still_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = _config(
+        tmp_path, 'OPENROUTER_API_KEY = "sk-file"\nMAX_RETRIES = 7\nOPENROUTER_BASE_URL = "http://file/api/v1"\n'
+    )
+    settings = load_settings(path)
+    assert (settings.api_key, settings.max_retries) == ("sk-file", 7)
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-env")
+    monkeypatch.setenv("OPENROUTER_BASE_URL", "http://env/api/v1")
+    settings = load_settings(path)
+    assert (settings.api_key, settings.openrouter_base_url) == ("sk-env", "http://env/api/v1")
+
+
+def test_an_invalid_value_under_a_files_openrouter_name_names_the_file(tmp_path: Path) -> None:
+    path = _config(tmp_path, "OPENROUTER_BASE_URL = 5\n")
+    with pytest.raises(
+        ConfigurationError, match=rf"setting openrouter_base_url from {path}: Input should be a valid string"
+    ):
+        load_settings(path)
+
+
+def test_a_variable_nested_under_another_ones_value_is_an_error_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "1")
+    monkeypatch.setenv("MODELYARD_BUDGET__DAILY__X", "2")
+    with pytest.raises(ConfigurationError, match=r"budget\.daily from MODELYARD_BUDGET__DAILY"):
+        load_settings()
+    assert env_values({"MODELYARD_BUDGET": '{"daily": 5}', "MODELYARD_BUDGET__DAILY__X": "2"}) == {
+        "budget": {"daily": {"x": "2"}}
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"max_retries = \xff\n", "is not valid TOML"),
+        (b"max_retries = " + b"9" * 5000 + b"\n", "is not valid TOML"),
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "is not valid TOML"),
+    ],
+    ids=["not-utf-8", "huge-number", "deep-nesting"],
+)
+def test_no_file_makes_loading_fail_with_anything_but_a_configuration_error(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigurationError, match=expected):
+        load_settings(path)
+
+
+def test_an_unreadable_config_path_and_deeply_nested_json_are_configuration_errors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        load_settings(tmp_path)  # a directory
+    monkeypatch.setenv("MODELYARD_FALLBACK_MODELS", "[" * 100_000)
+    with pytest.raises(ConfigurationError, match="MODELYARD_FALLBACK_MODELS must be JSON"):
+        load_settings()
+
+
+def test_a_group_given_as_an_argument_is_blamed_on_the_argument_not_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "1")
+    with pytest.raises(ConfigurationError, match=r"setting budget\.daily from an argument"):
+        load_settings(budget={"daily": "lots"})
