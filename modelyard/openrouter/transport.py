@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -44,10 +45,19 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
     Args:
         limits: `max_connections` (None: unlimited) and `keepalive_expiry` of the pool.
+        tls_context: makes the TLS context for `https://` requests, once, at the first of them
+            (default: httpx2's, with certifi's CA bundle); plain-HTTP upstreams never need one.
     """
 
-    def __init__(self, *, limits: httpx2.Limits | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        limits: httpx2.Limits | None = None,
+        tls_context: Callable[[], ssl.SSLContext] = httpx2.create_ssl_context,
+    ) -> None:
         self._limits = limits or httpx2.Limits(max_connections=256, max_keepalive_connections=256)
+        self._make_tls_context = tls_context
+        self._tls: ssl.SSLContext | None = None
         self._session: aiohttp.ClientSession | None = None
         self._fallback: httpx2.AsyncHTTPTransport | None = None
         self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
@@ -86,7 +96,13 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         session = self._session if self._session is not None else self._open()
         with _mapped(request, method, url):
             return await session.request(
-                method, url, headers=headers, data=body or None, allow_redirects=False, timeout=self._timeout(timeouts)
+                method,
+                url,
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=self._timeout(timeouts),
+                ssl=self._tls_for(url),
             )
 
     async def read(self, response: aiohttp.ClientResponse, request: httpx2.Request | None = None) -> bytes:
@@ -127,9 +143,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         import aiohttp
 
         connector = aiohttp.TCPConnector(
-            limit=self._limits.max_connections or 0,
-            keepalive_timeout=self._limits.keepalive_expiry or 5.0,
-            ssl=httpx2.create_ssl_context(),
+            limit=self._limits.max_connections or 0, keepalive_timeout=self._limits.keepalive_expiry or 5.0
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -139,6 +153,14 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             # aiohttp adds none of its own; skipping them costs a header copy per request.
         )
         return self._session
+
+    def _tls_for(self, url: str) -> ssl.SSLContext | bool:
+        """`ssl=` for `url`'s request: loading a CA bundle costs tens of ms, paid at the first https one."""
+        if not url.startswith("https:"):
+            return True  # aiohttp's default, which a plain-HTTP request never uses
+        if self._tls is None:
+            self._tls = self._make_tls_context()
+        return self._tls
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
         """httpx2's timeouts as aiohttp's (the same few settings recur, so each is built once)."""
