@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -176,7 +176,7 @@ class OpenRouterClient:
         result = self._parse(response, ChatResponse, model=request.model)
         return self._checked(result, request.model)
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatChunk]:
         """`POST /chat/completions` with `stream: true`: yields each chunk as it arrives.
 
         The last chunk carries `usage`. Closing the iterator early closes the connection, which

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from modelyard.openrouter.schemas import (
 )
 from modelyard.routing.request import RouteRequest
 
-__all__ = ["Restart", "StreamEvent", "TextDelta", "call_model", "check_json", "wire_request"]
+__all__ = ["Restart", "StreamEvent", "TextDelta", "check_json", "stream_model", "wire_request"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +61,19 @@ def wire_request(request: RouteRequest, model: str, max_tokens: int) -> ChatRequ
     )
 
 
-async def call_model(client: OpenRouterClient, body: ChatRequest, sink: EventSink | None) -> ChatResponse:
-    """Send one attempt; with a sink, stream it and forward text as it arrives."""
-    if sink is None:
-        return await client.chat(body)
+async def stream_model(client: OpenRouterClient, body: ChatRequest) -> AsyncGenerator[TextDelta | ChatResponse]:
+    """Stream one attempt: its text as it arrives, then the whole answer, assembled."""
     assembler = _Assembler()
-    async for chunk in client.stream_chat(body):
-        assembler.add(chunk.model, chunk.provider, chunk.id, chunk.usage)
-        for choice in chunk.choices:
-            assembler.add_choice(
-                choice.delta.content, choice.delta.reasoning, choice.delta.tool_calls, choice.finish_reason
-            )
-        if text := chunk.text:
-            await sink(TextDelta(body.model or "", text))
-    return assembler.response()
+    async with aclosing(client.stream_chat(body)) as chunks:
+        async for chunk in chunks:
+            assembler.add(chunk.model, chunk.provider, chunk.id, chunk.usage)
+            for choice in chunk.choices:
+                assembler.add_choice(
+                    choice.delta.content, choice.delta.reasoning, choice.delta.tool_calls, choice.finish_reason
+                )
+            if text := chunk.text:
+                yield TextDelta(body.model or "", text)
+    yield assembler.response()
 
 
 class _Assembler:

@@ -9,7 +9,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -27,7 +28,7 @@ from modelyard.errors import (
 )
 from modelyard.openrouter.client import OpenRouterClient
 from modelyard.openrouter.schemas import ChatResponse, EndpointsInfo
-from modelyard.routing.attempt import EventSink, Restart, StreamEvent, TextDelta, call_model, check_json
+from modelyard.routing.attempt import EventSink, Restart, StreamEvent, TextDelta, check_json, stream_model
 from modelyard.routing.attempt import wire_request as _wire_request
 from modelyard.routing.budget import BudgetManager
 from modelyard.routing.cache import ResponseCache, cache_allowed, canonical_key
@@ -129,7 +130,7 @@ class Router:
 
         async def answer() -> RouteResult:
             plan, catalog = await self._plan(request, record_refusal=True)
-            return await self._run(request, plan, catalog, sink, started)
+            return await _drive(self._run(request, plan, catalog, sink is not None, started), sink)
 
         mode = request.cache or self.settings.cache.mode
         if not cache_allowed(mode, temperature=request.temperature, seed=request.seed):
@@ -141,14 +142,28 @@ class Router:
             return result
         return await self._cache_hit(request, result, sink, started)
 
-    async def stream(self, request: RouteRequest) -> AsyncIterator[StreamEvent | RouteResult]:
+    async def stream(self, request: RouteRequest) -> AsyncGenerator[StreamEvent | RouteResult]:
         """Yield `TextDelta`/`Restart` events as the answer streams, then the final `RouteResult`.
 
-        Consume it to the end (or use `execute(request, on_event=...)`): the generator owns a task group,
-        so abandoning it half-way leaves cleanup to the garbage collector.
+        Runs in the caller's task, so a caller that stops early (`aclose()`, or leaving an `aclosing`
+        block) ends the attempt and frees its budget hold there and then. A request the cache may answer
+        runs in a task of its own instead (the cache's single flight needs one): consume that to the end.
         """
+        streamed = request if request.stream else request.model_copy(update={"stream": True})
+        mode = request.cache or self.settings.cache.mode
+        if cache_allowed(mode, temperature=request.temperature, seed=request.seed):
+            async for item in self._stream_in_task(streamed):
+                yield item
+            return
+        started = self.clock.monotonic()
+        plan, catalog = await self._plan(streamed, record_refusal=True)
+        # No cancel scope is open across these yields (`_run` keeps its deadlines around each await).
+        async with aclosing(self._run(streamed, plan, catalog, True, started)) as items:
+            async for item in items:
+                yield item
+
+    async def _stream_in_task(self, request: RouteRequest) -> AsyncGenerator[StreamEvent | RouteResult]:
         send, receive = anyio.create_memory_object_stream[StreamEvent | RouteResult](256)
-        streamed = request.model_copy(update={"stream": True})
 
         async def forward(event: StreamEvent) -> None:
             # send_nowait skips send()'s checkpoint: the consumer wakes one loop pass sooner per event.
@@ -159,7 +174,7 @@ class Router:
 
         async def produce() -> None:
             async with send:
-                result = await self.execute(streamed, on_event=forward)
+                result = await self.execute(request, on_event=forward)
                 await send.send(result)
 
         async with anyio.create_task_group() as group, receive:
@@ -239,8 +254,9 @@ class Router:
     # ------------------------------------------------------------------ running
 
     async def _run(
-        self, request: RouteRequest, plan: Plan, catalog: Catalog, sink: EventSink | None, started: float
-    ) -> RouteResult:
+        self, request: RouteRequest, plan: Plan, catalog: Catalog, streamed: bool, started: float
+    ) -> AsyncGenerator[StreamEvent | RouteResult]:
+        """The attempts, candidate after candidate: their stream events, then the result (last)."""
         attempts: list[AttemptRecord] = []
         failures: list[tuple[str, BaseException]] = []
         refusals: list[tuple[str, BudgetExceededError]] = []
@@ -258,12 +274,17 @@ class Router:
                 refusals.append((candidate.id, refusal))
                 attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error=str(refusal)))
                 continue
-            outcome = await self._try_candidate(
-                request, plan, catalog, candidate, reservation, sink, attempts, budget_left, started
+            outcome = _Outcome()
+            tries = self._try_candidate(
+                request, plan, catalog, candidate, reservation, streamed, attempts, budget_left, started, outcome
             )
+            async with aclosing(tries) as events:
+                async for event in events:
+                    yield event
             budget_left -= outcome.used
             if outcome.result is not None:
-                return outcome.result
+                yield outcome.result
+                return
             failures.extend(outcome.failures)
             if outcome.final is not None:
                 await self._record(failure_row(request, plan, attempts, outcome.final, self.clock.now()))
@@ -281,20 +302,33 @@ class Router:
         catalog: Catalog,
         candidate: Candidate,
         reservation: Reservation,
-        sink: EventSink | None,
+        streamed: bool,
         attempts: list[AttemptRecord],
         budget_left: int,
         started: float,
-    ) -> _Outcome:
-        """Attempts on one candidate, with same-model retries, holding its reservation throughout."""
-        outcome = _Outcome()
+        outcome: _Outcome,
+    ) -> AsyncGenerator[StreamEvent]:
+        """Attempts on one candidate, with same-model retries, holding its reservation throughout.
+
+        Yields the attempts' stream events; what came of them is left in `outcome`.
+        """
         retries = 0
         while outcome.used < budget_left:
             outcome.used += 1
             began = self.clock.monotonic()
             billed: Decimal | None = None
             try:
-                response = await self._call(request, candidate, sink, began, started)
+                if streamed:
+                    response = None
+                    async with aclosing(self._streamed_call(request, candidate, started)) as items:
+                        async for item in items:
+                            if isinstance(item, TextDelta):
+                                yield item
+                            else:
+                                response = item
+                    assert response is not None  # stream_model always ends with the answer
+                else:
+                    response = await self._call(request, candidate, started)
                 message = response.choices[0].message
                 try:
                     check_json(message.content, None if message.tool_calls else request.response_format, candidate.id)
@@ -311,10 +345,10 @@ class Router:
                 if is_final(exc):
                     await self.budgets.release(reservation)
                     outcome.final = exc
-                    return outcome
-                if sink is not None:
+                    return
+                if streamed:
                     # Whatever streamed so far is void: the next attempt (same model or not) starts over.
-                    await sink(Restart(candidate.id, str(exc)))
+                    yield Restart(candidate.id, str(exc))
                 delay = self.retry.delay_s(exc, retries)
                 retry = self.retry.should_retry(exc, retries) and outcome.used < budget_left
                 if retry and self._time_left(request, started) > delay:
@@ -323,7 +357,7 @@ class Router:
                     continue
                 await self.budgets.release(reservation)
                 outcome.failures.append((candidate.id, exc))
-                return outcome
+                return
             except BaseException:
                 # Cancelled (the caller went away): free the hold even though this scope is cancelled.
                 with anyio.CancelScope(shield=True):
@@ -332,9 +366,8 @@ class Router:
             outcome.result = await self._succeed(
                 request, plan, catalog, candidate, reservation, response, attempts, began, started
             )
-            return outcome
+            return
         await self.budgets.release(reservation)
-        return outcome
 
     def _time_left(self, request: RouteRequest, started: float) -> float:
         """Seconds left of the request's `timeout_s` (unbounded when it gives none)."""
@@ -342,17 +375,33 @@ class Router:
             return float("inf")
         return request.timeout_s - (self.clock.monotonic() - started)
 
-    async def _call(
-        self, request: RouteRequest, candidate: Candidate, sink: EventSink | None, began: float, started: float
-    ) -> ChatResponse:
-        remaining = self._time_left(request, started)
-        timeout = request.timeout_s
+    async def _call(self, request: RouteRequest, candidate: Candidate, started: float) -> ChatResponse:
         body = _wire_request(request, candidate.id, candidate.max_tokens)
-        if timeout is None:  # no deadline: no cancel scope to enter and leave on every attempt
-            return await call_model(self.client, body, sink)
-        with anyio.move_on_after(max(0.0, remaining)):
-            return await call_model(self.client, body, sink)
-        raise UpstreamTimeoutError(f"No complete answer within timeout_s={timeout:g}", model=candidate.id)
+        if request.timeout_s is None:  # no deadline: no cancel scope to enter and leave on every attempt
+            return await self.client.chat(body)
+        with anyio.move_on_after(max(0.0, self._time_left(request, started))):
+            return await self.client.chat(body)
+        raise _timed_out(request, candidate)
+
+    async def _streamed_call(
+        self, request: RouteRequest, candidate: Candidate, started: float
+    ) -> AsyncGenerator[TextDelta | ChatResponse]:
+        """The streamed attempt; the deadline bounds each wait for the upstream, never a `yield`."""
+        items = stream_model(self.client, _wire_request(request, candidate.id, candidate.max_tokens))
+        async with aclosing(items):
+            if request.timeout_s is None:
+                async for item in items:
+                    yield item
+                return
+            while True:
+                try:
+                    with anyio.move_on_after(max(0.0, self._time_left(request, started))) as deadline:
+                        item = await anext(items)
+                except StopAsyncIteration:
+                    return
+                if deadline.cancelled_caught:
+                    raise _timed_out(request, candidate)
+                yield item
 
     async def _succeed(
         self,
@@ -468,6 +517,21 @@ class _Outcome:
 
 async def _discard(event: StreamEvent) -> None:
     return None
+
+
+async def _drive(items: AsyncGenerator[StreamEvent | RouteResult], sink: EventSink | None) -> RouteResult:
+    """Run `Router._run` to its result, handing its stream events to `sink`."""
+    async with aclosing(items):
+        async for item in items:
+            if isinstance(item, RouteResult):
+                return item
+            if sink is not None:
+                await sink(item)
+    raise AssertionError("Router._run ends with a result or an error")  # pragma: no cover
+
+
+def _timed_out(request: RouteRequest, candidate: Candidate) -> UpstreamTimeoutError:
+    return UpstreamTimeoutError(f"No complete answer within timeout_s={request.timeout_s:g}", model=candidate.id)
 
 
 def _tightest(a: Decimal | None, b: Decimal | None) -> Decimal | None:

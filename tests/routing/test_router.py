@@ -190,6 +190,49 @@ async def test_a_stream_that_fails_after_its_first_token_restarts_on_the_fallbac
     assert "".join(i.text for i in after_restart if isinstance(i, TextDelta)) == result.content
 
 
+async def test_leaving_a_stream_early_closes_the_upstream_stream_and_frees_its_hold_by_the_time_aclose_returns(
+    rig: Rig,
+) -> None:
+    """The stream runs in the caller's task: closing it ends the attempt there and then, billing nothing."""
+    rig.sandbox.state.config.stream_chunk_delay_ms = 200  # the whole answer would take seconds
+    stream = rig.router.stream(rig.ask("Tell me a long story", model=BACKUP))
+    with anyio.fail_after(10):
+        assert isinstance(await anext(stream), TextDelta)
+        assert (await rig.router.budgets.totals()).reserved > 0
+        await stream.aclose()
+        assert (await rig.router.budgets.totals()).reserved == 0
+        for _ in range(250):
+            if rig.sandbox.state.ledger[-1].client_disconnected:
+                break
+            await anyio.sleep(0.02)
+    assert rig.sandbox.state.ledger[-1].client_disconnected, "the sandbox never saw the stream closed"
+    assert rig.billed() == 0 and rig.sandbox.state.ledger[-1].finish_reason is None
+
+
+async def test_a_stream_that_stalls_mid_answer_ends_at_timeout_s_after_its_text_and_a_restart(
+    rig_factory: RigFactory,
+) -> None:
+    """`timeout_s` bounds each wait for the upstream: a stalled stream ends in a timeout, not a hang."""
+    rig: Rig = await rig_factory(max_retries=0)
+    rig.sandbox.state.config.stream_chunk_delay_ms = 3000
+    items: list[object] = []
+    with anyio.fail_after(10), pytest.raises(errors.AllCandidatesFailedError, match=r"timeout_s=0\.5"):
+        async for item in rig.router.stream(rig.ask("Tell me a story", model=CHEAP, models=[BACKUP], timeout_s=0.5)):
+            items.append(item)
+    assert isinstance(items[0], TextDelta) and isinstance(items[-1], Restart) and items[-1].failed_model == CHEAP
+
+
+async def test_a_cacheable_stream_is_answered_from_the_cache_the_second_time(rig: Rig) -> None:
+    """With temperature 0 the second stream is one delta with the whole cached answer, at no cost."""
+    ask = rig.ask("Tell me a story", model=BACKUP, temperature=0)
+    first = [item async for item in rig.router.stream(ask)]
+    second = [item async for item in rig.router.stream(ask)]
+    assert isinstance(first[-1], RouteResult) and isinstance(second[-1], RouteResult)
+    assert not first[-1].cached and second[-1].cached and second[-1].cost == 0
+    assert [i.text for i in second if isinstance(i, TextDelta)] == [first[-1].content]
+    assert rig.received() == 1
+
+
 async def test_tool_calls_come_back_with_arguments_and_a_tool_capable_model(rig: Rig) -> None:
     """Giving tools implies tool support; the answer carries a tool call with JSON arguments."""
     tools = [
