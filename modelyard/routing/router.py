@@ -18,32 +18,27 @@ from typing import Any
 import anyio
 
 from modelyard.errors import (
-    AllCandidatesFailedError,
-    BudgetExceededError,
     ModelyardError,
     NoCandidatesError,
-    SchemaValidationError,
-    UpstreamError,
-    UpstreamTimeoutError,
 )
 from modelyard.openrouter.client import OpenRouterClient
-from modelyard.openrouter.schemas import ChatResponse, EndpointsInfo
-from modelyard.routing.attempt import EventSink, Restart, StreamEvent, TextDelta, check_json, stream_model
-from modelyard.routing.attempt import wire_request as _wire_request
+from modelyard.openrouter.schemas import EndpointsInfo
+from modelyard.routing.attempt import EventSink, StreamEvent, TextDelta
 from modelyard.routing.budget import BudgetManager
 from modelyard.routing.cache import ResponseCache, cache_allowed, canonical_key
 from modelyard.routing.catalog import Catalog, CatalogService
 from modelyard.routing.circuit import CircuitBreakers
-from modelyard.routing.ledger import attempt_record, failure_row, success_row, view_of_plan
+from modelyard.routing.fallback import FallbackLoop, tightest
+from modelyard.routing.ledger import failure_row, view_of_plan
 from modelyard.routing.metrics import Metrics, Window, budget_status, compute_metrics, window_start
 from modelyard.routing.request import RouteRequest
-from modelyard.routing.result import AttemptRecord, PlanView, RouteResult
-from modelyard.routing.retry import RetryPolicy, is_final
-from modelyard.routing.selection import BREAKER_OPEN, Candidate, Plan, SelectionDefaults, select
+from modelyard.routing.result import PlanView, RouteResult
+from modelyard.routing.retry import RetryPolicy
+from modelyard.routing.selection import BREAKER_OPEN, Plan, SelectionDefaults, select
 from modelyard.routing.shared import SharedBreakers, SharedResponseCache, shared_store
 from modelyard.routing.speed import SpeedBook
 from modelyard.settings import Settings
-from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, Store
+from modelyard.store.base import BudgetLimits, LedgerRow, Store
 
 __all__ = ["Router", "RouterClock"]
 
@@ -108,6 +103,17 @@ class Router:
             capabilities=tuple(settings.capabilities),  # type: ignore[arg-type]
             fallback_models=tuple(settings.fallback_models),
         )
+        self.fallback = FallbackLoop(
+            client,
+            self.budgets,
+            self.breakers,
+            self.retry,
+            self.speed,
+            max_attempts=settings.max_attempts,
+            monotonic=self.clock.monotonic,
+            now=self.clock.now,
+            sleep=self.clock.sleep,
+        )
 
     # ------------------------------------------------------------------ public API
 
@@ -130,7 +136,7 @@ class Router:
 
         async def answer() -> RouteResult:
             plan, catalog = await self._plan(request, record_refusal=True)
-            return await _drive(self._run(request, plan, catalog, sink is not None, started), sink)
+            return await _drive(self.fallback.run(request, plan, catalog, sink is not None, started), sink)
 
         mode = request.cache or self.settings.cache.mode
         if not cache_allowed(mode, temperature=request.temperature, seed=request.seed):
@@ -158,7 +164,7 @@ class Router:
         started = self.clock.monotonic()
         plan, catalog = await self._plan(streamed, record_refusal=True)
         # No cancel scope is open across these yields (`_run` keeps its deadlines around each await).
-        async with aclosing(self._run(streamed, plan, catalog, True, started)) as items:
+        async with aclosing(self.fallback.run(streamed, plan, catalog, True, started)) as items:
             async for item in items:
                 yield item
 
@@ -197,7 +203,7 @@ class Router:
     async def _plan(self, request: RouteRequest, *, record_refusal: bool = False) -> tuple[Plan, Catalog]:
         catalog = await self.catalogs.current()
         limits = await self.budgets.limits()
-        cap = _tightest(request.max_cost, limits.per_request)
+        cap = tightest(request.max_cost, limits.per_request)
         plan = self._select(catalog, request, cap)
         if (request.speed or self.settings.speed) == "fast" and await self._probe_speeds(plan):
             plan = self._select(catalog, request, cap)
@@ -253,191 +259,6 @@ class Router:
 
     # ------------------------------------------------------------------ running
 
-    async def _run(
-        self, request: RouteRequest, plan: Plan, catalog: Catalog, streamed: bool, started: float
-    ) -> AsyncGenerator[StreamEvent | RouteResult]:
-        """The attempts, candidate after candidate: their stream events, then the result (last)."""
-        attempts: list[AttemptRecord] = []
-        failures: list[tuple[str, BaseException]] = []
-        refusals: list[tuple[str, BudgetExceededError]] = []
-        budget_left = self.settings.max_attempts
-        cap = _tightest(request.max_cost, (await self.budgets.limits()).per_request)
-        for candidate in plan.candidates:
-            if budget_left <= 0 or self._time_left(request, started) <= 0:
-                break
-            if not self.breakers.allow(candidate.id):
-                attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
-                continue
-            try:
-                reservation = await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=cap)
-            except BudgetExceededError as refusal:
-                refusals.append((candidate.id, refusal))
-                attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error=str(refusal)))
-                continue
-            outcome = _Outcome()
-            tries = self._try_candidate(
-                request, plan, catalog, candidate, reservation, streamed, attempts, budget_left, started, outcome
-            )
-            async with aclosing(tries) as events:
-                async for event in events:
-                    yield event
-            budget_left -= outcome.used
-            if outcome.result is not None:
-                yield outcome.result
-                return
-            failures.extend(outcome.failures)
-            if outcome.final is not None:
-                await self._record(failure_row(request, plan, attempts, outcome.final, self.clock.now()))
-                raise outcome.final
-        error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"))
-        refused = not failures and bool(refusals)
-        row = failure_row(request, plan, attempts, error, self.clock.now(), status="refused" if refused else "error")
-        await self._record(row)
-        raise error
-
-    async def _try_candidate(
-        self,
-        request: RouteRequest,
-        plan: Plan,
-        catalog: Catalog,
-        candidate: Candidate,
-        reservation: Reservation,
-        streamed: bool,
-        attempts: list[AttemptRecord],
-        budget_left: int,
-        started: float,
-        outcome: _Outcome,
-    ) -> AsyncGenerator[StreamEvent]:
-        """Attempts on one candidate, with same-model retries, holding its reservation throughout.
-
-        Yields the attempts' stream events; what came of them is left in `outcome`.
-        """
-        retries = 0
-        while outcome.used < budget_left:
-            outcome.used += 1
-            began = self.clock.monotonic()
-            billed: Decimal | None = None
-            try:
-                if streamed:
-                    response = None
-                    async with aclosing(self._streamed_call(request, candidate, started)) as items:
-                        async for item in items:
-                            if isinstance(item, TextDelta):
-                                yield item
-                            else:
-                                response = item
-                    assert response is not None  # stream_model always ends with the answer
-                else:
-                    response = await self._call(request, candidate, started)
-                message = response.choices[0].message
-                try:
-                    check_json(message.content, None if message.tool_calls else request.response_format, candidate.id)
-                except SchemaValidationError as rejected:
-                    # The upstream billed this answer all the same: the ledger and the budget count it now.
-                    billed = await self._settle_rejected(
-                        request, plan, catalog, candidate, reservation, response, rejected
-                    )
-                    raise
-            except (UpstreamError, SchemaValidationError) as exc:
-                attempts.append(attempt_record(candidate.id, exc, (self.clock.monotonic() - began) * 1000))
-                attempts[-1].cost = billed
-                self._count_failure(candidate.id, exc)
-                if is_final(exc):
-                    await self.budgets.release(reservation)
-                    outcome.final = exc
-                    return
-                if streamed:
-                    # Whatever streamed so far is void: the next attempt (same model or not) starts over.
-                    yield Restart(candidate.id, str(exc))
-                delay = self.retry.delay_s(exc, retries)
-                retry = self.retry.should_retry(exc, retries) and outcome.used < budget_left
-                if retry and self._time_left(request, started) > delay:
-                    await self.clock.sleep(delay)
-                    retries += 1
-                    continue
-                await self.budgets.release(reservation)
-                outcome.failures.append((candidate.id, exc))
-                return
-            except BaseException:
-                # Cancelled (the caller went away): free the hold even though this scope is cancelled.
-                with anyio.CancelScope(shield=True):
-                    await self.budgets.release(reservation)
-                raise
-            outcome.result = await self._succeed(
-                request, plan, catalog, candidate, reservation, response, attempts, began, started
-            )
-            return
-        await self.budgets.release(reservation)
-
-    def _time_left(self, request: RouteRequest, started: float) -> float:
-        """Seconds left of the request's `timeout_s` (unbounded when it gives none)."""
-        if request.timeout_s is None:
-            return float("inf")
-        return request.timeout_s - (self.clock.monotonic() - started)
-
-    async def _call(self, request: RouteRequest, candidate: Candidate, started: float) -> ChatResponse:
-        body = _wire_request(request, candidate.id, candidate.max_tokens)
-        if request.timeout_s is None:  # no deadline: no cancel scope to enter and leave on every attempt
-            return await self.client.chat(body)
-        with anyio.move_on_after(max(0.0, self._time_left(request, started))):
-            return await self.client.chat(body)
-        raise _timed_out(request, candidate)
-
-    async def _streamed_call(
-        self, request: RouteRequest, candidate: Candidate, started: float
-    ) -> AsyncGenerator[TextDelta | ChatResponse]:
-        """The streamed attempt; the deadline bounds each wait for the upstream, never a `yield`."""
-        items = stream_model(self.client, _wire_request(request, candidate.id, candidate.max_tokens))
-        async with aclosing(items):
-            if request.timeout_s is None:
-                async for item in items:
-                    yield item
-                return
-            while True:
-                try:
-                    with anyio.move_on_after(max(0.0, self._time_left(request, started))) as deadline:
-                        item = await anext(items)
-                except StopAsyncIteration:
-                    return
-                if deadline.cancelled_caught:
-                    raise _timed_out(request, candidate)
-                yield item
-
-    async def _succeed(
-        self,
-        request: RouteRequest,
-        plan: Plan,
-        catalog: Catalog,
-        candidate: Candidate,
-        reservation: Reservation,
-        response: ChatResponse,
-        attempts: list[AttemptRecord],
-        began: float,
-        started: float,
-    ) -> RouteResult:
-        now_mono = self.clock.monotonic()
-        self.breakers.record_success(candidate.id)
-        row, result = success_row(
-            request,
-            plan,
-            catalog,
-            candidate,
-            response,
-            attempts,
-            latency_ms=(now_mono - began) * 1000,
-            total_ms=(now_mono - started) * 1000,
-            now=self.clock.now(),
-        )
-        completion = response.usage.completion_tokens if response.usage else 0
-        self.speed.observe(
-            candidate.id,
-            latency_ms=(now_mono - began) * 1000,
-            completion_tokens=completion,
-            duration_ms=(now_mono - began) * 1000,
-        )
-        await self.budgets.settle(reservation, row)
-        return result
-
     async def _cache_hit(
         self, request: RouteRequest, original: RouteResult, sink: EventSink | None, started: float
     ) -> RouteResult:
@@ -471,48 +292,8 @@ class Router:
         )
         return result
 
-    def _count_failure(self, model: str, error: BaseException) -> None:
-        """Only failures that say something about the model's health trip its breaker."""
-        if isinstance(error, UpstreamError) and error.retryable:
-            self.breakers.record_failure(model)
-
     async def _record(self, row: LedgerRow) -> None:
         await self.budgets.settle(None, row)
-
-    async def _settle_rejected(
-        self,
-        request: RouteRequest,
-        plan: Plan,
-        catalog: Catalog,
-        candidate: Candidate,
-        reservation: Reservation,
-        response: ChatResponse,
-        rejected: SchemaValidationError,
-    ) -> Decimal | None:
-        """Record the cost of an answer that failed the requested schema, in place of its reservation.
-
-        The answer is not used, but OpenRouter billed it: without this row the ledger would miss the
-        money and the budget would stop counting it once the reservation is released. Returns the cost.
-        """
-        row, _ = success_row(request, plan, catalog, candidate, response, [], latency_ms=0.0, total_ms=0.0, now=0.0)
-        billed = failure_row(request, plan, [], rejected, self.clock.now())
-        billed.model, billed.provider, billed.attempts = row.model, row.provider, 1
-        billed.cost, billed.cost_source = row.cost, row.cost_source
-        billed.prompt_tokens, billed.completion_tokens = row.prompt_tokens, row.completion_tokens
-        billed.cached_tokens, billed.reasoning_tokens = row.cached_tokens, row.reasoning_tokens
-        billed.detail = {"billed_attempt": True, "resolved": candidate.id, "generation_id": response.id}
-        await self.budgets.settle(reservation, billed)
-        return row.cost
-
-
-@dataclass
-class _Outcome:
-    used: int = 0
-    result: RouteResult | None = None
-    final: UpstreamError | SchemaValidationError | None = None
-
-    def __post_init__(self) -> None:
-        self.failures: list[tuple[str, BaseException]] = []
 
 
 async def _discard(event: StreamEvent) -> None:
@@ -520,22 +301,14 @@ async def _discard(event: StreamEvent) -> None:
 
 
 async def _drive(items: AsyncGenerator[StreamEvent | RouteResult], sink: EventSink | None) -> RouteResult:
-    """Run `Router._run` to its result, handing its stream events to `sink`."""
+    """Run `FallbackLoop.run` to its result, handing its stream events to `sink`."""
     async with aclosing(items):
         async for item in items:
             if isinstance(item, RouteResult):
                 return item
             if sink is not None:
                 await sink(item)
-    raise AssertionError("Router._run ends with a result or an error")  # pragma: no cover
-
-
-def _timed_out(request: RouteRequest, candidate: Candidate) -> UpstreamTimeoutError:
-    return UpstreamTimeoutError(f"No complete answer within timeout_s={request.timeout_s:g}", model=candidate.id)
-
-
-def _tightest(a: Decimal | None, b: Decimal | None) -> Decimal | None:
-    return b if a is None else a if b is None else min(a, b)
+    raise AssertionError("FallbackLoop.run ends with a result or an error")  # pragma: no cover
 
 
 def _no_candidates(plan: Plan) -> NoCandidatesError:
@@ -555,14 +328,3 @@ def _no_candidates(plan: Plan) -> NoCandidatesError:
     else:
         advice = "Relax capabilities, max_cost_per_1k, max_tokens or provider, or call plan_route to see every reason."
     return NoCandidatesError(f"No model meets the constraints. Excluded: {summary}. {advice}", sample)
-
-
-def _all_failed(
-    failures: list[tuple[str, BaseException]], refusals: list[tuple[str, BudgetExceededError]], attempts: int
-) -> ModelyardError:
-    if not failures and refusals:
-        return min(
-            (r for _, r in refusals), key=lambda r: r.estimate if r.estimate is not None else Decimal("Infinity")
-        )
-    # Models the budget refused are named too: "all failed" alone would hide that a fallback was never tried.
-    return AllCandidatesFailedError([*failures, *refusals], attempts=attempts)

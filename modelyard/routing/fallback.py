@@ -1,0 +1,323 @@
+"""The fallback loop: a plan's candidates in order, with same-model retries and one budget hold each.
+
+`FallbackLoop.run` is an async generator of the attempts' stream events (`TextDelta`, `Restart`), then
+the `RouteResult`. No cancel scope is open across its yields (`timeout_s` bounds each wait for the
+upstream instead), so a caller can iterate it in its own task: `Router.stream` hands its events
+straight to its consumer, with no task in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from decimal import Decimal
+
+import anyio
+
+from modelyard.errors import (
+    AllCandidatesFailedError,
+    BudgetExceededError,
+    ModelyardError,
+    SchemaValidationError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from modelyard.openrouter.client import OpenRouterClient
+from modelyard.openrouter.schemas import ChatResponse
+from modelyard.routing.attempt import Restart, StreamEvent, TextDelta, check_json, stream_model
+from modelyard.routing.attempt import wire_request as _wire_request
+from modelyard.routing.budget import BudgetManager
+from modelyard.routing.catalog import Catalog
+from modelyard.routing.circuit import CircuitBreakers
+from modelyard.routing.ledger import attempt_record, failure_row, success_row
+from modelyard.routing.request import RouteRequest
+from modelyard.routing.result import AttemptRecord, RouteResult
+from modelyard.routing.retry import RetryPolicy, is_final
+from modelyard.routing.selection import Candidate, Plan
+from modelyard.routing.shared import SharedBreakers
+from modelyard.routing.speed import SpeedBook
+from modelyard.store.base import Reservation
+
+__all__ = ["FallbackLoop", "tightest"]
+
+
+class FallbackLoop:
+    """Tries a plan's candidates in order until one answers, within `max_attempts` upstream calls.
+
+    Args:
+        client: the OpenRouter client.
+        budgets: reserves each candidate's worst case, then settles the answer (or releases the hold).
+        breakers: skip models that keep failing; told of every success and health failure.
+        retry: when and how long to wait before trying the same model again.
+        speed: learns each answering model's latency.
+        max_attempts: upstream calls allowed per request, across all candidates.
+        monotonic, now, sleep: the time seams (`RouterClock`'s).
+    """
+
+    def __init__(
+        self,
+        client: OpenRouterClient,
+        budgets: BudgetManager,
+        breakers: CircuitBreakers | SharedBreakers,
+        retry: RetryPolicy,
+        speed: SpeedBook,
+        *,
+        max_attempts: int,
+        monotonic: Callable[[], float],
+        now: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.client, self.budgets, self.breakers, self.retry, self.speed = client, budgets, breakers, retry, speed
+        self.max_attempts = max_attempts
+        self._monotonic, self._now, self._sleep = monotonic, now, sleep
+
+    async def run(
+        self, request: RouteRequest, plan: Plan, catalog: Catalog, streamed: bool, started: float
+    ) -> AsyncGenerator[StreamEvent | RouteResult]:
+        """The attempts, candidate after candidate: their stream events, then the result (last).
+
+        Raises:
+            AllCandidatesFailedError: no candidate answered (each one's failure is listed).
+            UpstreamError: a failure no fallback can fix (`is_final`).
+        """
+        attempts: list[AttemptRecord] = []
+        failures: list[tuple[str, BaseException]] = []
+        refusals: list[tuple[str, BudgetExceededError]] = []
+        budget_left = self.max_attempts
+        cap = tightest(request.max_cost, (await self.budgets.limits()).per_request)
+        for candidate in plan.candidates:
+            if budget_left <= 0 or self.time_left(request, started) <= 0:
+                break
+            if not self.breakers.allow(candidate.id):
+                attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
+                continue
+            try:
+                reservation = await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=cap)
+            except BudgetExceededError as refusal:
+                refusals.append((candidate.id, refusal))
+                attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error=str(refusal)))
+                continue
+            outcome = _Outcome()
+            tries = self._try_candidate(
+                request, plan, catalog, candidate, reservation, streamed, attempts, budget_left, started, outcome
+            )
+            async with aclosing(tries) as events:
+                async for event in events:
+                    yield event
+            budget_left -= outcome.used
+            if outcome.result is not None:
+                yield outcome.result
+                return
+            failures.extend(outcome.failures)
+            if outcome.final is not None:
+                await self.budgets.settle(None, failure_row(request, plan, attempts, outcome.final, self._now()))
+                raise outcome.final
+        error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"))
+        refused = not failures and bool(refusals)
+        row = failure_row(request, plan, attempts, error, self._now(), status="refused" if refused else "error")
+        await self.budgets.settle(None, row)
+        raise error
+
+    async def _try_candidate(
+        self,
+        request: RouteRequest,
+        plan: Plan,
+        catalog: Catalog,
+        candidate: Candidate,
+        reservation: Reservation,
+        streamed: bool,
+        attempts: list[AttemptRecord],
+        budget_left: int,
+        started: float,
+        outcome: _Outcome,
+    ) -> AsyncGenerator[StreamEvent]:
+        """Attempts on one candidate, with same-model retries, holding its reservation throughout.
+
+        Yields the attempts' stream events; what came of them is left in `outcome`.
+        """
+        retries = 0
+        while outcome.used < budget_left:
+            outcome.used += 1
+            began = self._monotonic()
+            billed: Decimal | None = None
+            try:
+                if streamed:
+                    response = None
+                    async with aclosing(self._streamed_call(request, candidate, started)) as items:
+                        async for item in items:
+                            if isinstance(item, TextDelta):
+                                yield item
+                            else:
+                                response = item
+                    assert response is not None  # stream_model always ends with the answer
+                else:
+                    response = await self._call(request, candidate, started)
+                message = response.choices[0].message
+                try:
+                    check_json(message.content, None if message.tool_calls else request.response_format, candidate.id)
+                except SchemaValidationError as rejected:
+                    # The upstream billed this answer all the same: the ledger and the budget count it now.
+                    billed = await self._settle_rejected(
+                        request, plan, catalog, candidate, reservation, response, rejected
+                    )
+                    raise
+            except (UpstreamError, SchemaValidationError) as exc:
+                attempts.append(attempt_record(candidate.id, exc, (self._monotonic() - began) * 1000))
+                attempts[-1].cost = billed
+                self._count_failure(candidate.id, exc)
+                if is_final(exc):
+                    await self.budgets.release(reservation)
+                    outcome.final = exc
+                    return
+                if streamed:
+                    # Whatever streamed so far is void: the next attempt (same model or not) starts over.
+                    yield Restart(candidate.id, str(exc))
+                delay = self.retry.delay_s(exc, retries)
+                retry = self.retry.should_retry(exc, retries) and outcome.used < budget_left
+                if retry and self.time_left(request, started) > delay:
+                    await self._sleep(delay)
+                    retries += 1
+                    continue
+                await self.budgets.release(reservation)
+                outcome.failures.append((candidate.id, exc))
+                return
+            except BaseException:
+                # Cancelled (the caller went away): free the hold even though this scope is cancelled.
+                with anyio.CancelScope(shield=True):
+                    await self.budgets.release(reservation)
+                raise
+            outcome.result = await self._succeed(
+                request, plan, catalog, candidate, reservation, response, attempts, began, started
+            )
+            return
+        await self.budgets.release(reservation)
+
+    def time_left(self, request: RouteRequest, started: float) -> float:
+        """Seconds left of the request's `timeout_s` (unbounded when it gives none)."""
+        if request.timeout_s is None:
+            return float("inf")
+        return request.timeout_s - (self._monotonic() - started)
+
+    async def _call(self, request: RouteRequest, candidate: Candidate, started: float) -> ChatResponse:
+        body = _wire_request(request, candidate.id, candidate.max_tokens)
+        if request.timeout_s is None:  # no deadline: no cancel scope to enter and leave on every attempt
+            return await self.client.chat(body)
+        with anyio.move_on_after(max(0.0, self.time_left(request, started))):
+            return await self.client.chat(body)
+        raise _timed_out(request, candidate)
+
+    async def _streamed_call(
+        self, request: RouteRequest, candidate: Candidate, started: float
+    ) -> AsyncGenerator[TextDelta | ChatResponse]:
+        """The streamed attempt; the deadline bounds each wait for the upstream, never a `yield`."""
+        items = stream_model(self.client, _wire_request(request, candidate.id, candidate.max_tokens))
+        async with aclosing(items):
+            if request.timeout_s is None:
+                async for item in items:
+                    yield item
+                return
+            while True:
+                try:
+                    with anyio.move_on_after(max(0.0, self.time_left(request, started))) as deadline:
+                        item = await anext(items)
+                except StopAsyncIteration:
+                    return
+                if deadline.cancelled_caught:
+                    raise _timed_out(request, candidate)
+                yield item
+
+    async def _succeed(
+        self,
+        request: RouteRequest,
+        plan: Plan,
+        catalog: Catalog,
+        candidate: Candidate,
+        reservation: Reservation,
+        response: ChatResponse,
+        attempts: list[AttemptRecord],
+        began: float,
+        started: float,
+    ) -> RouteResult:
+        now_mono = self._monotonic()
+        self.breakers.record_success(candidate.id)
+        row, result = success_row(
+            request,
+            plan,
+            catalog,
+            candidate,
+            response,
+            attempts,
+            latency_ms=(now_mono - began) * 1000,
+            total_ms=(now_mono - started) * 1000,
+            now=self._now(),
+        )
+        completion = response.usage.completion_tokens if response.usage else 0
+        self.speed.observe(
+            candidate.id,
+            latency_ms=(now_mono - began) * 1000,
+            completion_tokens=completion,
+            duration_ms=(now_mono - began) * 1000,
+        )
+        await self.budgets.settle(reservation, row)
+        return result
+
+    def _count_failure(self, model: str, error: BaseException) -> None:
+        """Only failures that say something about the model's health trip its breaker."""
+        if isinstance(error, UpstreamError) and error.retryable:
+            self.breakers.record_failure(model)
+
+    async def _settle_rejected(
+        self,
+        request: RouteRequest,
+        plan: Plan,
+        catalog: Catalog,
+        candidate: Candidate,
+        reservation: Reservation,
+        response: ChatResponse,
+        rejected: SchemaValidationError,
+    ) -> Decimal | None:
+        """Record the cost of an answer that failed the requested schema, in place of its reservation.
+
+        The answer is not used, but OpenRouter billed it: without this row the ledger would miss the
+        money and the budget would stop counting it once the reservation is released. Returns the cost.
+        """
+        row, _ = success_row(request, plan, catalog, candidate, response, [], latency_ms=0.0, total_ms=0.0, now=0.0)
+        billed = failure_row(request, plan, [], rejected, self._now())
+        billed.model, billed.provider, billed.attempts = row.model, row.provider, 1
+        billed.cost, billed.cost_source = row.cost, row.cost_source
+        billed.prompt_tokens, billed.completion_tokens = row.prompt_tokens, row.completion_tokens
+        billed.cached_tokens, billed.reasoning_tokens = row.cached_tokens, row.reasoning_tokens
+        billed.detail = {"billed_attempt": True, "resolved": candidate.id, "generation_id": response.id}
+        await self.budgets.settle(reservation, billed)
+        return row.cost
+
+
+@dataclass
+class _Outcome:
+    used: int = 0
+    result: RouteResult | None = None
+    final: UpstreamError | SchemaValidationError | None = None
+
+    def __post_init__(self) -> None:
+        self.failures: list[tuple[str, BaseException]] = []
+
+
+def _timed_out(request: RouteRequest, candidate: Candidate) -> UpstreamTimeoutError:
+    return UpstreamTimeoutError(f"No complete answer within timeout_s={request.timeout_s:g}", model=candidate.id)
+
+
+def tightest(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    """The tighter of two caps (None: no cap)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _all_failed(
+    failures: list[tuple[str, BaseException]], refusals: list[tuple[str, BudgetExceededError]], attempts: int
+) -> ModelyardError:
+    if not failures and refusals:
+        return min(
+            (r for _, r in refusals), key=lambda r: r.estimate if r.estimate is not None else Decimal("Infinity")
+        )
+    # Models the budget refused are named too: "all failed" alone would hide that a fallback was never tried.
+    return AllCandidatesFailedError([*failures, *refusals], attempts=attempts)
