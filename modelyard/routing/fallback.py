@@ -137,61 +137,65 @@ class FallbackLoop:
         Yields the attempts' stream events; what came of them is left in `outcome`.
         """
         retries = 0
-        while outcome.used < budget_left:
-            outcome.used += 1
-            began = self._monotonic()
-            billed: Decimal | None = None
-            try:
-                if streamed:
-                    response = None
-                    async with aclosing(self._streamed_call(request, candidate, started)) as items:
-                        async for item in items:
-                            if isinstance(item, TextDelta):
-                                yield item
-                            else:
-                                response = item
-                    assert response is not None  # stream_model always ends with the answer
-                else:
-                    response = await self._call(request, candidate, started)
-                message = response.choices[0].message
+        settled = False  # the hold became the answer's cost
+        try:
+            while outcome.used < budget_left:
+                outcome.used += 1
+                began = self._monotonic()
+                billed: Decimal | None = None
                 try:
-                    check_json(message.content, None if message.tool_calls else request.response_format, candidate.id)
-                except SchemaValidationError as rejected:
-                    # The upstream billed this answer all the same: the ledger and the budget count it now.
-                    billed = await self._settle_rejected(
-                        request, plan, catalog, candidate, reservation, response, rejected
-                    )
-                    raise
-            except (UpstreamError, SchemaValidationError) as exc:
-                attempts.append(attempt_record(candidate.id, exc, (self._monotonic() - began) * 1000))
-                attempts[-1].cost = billed
-                self._count_failure(candidate.id, exc)
-                if is_final(exc):
-                    await self.budgets.release(reservation)
-                    outcome.final = exc
+                    if streamed:
+                        response = None
+                        async with aclosing(self._streamed_call(request, candidate, started)) as items:
+                            async for item in items:
+                                if isinstance(item, TextDelta):
+                                    yield item
+                                else:
+                                    response = item
+                        assert response is not None  # stream_model always ends with the answer
+                    else:
+                        response = await self._call(request, candidate, started)
+                    message = response.choices[0].message
+                    try:
+                        check_json(
+                            message.content, None if message.tool_calls else request.response_format, candidate.id
+                        )
+                    except SchemaValidationError as rejected:
+                        # The upstream billed this answer all the same: the ledger and the budget count it now.
+                        billed = await self._settle_rejected(
+                            request, plan, catalog, candidate, reservation, response, rejected
+                        )
+                        raise
+                except (UpstreamError, SchemaValidationError) as exc:
+                    attempts.append(attempt_record(candidate.id, exc, (self._monotonic() - began) * 1000))
+                    attempts[-1].cost = billed
+                    self._count_failure(candidate.id, exc)
+                    if is_final(exc):
+                        outcome.final = exc
+                        return
+                    if streamed:
+                        # Whatever streamed so far is void: the next attempt (same model or not) starts over.
+                        yield Restart(candidate.id, str(exc))
+                    delay = self.retry.delay_s(exc, retries)
+                    retry = self.retry.should_retry(exc, retries) and outcome.used < budget_left
+                    if retry and self.time_left(request, started) > delay:
+                        await self._sleep(delay)
+                        retries += 1
+                        continue
+                    outcome.failures.append((candidate.id, exc))
                     return
-                if streamed:
-                    # Whatever streamed so far is void: the next attempt (same model or not) starts over.
-                    yield Restart(candidate.id, str(exc))
-                delay = self.retry.delay_s(exc, retries)
-                retry = self.retry.should_retry(exc, retries) and outcome.used < budget_left
-                if retry and self.time_left(request, started) > delay:
-                    await self._sleep(delay)
-                    retries += 1
-                    continue
-                await self.budgets.release(reservation)
-                outcome.failures.append((candidate.id, exc))
+                settled = True
+                outcome.result = await self._succeed(
+                    request, plan, catalog, candidate, reservation, response, attempts, began, started
+                )
                 return
-            except BaseException:
-                # Cancelled (the caller went away): free the hold even though this scope is cancelled.
+        finally:
+            if not settled:
+                # Every other way out frees the hold: a failure, the caller cancelled (during a call or a
+                # retry's back-off), or the consumer closed the stream at a yield. Shielded, as it may be
+                # cancelled.
                 with anyio.CancelScope(shield=True):
                     await self.budgets.release(reservation)
-                raise
-            outcome.result = await self._succeed(
-                request, plan, catalog, candidate, reservation, response, attempts, began, started
-            )
-            return
-        await self.budgets.release(reservation)
 
     def time_left(self, request: RouteRequest, started: float) -> float:
         """Seconds left of the request's `timeout_s` (unbounded when it gives none)."""
@@ -210,7 +214,8 @@ class FallbackLoop:
     async def _streamed_call(
         self, request: RouteRequest, candidate: Candidate, started: float
     ) -> AsyncGenerator[TextDelta | ChatResponse]:
-        """The streamed attempt; the deadline bounds each wait for the upstream, never a `yield`."""
+        """The streamed attempt. `timeout_s` bounds each wait for the upstream, never a `yield`, and is
+        checked again before each piece of text is handed on, so the time its consumer takes counts too."""
         items = stream_model(self.client, _wire_request(request, candidate.id, candidate.max_tokens))
         async with aclosing(items):
             if request.timeout_s is None:
@@ -225,6 +230,8 @@ class FallbackLoop:
                     return
                 if deadline.cancelled_caught:
                     raise _timed_out(request, candidate)
+                if isinstance(item, TextDelta) and self.time_left(request, started) <= 0:
+                    raise _timed_out(request, candidate)  # a finished answer is kept: it has been billed
                 yield item
 
     async def _succeed(

@@ -151,25 +151,32 @@ class Router:
     async def stream(self, request: RouteRequest) -> AsyncGenerator[StreamEvent | RouteResult]:
         """Yield `TextDelta`/`Restart` events as the answer streams, then the final `RouteResult`.
 
-        Runs in the caller's task, so a caller that stops early (`aclose()`, or leaving an `aclosing`
-        block) ends the attempt and frees its budget hold there and then. A request the cache may answer
-        runs in a task of its own instead (the cache's single flight needs one): consume that to the end.
+        The attempts run in the caller's task, between its reads (a request the cache may answer runs in
+        a task of its own, which the cache's single flight needs). To stop early, close the generator
+        (`aclose()`, or leave a `contextlib.aclosing` block): that ends the attempt and frees its budget
+        hold before it returns. `timeout_s` counts the time the caller takes between reads.
         """
         streamed = request if request.stream else request.model_copy(update={"stream": True})
         mode = request.cache or self.settings.cache.mode
         if cache_allowed(mode, temperature=request.temperature, seed=request.seed):
-            async for item in self._stream_in_task(streamed):
-                yield item
-            return
-        started = self.clock.monotonic()
-        plan, catalog = await self._plan(streamed, record_refusal=True)
-        # No cancel scope is open across these yields (`_run` keeps its deadlines around each await).
-        async with aclosing(self.fallback.run(streamed, plan, catalog, True, started)) as items:
+            items = self._stream_in_task(streamed)
+        else:
+            started = self.clock.monotonic()
+            plan, catalog = await self._plan(streamed, record_refusal=True)
+            # No cancel scope is open across these yields (the loop bounds each await, not its yields).
+            items = self.fallback.run(streamed, plan, catalog, True, started)
+        async with aclosing(items):
             async for item in items:
                 yield item
 
     async def _stream_in_task(self, request: RouteRequest) -> AsyncGenerator[StreamEvent | RouteResult]:
+        """`execute(request, on_event=...)` in a task of its own, its events and result yielded here.
+
+        Closed early, it cancels that task and waits for it, in the caller's task; a failure is raised
+        as itself, as from the other path, not inside an exception group.
+        """
         send, receive = anyio.create_memory_object_stream[StreamEvent | RouteResult](256)
+        failed: list[Exception] = []
 
         async def forward(event: StreamEvent) -> None:
             # send_nowait skips send()'s checkpoint: the consumer wakes one loop pass sooner per event.
@@ -180,13 +187,23 @@ class Router:
 
         async def produce() -> None:
             async with send:
-                result = await self.execute(request, on_event=forward)
+                try:
+                    result = await self.execute(request, on_event=forward)
+                except Exception as exc:  # raised below, in the consumer's task, as the other path raises it
+                    failed.append(exc)
+                    return
                 await send.send(result)
 
         async with anyio.create_task_group() as group, receive:
             group.start_soon(produce)
-            async for item in receive:
-                yield item
+            try:
+                async for item in receive:
+                    yield item
+            except GeneratorExit:
+                group.cancel_scope.cancel()  # the consumer left: stop the request, then leave the group here
+                return
+        if failed:
+            raise failed[0]
 
     async def metrics(self, window: Window = "today") -> Metrics:
         """Requests, spend, cache savings, per-model latency and errors, breakers and budget status."""

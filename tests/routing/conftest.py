@@ -59,7 +59,9 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
 
     async with AsyncExitStack() as stack:
 
-        async def make(*, sandbox: Sandbox | None = None, db: Path | None = None, **overrides: Any) -> Rig:
+        async def make(
+            *, sandbox: Sandbox | None = None, db: Path | None = None, sleep: FakeSleep | None = None, **overrides: Any
+        ) -> Rig:
             if sandbox is None:
                 sandbox = await stack.enter_async_context(Sandbox.running(api_key=KEY))
             settings = Settings(
@@ -73,7 +75,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
             )
             store = SQLiteStore(db or tmp_path / "ledger.db")
             stack.push_async_callback(store.aclose)
-            sleep = FakeSleep()
+            sleep = sleep or FakeSleep()
             router = Router(client, store, settings, clock=RouterClock(sleep=sleep, random=lambda: 0.5))
             return Rig(sandbox, router, store, client, sleep)
 

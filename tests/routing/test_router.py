@@ -10,12 +10,20 @@ import pytest
 from modelyard import errors
 from modelyard.routing.attempt import Restart, TextDelta
 from modelyard.routing.result import RouteResult
-from tests.routing.conftest import Rig, RigFactory
+from tests.routing.conftest import FakeSleep, Rig, RigFactory
 
 pytestmark = pytest.mark.anyio
 
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
 BACKUP = "openai/gpt-4o-mini"
+
+
+class BlockingSleep(FakeSleep):
+    """Records the wait, then waits forever (until cancelled)."""
+
+    async def __call__(self, seconds: float) -> None:
+        await super().__call__(seconds)
+        await anyio.sleep_forever()
 
 
 async def test_auto_selection_answers_and_reports_cost_equal_to_what_the_upstream_billed(rig: Rig) -> None:
@@ -231,6 +239,80 @@ async def test_a_cacheable_stream_is_answered_from_the_cache_the_second_time(rig
     assert not first[-1].cached and second[-1].cached and second[-1].cost == 0
     assert [i.text for i in second if isinstance(i, TextDelta)] == [first[-1].content]
     assert rig.received() == 1
+
+
+async def test_closing_a_stream_at_a_restart_frees_the_hold(rig: Rig) -> None:
+    """Left at a `Restart` (yielded while a failure is being handled), the stream still frees its hold."""
+    rig.sandbox.state.faults.add(model=CHEAP, kind="mid_stream_error", count=None, after_chunks=2)
+    stream = rig.router.stream(rig.ask("Tell me a story", model=CHEAP, models=[BACKUP]))
+    with anyio.fail_after(10):
+        async for item in stream:
+            if isinstance(item, Restart):
+                break
+        await stream.aclose()
+    assert (await rig.router.budgets.totals()).reserved == 0
+
+
+async def test_a_sink_that_raises_at_a_restart_gets_its_error_and_the_hold_is_freed(rig: Rig) -> None:
+    rig.sandbox.state.faults.add(model=CHEAP, kind="mid_stream_error", count=None, after_chunks=2)
+
+    async def sink(event: object) -> None:
+        if isinstance(event, Restart):
+            raise RuntimeError("consumer gave up")
+
+    with anyio.fail_after(10), pytest.raises(RuntimeError, match="gave up"):
+        await rig.router.execute(rig.ask("Tell me a story", model=CHEAP, models=[BACKUP]), on_event=sink)
+    assert (await rig.router.budgets.totals()).reserved == 0
+
+
+async def test_a_request_cancelled_during_a_retrys_back_off_frees_its_hold(rig_factory: RigFactory) -> None:
+    """The back-off between retries is part of the attempt: cancelling the caller there frees the hold."""
+    sleep = BlockingSleep()
+    rig: Rig = await rig_factory(sleep=sleep)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="rate_limit", count=None, retry_after=3)
+    with anyio.move_on_after(1.0) as scope:
+        await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+    assert scope.cancelled_caught and sleep.waits == [3.0]
+    assert (await rig.router.budgets.totals()).reserved == 0
+
+
+@pytest.mark.parametrize("temperature", [None, 0], ids=["uncached", "cacheable"])
+async def test_closing_a_stream_early_leaves_the_callers_task_and_cancel_scopes_intact(
+    rig: Rig, temperature: float | None
+) -> None:
+    """A cacheable stream runs in a task: closing it early cancels that task, not the caller's."""
+    rig.sandbox.state.config.stream_chunk_delay_ms = 200
+    stream = rig.router.stream(rig.ask("Tell me a long story", model=BACKUP, temperature=temperature))
+    with anyio.fail_after(10):
+        assert isinstance(await anext(stream), TextDelta)
+        await stream.aclose()
+        assert (await rig.router.budgets.totals()).reserved == 0
+        with anyio.move_on_after(0.05) as scope:
+            await anyio.sleep(1)
+    assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize("temperature", [None, 0], ids=["uncached", "cacheable"])
+async def test_a_failed_stream_raises_the_same_error_whether_or_not_it_is_cacheable(
+    rig_factory: RigFactory, temperature: float | None
+) -> None:
+    rig: Rig = await rig_factory(max_retries=0)
+    rig.sandbox.state.faults.add(model="*", kind="server_error", count=None)
+    with anyio.fail_after(10), pytest.raises(errors.AllCandidatesFailedError):
+        async for _ in rig.router.stream(rig.ask("Tell me a story", model=CHEAP, temperature=temperature)):
+            pass
+
+
+async def test_timeout_s_counts_the_time_a_slow_sink_takes(rig: Rig) -> None:
+    """Each piece of text is handed on only while `timeout_s` lasts, however long the sink takes."""
+    rig.sandbox.state.config.stream_chunk_delay_ms = 0
+
+    async def slow(event: object) -> None:
+        await anyio.sleep(0.2)
+
+    with anyio.fail_after(10), pytest.raises(errors.AllCandidatesFailedError, match=r"timeout_s=0\.5"):
+        await rig.router.execute(rig.ask("Tell me a story", model=BACKUP, timeout_s=0.5), on_event=slow)
+    assert (await rig.router.budgets.totals()).reserved == 0
 
 
 async def test_tool_calls_come_back_with_arguments_and_a_tool_capable_model(rig: Rig) -> None:
