@@ -161,7 +161,9 @@ class FallbackLoop:
                             message.content, None if message.tool_calls else request.response_format, candidate.id
                         )
                     except SchemaValidationError as rejected:
-                        # The upstream billed this answer all the same: the ledger and the budget count it now.
+                        # The upstream billed this answer all the same: the ledger and the budget count it now,
+                        # in place of the hold (never retried: no later attempt on this candidate needs it).
+                        settled = True
                         billed = await self._settle_rejected(
                             request, plan, catalog, candidate, reservation, response, rejected
                         )
@@ -231,7 +233,10 @@ class FallbackLoop:
                 if deadline.cancelled_caught:
                     raise _timed_out(request, candidate)
                 if isinstance(item, TextDelta) and self.time_left(request, started) <= 0:
-                    raise _timed_out(request, candidate)  # a finished answer is kept: it has been billed
+                    # The consumer took the time, not the model: this must not count against its breaker.
+                    late = _timed_out(request, candidate)
+                    late.retryable = False
+                    raise late  # (a finished answer is kept: it has been billed)
                 yield item
 
     async def _succeed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import anyio
 import pytest
@@ -313,6 +314,36 @@ async def test_timeout_s_counts_the_time_a_slow_sink_takes(rig: Rig) -> None:
     with anyio.fail_after(10), pytest.raises(errors.AllCandidatesFailedError, match=r"timeout_s=0\.5"):
         await rig.router.execute(rig.ask("Tell me a story", model=BACKUP, timeout_s=0.5), on_event=slow)
     assert (await rig.router.budgets.totals()).reserved == 0
+
+
+async def test_a_slow_consumer_running_out_of_timeout_s_does_not_count_against_the_models_breaker(rig: Rig) -> None:
+    rig.sandbox.state.config.stream_chunk_delay_ms = 0
+
+    async def slow(event: object) -> None:
+        await anyio.sleep(0.2)
+
+    for _ in range(6):
+        with anyio.fail_after(10), pytest.raises(errors.AllCandidatesFailedError, match="timeout_s"):
+            await rig.router.execute(rig.ask("Tell me a story", model=BACKUP, timeout_s=0.3), on_event=slow)
+    assert rig.router.breakers.state(BACKUP) == "closed"
+
+
+async def test_an_answer_rejected_by_its_schema_settles_its_hold_once_and_never_releases_it(rig: Rig) -> None:
+    """The billed answer takes the hold's place; releasing it as well would free what the lease keeps."""
+    budgets = rig.router.fallback.budgets
+    released: list[object] = []
+    release = budgets.release
+
+    async def counting_release(reservation: Any) -> None:
+        released.append(reservation)
+        await release(reservation)
+
+    budgets.release = counting_release  # type: ignore[method-assign]
+    never = {"type": "json_schema", "json_schema": {"name": "never", "schema": {"not": {}}}}
+    with pytest.raises(errors.AllCandidatesFailedError, match="fails the schema"):
+        await rig.router.execute(rig.ask(model=BACKUP, response_format=never, cache="off"))
+    assert released == [] and rig.billed() > 0
+    assert (await rig.router.budgets.totals()).spent_today == rig.billed()
 
 
 async def test_tool_calls_come_back_with_arguments_and_a_tool_capable_model(rig: Rig) -> None:
