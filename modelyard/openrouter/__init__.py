@@ -1,6 +1,7 @@
 """The OpenRouter adapter: the only code that speaks OpenRouter's HTTP and JSON."""
 
-from modelyard.openrouter.client import DEFAULT_BASE_URL, OpenRouterClient
+from typing import TYPE_CHECKING, Any
+
 from modelyard.openrouter.schemas import (
     Capabilities,
     ChatChunk,
@@ -13,6 +14,9 @@ from modelyard.openrouter.schemas import (
     Pricing,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from modelyard.openrouter.client import DEFAULT_BASE_URL, OpenRouterClient
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -28,3 +32,13 @@ __all__ = [
     "Pricing",
     "Usage",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The client (and its HTTP stack) loads when first named, not with the package: the wire models
+    # are needed to describe the server's tools long before anything is sent.
+    if name in ("DEFAULT_BASE_URL", "OpenRouterClient"):
+        from modelyard.openrouter import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,10 +6,9 @@ import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import SchemaValidationError
-from modelyard.openrouter.client import OpenRouterClient
 from modelyard.openrouter.schemas import (
     ChatChoice,
     ChatMessage,
@@ -20,6 +19,9 @@ from modelyard.openrouter.schemas import (
     Usage,
 )
 from modelyard.routing.request import RouteRequest
+
+if TYPE_CHECKING:
+    from modelyard.openrouter.client import OpenRouterClient
 
 __all__ = ["Restart", "StreamEvent", "TextDelta", "check_json", "stream_model", "wire_request"]
 

@@ -14,14 +14,16 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 
 from modelyard.errors import ModelyardError, UpstreamError
-from modelyard.openrouter.client import OpenRouterClient
 from modelyard.openrouter.schemas import ModelInfo
 from modelyard.store.base import Store
+
+if TYPE_CHECKING:
+    from modelyard.openrouter.client import OpenRouterClient
 
 __all__ = ["TIERS", "Catalog", "CatalogEntry", "CatalogService", "QualitySource", "Tier"]
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from modelyard.routing.money import Usd
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import RouteResult
-from modelyard.routing.router import Router
 from modelyard.routing.schema import ResultModel
+
+if TYPE_CHECKING:
+    from modelyard.routing.router import Router
 
 __all__ = ["Supervision", "supervise"]
 

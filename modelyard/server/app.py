@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from modelyard import __version__
-from modelyard.server.context import AppContext, open_app_context
+from modelyard.server.context import AppContextOnDemand
 from modelyard.server.http_auth import BearerAuth, check_bind
 from modelyard.server.tuning import paused_gc, tune_gc
 from modelyard.settings import Settings
@@ -32,19 +32,22 @@ modelyard reaches OpenRouter's models through one set of tools and picks the rig
 Costs are USD; an unknown cost is null, never 0."""
 
 
-def build_server(settings: Settings) -> MCPServer[AppContext]:
-    """The MCP server with every tool registered; its lifespan opens client, store and router once."""
+def build_server(settings: Settings) -> MCPServer[AppContextOnDemand]:
+    """The MCP server with every tool registered; client, store and router open once, at the first tool call."""
 
     @asynccontextmanager
-    async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
-        async with open_app_context(settings) as context, anyio.create_task_group() as background:
+    async def lifespan(server: MCPServer[AppContextOnDemand]) -> AsyncIterator[AppContextOnDemand]:
+        context = AppContextOnDemand(settings)
+        async with anyio.create_task_group() as background:
             background.start_soon(context.keepalives.run)
+            background.start_soon(context.run)
             try:
                 yield context
             finally:
+                await context.close()
                 background.cancel_scope.cancel()
 
-    server: MCPServer[AppContext] = MCPServer(
+    server: MCPServer[AppContextOnDemand] = MCPServer(
         "modelyard",
         version=__version__,
         instructions=INSTRUCTIONS,

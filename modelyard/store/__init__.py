@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import ConfigurationError
-from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, Store
-from modelyard.store.sqlite import MEMORY, SQLiteStore
+from modelyard.store.base import MEMORY, BudgetLimits, LedgerRow, Reservation, SpendTotals, Store
+
+if TYPE_CHECKING:
+    from modelyard.store.sqlite import SQLiteStore
 
 __all__ = [
     "BudgetLimits",
@@ -51,6 +54,8 @@ def open_store(url: str) -> Store:
             return RedisStore(text)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{exc} ({_redacted(text)})") from None
+    from modelyard.store.sqlite import SQLiteStore
+
     return SQLiteStore(_sqlite_path(text))
 
 
@@ -79,3 +84,13 @@ def _sqlite_path(url: str) -> str | Path:
 def _redacted(url: str) -> str:
     """The URL without any password (store URLs may carry credentials)."""
     return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+
+
+def __getattr__(name: str) -> Any:
+    # The SQLite backend (and `sqlite3`) loads when first named or opened, not with the package: the
+    # server's tools import the store's row types to describe their results before any store opens.
+    if name == "SQLiteStore":
+        from modelyard.store.sqlite import SQLiteStore
+
+        return SQLiteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 __all__ = [
+    "MEMORY",
     "BudgetLimits",
     "LedgerRow",
     "Reservation",
     "SpendTotals",
     "Store",
 ]
+
+MEMORY: Final = ":memory:"
+"""The path of a private in-memory SQLite database (gone on close; for tests and one-shot runs)."""
 
 CostSource = Literal["upstream", "computed"]
 Status = Literal["ok", "error", "refused", "cancelled"]

@@ -34,14 +34,11 @@ import anyio.to_thread
 from modelyard.errors import BudgetExceededError, ConfigurationError
 from modelyard.store import lease as leases
 from modelyard.store import sqlite_writes as writes
-from modelyard.store.base import BudgetLimits, CostSource, LedgerRow, Reservation, SpendTotals, Status
+from modelyard.store.base import MEMORY, BudgetLimits, CostSource, LedgerRow, Reservation, SpendTotals, Status
 from modelyard.store.group_commit import GroupCommit
 from modelyard.store.lease import Lease
 
 __all__ = ["MEMORY", "SQLiteStore"]
-
-MEMORY: Final = ":memory:"
-"""The path of a private in-memory database (gone on close; for tests and one-shot runs)."""
 
 _T = TypeVar("_T")
 _SCHEMA_VERSION: Final = 1

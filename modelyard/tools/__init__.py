@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mcp.server import MCPServer
 
-from modelyard.server.context import AppContext
+from modelyard.server.context import AppContextOnDemand
 from modelyard.tools import account, execute, models, multi
 
 __all__ = ["TOOL_NAMES", "register_all"]
@@ -22,7 +22,7 @@ TOOL_NAMES = (
 )
 
 
-def register_all(server: MCPServer[AppContext]) -> None:
+def register_all(server: MCPServer[AppContextOnDemand]) -> None:
     """Register every tool on `server` (the one place that lists them)."""
     for family in (execute, models, multi, account):
         family.register(server)

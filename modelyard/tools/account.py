@@ -18,7 +18,7 @@ from modelyard.routing.budget import BudgetRaiseRefusedError
 from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
 from modelyard.routing.money import Usd
 from modelyard.routing.schema import ResultModel
-from modelyard.server.context import AppContext
+from modelyard.server.context import AppContext, AppContextOnDemand
 from modelyard.tools.common import app_of, tool_errors
 
 __all__ = ["ConnectionReport", "register"]
@@ -77,30 +77,30 @@ async def _connection(app: AppContext) -> ConnectionReport:
     return report
 
 
-def register(server: MCPServer[AppContext]) -> None:
+def register(server: MCPServer[AppContextOnDemand]) -> None:
     """Add the metrics, budget and connection tools."""
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
     @server.tool(annotations=read_only)
     async def get_metrics(
-        ctx: Context[AppContext],
+        ctx: Context[AppContextOnDemand],
         window: Annotated[
             Literal["today", "7d", "all"], Field(description="UTC today, the last 7 days, or all.")
         ] = "today",
     ) -> Metrics:
         """Requests, successes, failures, cache hits and savings, tokens and spend; per model: calls, p50/p95
         latency, error rate and circuit-breaker state; top models; budget status."""
-        return await app_of(ctx).router.metrics(window)
+        return await (await app_of(ctx)).router.metrics(window)
 
     @server.tool(annotations=read_only)
-    async def get_budget(ctx: Context[AppContext]) -> BudgetStatus:
+    async def get_budget(ctx: Context[AppContextOnDemand]) -> BudgetStatus:
         """Daily, monthly and per-request limits (USD; null = none), spend today and this month, money held
         by requests in flight, and what remains."""
-        return await _budget(app_of(ctx))
+        return await _budget(await app_of(ctx))
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
     async def set_budget(
-        ctx: Context[AppContext],
+        ctx: Context[AppContextOnDemand],
         daily: Annotated[Decimal | None, Field(ge=0, description="New daily limit, USD (only lower).")] = None,
         monthly: Annotated[Decimal | None, Field(ge=0, description="New monthly limit, USD (only lower).")] = None,
         per_request: Annotated[
@@ -109,7 +109,7 @@ def register(server: MCPServer[AppContext]) -> None:
     ) -> BudgetStatus:
         """Tighten the budget. Limits can only be lowered here; raising one needs the operator's config, so an
         agent cannot lift its own cap."""
-        app = app_of(ctx)
+        app = await app_of(ctx)
         if daily is None and monthly is None and per_request is None:
             raise ToolError("Give at least one of daily, monthly or per_request (USD).")
         try:
@@ -119,8 +119,8 @@ def register(server: MCPServer[AppContext]) -> None:
         return await _budget(app)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
-    async def test_connection(ctx: Context[AppContext]) -> ConnectionReport:
+    async def test_connection(ctx: Context[AppContextOnDemand]) -> ConnectionReport:
         """Is the key present and valid, how much credit is left, how old and large is the catalog, what is
         the upstream round trip, is the store healthy, and is this the sandbox or the live service."""
         with tool_errors():
-            return await _connection(app_of(ctx))
+            return await _connection(await app_of(ctx))

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from modelyard.errors import InsufficientCreditsError, ModelyardError, UpstreamError
 from modelyard.routing.attempt import Restart, StreamEvent, TextDelta
-from modelyard.server.context import AppContext
+from modelyard.server.context import AppContext, AppContextOnDemand
 
 __all__ = ["Progress", "app_of", "compact", "tool_errors", "with_keepalive"]
 
@@ -24,9 +24,14 @@ log = logging.getLogger(__name__)
 KEEPALIVE_S = 5.0
 
 
-def app_of(ctx: Context[AppContext]) -> AppContext:
-    """The lifespan's AppContext."""
-    return ctx.request_context.lifespan_context
+async def app_of(ctx: Context[AppContextOnDemand]) -> AppContext:
+    """The server's opened AppContext (opened by the first call that asks).
+
+    Raises:
+        ToolError: the client or store could not be opened (the message says why).
+    """
+    with tool_errors():
+        return await ctx.request_context.lifespan_context.get()
 
 
 @contextmanager
@@ -53,7 +58,7 @@ def _validation_message(exc: ValidationError) -> str:
 class Progress:
     """Sends streamed text and keep-alives as progress notifications (a no-op without a progress token)."""
 
-    def __init__(self, ctx: Context[AppContext]) -> None:
+    def __init__(self, ctx: Context[AppContextOnDemand]) -> None:
         self._ctx = ctx
         self._count = 0
         self._lock: anyio.Lock | None = None  # made at the first note: most calls send none

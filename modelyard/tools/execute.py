@@ -14,7 +14,7 @@ from pydantic import Field
 from modelyard.routing.request import Capability, RouteRequest
 from modelyard.routing.result import PlanView, RouteResult
 from modelyard.routing.supervise import Supervision, supervise
-from modelyard.server.context import AppContext
+from modelyard.server.context import AppContext, AppContextOnDemand
 from modelyard.tools.common import Progress, app_of, tool_errors, with_keepalive
 from modelyard.tools.inputs import build_messages, translate_functions
 
@@ -77,12 +77,12 @@ def _request(app: AppContext, **fields: Any) -> RouteRequest:
     return RouteRequest(messages=messages, tools=tools, tool_choice=tool_choice, **cleaned)
 
 
-def register(server: MCPServer[AppContext]) -> None:
+def register(server: MCPServer[AppContextOnDemand]) -> None:
     """Add `execute` and `plan_route` to the server."""
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
     async def execute(
-        ctx: Context[AppContext],
+        ctx: Context[AppContextOnDemand],
         prompt: Prompt = None,
         messages: Messages = None,
         system: System = None,
@@ -127,7 +127,7 @@ def register(server: MCPServer[AppContext]) -> None:
         Returns the answer, the model that gave it, token usage, the exact cost in USD, every attempt,
         and why the model was selected.
         """
-        app = app_of(ctx)
+        app = await app_of(ctx)
         arguments = dict(locals())
         for name in ("ctx", "app", "supervisor", "server"):
             arguments.pop(name, None)
@@ -145,7 +145,7 @@ def register(server: MCPServer[AppContext]) -> None:
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False))
     async def plan_route(
-        ctx: Context[AppContext],
+        ctx: Context[AppContextOnDemand],
         prompt: Prompt = None,
         messages: Messages = None,
         system: System = None,
@@ -165,7 +165,7 @@ def register(server: MCPServer[AppContext]) -> None:
     ) -> PlanView:
         """Dry run of execute: the ranked candidate models with their worst-case cost, and why every other
         model was excluded. Sends nothing upstream and spends nothing."""
-        app = app_of(ctx)
+        app = await app_of(ctx)
         with tool_errors():
             request = _request(
                 app,

@@ -4,20 +4,22 @@
 # times while building the server (about 20 ms of the cold start).
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from modelyard.routing.catalog import CatalogEntry
 from modelyard.routing.money import Usd
 from modelyard.routing.pricing import per_1k, per_million
 from modelyard.routing.request import Capability
 from modelyard.routing.schema import ResultModel
-from modelyard.server.context import AppContext
+from modelyard.server.context import AppContextOnDemand
 from modelyard.tools.common import app_of, tool_errors
+
+if TYPE_CHECKING:
+    from modelyard.routing.catalog import CatalogEntry
 
 __all__ = ["ModelRow", "ModelsResult", "register"]
 
@@ -44,7 +46,7 @@ class ModelsResult(ResultModel):
     catalog_age_s: float
 
 
-def _row(entry: CatalogEntry) -> ModelRow:
+def _row(entry: "CatalogEntry") -> ModelRow:
     info, dynamic = entry.info, entry.info.pricing.is_dynamic
     return ModelRow(
         id=info.id,
@@ -61,7 +63,7 @@ def _row(entry: CatalogEntry) -> ModelRow:
 
 
 def _matches(
-    entry: CatalogEntry,
+    entry: "CatalogEntry",
     provider: list[str] | None,
     capabilities: list[Capability] | None,
     max_cost_per_1k: Decimal | None,
@@ -93,12 +95,12 @@ _SORTS = {
 }
 
 
-def register(server: MCPServer[AppContext]) -> None:
+def register(server: MCPServer[AppContextOnDemand]) -> None:
     """Add `list_models`."""
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False))
     async def list_models(
-        ctx: Context[AppContext],
+        ctx: Context[AppContextOnDemand],
         provider: Annotated[list[str] | None, Field(description="Model authors, e.g. ['openai', 'anthropic'].")] = None,
         capabilities: Annotated[list[Capability] | None, Field(description="All of these are required.")] = None,
         max_cost_per_1k: Annotated[
@@ -114,7 +116,7 @@ def register(server: MCPServer[AppContext]) -> None:
     ) -> ModelsResult:
         """The model catalog filtered by provider, capabilities, max price, min context, tier and text, sorted;
         prices per 1M tokens. Works without an API key (from the cached catalog)."""
-        app = app_of(ctx)
+        app = await app_of(ctx)
         with tool_errors():
             catalog = await app.router.catalogs.current()
         rows = [

@@ -4,7 +4,7 @@
 # times while building the server (about 20 ms of the cold start).
 
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 from mcp.server import MCPServer
@@ -17,11 +17,13 @@ from modelyard.errors import ModelyardError
 from modelyard.routing.money import Usd
 from modelyard.routing.request import Capability, RouteRequest
 from modelyard.routing.result import RouteResult
-from modelyard.routing.router import Router
 from modelyard.routing.schema import ResultModel
-from modelyard.server.context import AppContext
+from modelyard.server.context import AppContextOnDemand
 from modelyard.tools.common import Progress, app_of, tool_errors, with_keepalive
 from modelyard.tools.inputs import build_messages
+
+if TYPE_CHECKING:
+    from modelyard.routing.router import Router
 
 __all__ = ["BatchResult", "BatchTask", "CompareResult", "register"]
 
@@ -66,7 +68,7 @@ class BatchResult(ResultModel):
     total_cost: Usd | None
 
 
-async def _run_all(router: Router, labelled: list[tuple[str, RouteRequest]], parallel: int) -> list[Outcome]:
+async def _run_all(router: "Router", labelled: list[tuple[str, RouteRequest]], parallel: int) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(labelled)
     limiter = anyio.CapacityLimiter(parallel)
 
@@ -88,7 +90,9 @@ def _total(outcomes: list[Outcome], extra: RouteResult | None = None) -> Decimal
     return None if any(c is None for c in costs) else sum((c for c in costs if c is not None), Decimal(0))
 
 
-async def _judge(router: Router, question: str, outcomes: list[Outcome], judge: str) -> tuple[str | None, RouteResult]:
+async def _judge(
+    router: "Router", question: str, outcomes: list[Outcome], judge: str
+) -> tuple[str | None, RouteResult]:
     answered = [o for o in outcomes if o.result is not None]
     listing = "\n\n".join(f"[{o.label}]\n{o.result.content if o.result else ''}" for o in answered)
     request = RouteRequest(
@@ -106,12 +110,12 @@ async def _judge(router: Router, question: str, outcomes: list[Outcome], judge: 
     return best, verdict
 
 
-def register(server: MCPServer[AppContext]) -> None:
+def register(server: MCPServer[AppContextOnDemand]) -> None:
     """Add `compare_models` and `execute_batch`."""
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
     async def compare_models(
-        ctx: Context[AppContext],
+        ctx: Context[AppContextOnDemand],
         prompt: Annotated[str, Field(min_length=1, description="The prompt every model answers.")],
         models: Annotated[list[str] | None, Field(description="Models (ids, short names or tiers) to compare.")] = None,
         perspectives: Annotated[
@@ -124,7 +128,7 @@ def register(server: MCPServer[AppContext]) -> None:
     ) -> CompareResult:
         """The same prompt on several models (or one model per perspective) in parallel; all answers with
         cost and latency; an optional judge picks the best."""
-        app = app_of(ctx)
+        app = await app_of(ctx)
         names = models or ["auto"]
         if len(names) < 2 and not perspectives:
             raise ToolError("Give at least two models, or perspectives (system prompts) to compare.")
@@ -151,13 +155,13 @@ def register(server: MCPServer[AppContext]) -> None:
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
     async def execute_batch(
-        ctx: Context[AppContext],
+        ctx: Context[AppContextOnDemand],
         tasks: Annotated[list[BatchTask], Field(min_length=1, max_length=50, description="Independent tasks.")],
         max_parallel: Annotated[int, Field(ge=1, le=16, description="Tasks running at once.")] = 4,
     ) -> BatchResult:
         """Several independent tasks (each with its own prompt and model or constraints) in parallel, with
         bounded concurrency, all inside the same budget. A failed task does not stop the others."""
-        app = app_of(ctx)
+        app = await app_of(ctx)
         with tool_errors():
             labelled = [
                 (

@@ -1,0 +1,118 @@
+"""The server's context opens its client, store and router at the first tool call, once, and closes them."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client
+
+from modelyard.errors import ConfigurationError
+from modelyard.sandbox import Sandbox
+from modelyard.server.context import AppContext, AppContextOnDemand
+from modelyard.settings import Settings
+from tests.server.conftest import KEY, error_text, server_env, stdio_params, structured
+
+pytestmark = pytest.mark.anyio
+
+
+def _settings(store: Path) -> Settings:
+    # Nothing is sent upstream here: opening a client connects to nothing.
+    return Settings(openrouter_api_key=KEY, openrouter_base_url="http://127.0.0.1:9/api/v1", store=f"sqlite:///{store}")
+
+
+@asynccontextmanager
+async def _serving(context: AppContextOnDemand) -> AsyncIterator[AppContextOnDemand]:
+    """`context` as the server's lifespan holds it: `run()` in the background, `close()` at the end."""
+    async with anyio.create_task_group() as background:
+        background.start_soon(context.run)
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+async def test_nothing_is_opened_until_a_call_asks_and_then_once_for_all_callers(tmp_path: Path) -> None:
+    store = tmp_path / "ledger.db"
+    with anyio.fail_after(20):
+        async with _serving(AppContextOnDemand(_settings(store))) as context:
+            await anyio.sleep(0.05)
+            assert not store.exists()
+            opened: list[AppContext] = []
+
+            async def ask() -> None:
+                opened.append(await context.get())
+
+            async with anyio.create_task_group() as callers:
+                for _ in range(5):
+                    callers.start_soon(ask)
+            assert store.exists()
+            assert len(opened) == 5 and all(app is opened[0] for app in opened)
+            assert await context.get() is opened[0]
+            assert opened[0].keepalives is context.keepalives
+
+
+async def test_closing_a_context_no_call_opened_opens_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "ledger.db"
+    with anyio.fail_after(10):
+        async with _serving(AppContextOnDemand(_settings(store))):
+            pass
+    assert not store.exists()
+
+
+async def test_close_closes_the_store_and_a_later_call_is_told_the_server_is_shutting_down(tmp_path: Path) -> None:
+    store = tmp_path / "ledger.db"
+    context = AppContextOnDemand(_settings(store))
+    with anyio.fail_after(20):
+        async with _serving(context):
+            app = await context.get()
+            await app.store.set_value("probe", "kept")
+        with pytest.raises(ConfigurationError, match="shutting down"):
+            await context.get()
+    assert not await app.store.healthy()
+    with sqlite3.connect(store) as conn:  # what was written before the close is on disk
+        assert conn.execute("SELECT value FROM kv WHERE key = 'probe'").fetchone() == ("kept",)
+
+
+async def test_a_store_that_cannot_be_opened_answers_every_call_with_the_reason(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    context = AppContextOnDemand(_settings(blocker / "ledger.db"))
+    with anyio.fail_after(20):
+        async with _serving(context):
+            for _ in range(2):
+                with pytest.raises(ConfigurationError, match="could not start its client and store") as caught:
+                    await context.get()
+                assert "ledger.db" in str(caught.value)
+
+
+async def test_over_stdio_tools_list_opens_no_store_and_a_bad_store_is_reported_by_each_call(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A host still sees the tools when the store is misconfigured; every call says what is wrong."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env = server_env(tmp_path, sandbox.base_url, MODELYARD_STORE=f"sqlite:///{blocker / 'ledger.db'}")
+    with anyio.fail_after(60):
+        async with Client(stdio_params(env, tmp_path)) as client:
+            assert len((await client.list_tools()).tools) == 9
+            for tool in ("get_budget", "get_metrics"):
+                message = error_text(await client.call_tool(tool, {}))
+                assert "could not start its client and store" in message and "ledger.db" in message
+
+
+async def test_over_stdio_the_store_is_created_by_the_first_call_not_by_the_start(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    env = server_env(tmp_path, sandbox.base_url)
+    store = tmp_path / "s.db"  # server_env's store
+    with anyio.fail_after(60):
+        async with Client(stdio_params(env, tmp_path)) as client:
+            await client.list_tools()
+            assert not store.exists()
+            assert structured(await client.call_tool("get_budget", {}))["daily"] is None
+            assert store.exists()
