@@ -15,9 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 from modelyard.errors import ConfigurationError, ModelyardError
-from modelyard.routing.attempt import Restart, StreamEvent, TextDelta
 from modelyard.routing.budget import BudgetRaiseRefusedError
 from modelyard.routing.catalog import CatalogEntry
+from modelyard.routing.events import Restart, StreamEvent, TextDelta
 from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
 from modelyard.routing.pricing import per_million
 from modelyard.routing.request import CAPABILITIES, RouteRequest

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import SchemaValidationError
@@ -18,32 +17,13 @@ from modelyard.openrouter.schemas import (
     ToolCall,
     Usage,
 )
+from modelyard.routing.events import EventSink, Restart, StreamEvent, TextDelta
 from modelyard.routing.request import RouteRequest
 
 if TYPE_CHECKING:
     from modelyard.openrouter.client import OpenRouterClient
 
-__all__ = ["Restart", "StreamEvent", "TextDelta", "check_json", "stream_model", "wire_request"]
-
-
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    """Text as it arrives from `model` (a preview: a later fallback may replace it)."""
-
-    model: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Restart:
-    """The streamed attempt on `failed_model` broke; the answer restarts on the next candidate."""
-
-    failed_model: str
-    reason: str
-
-
-StreamEvent = TextDelta | Restart
-EventSink = Callable[[StreamEvent], Awaitable[None]]
+__all__ = ["EventSink", "Restart", "StreamEvent", "TextDelta", "check_json", "stream_model", "wire_request"]
 
 
 def wire_request(request: RouteRequest, model: str, max_tokens: int) -> ChatRequest:

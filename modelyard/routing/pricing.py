@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelyard.openrouter.schemas import Pricing, Usage
+if TYPE_CHECKING:
+    from modelyard.openrouter.schemas import Pricing, Usage
 
 __all__ = [
     "PER_1K",

@@ -23,11 +23,11 @@ from modelyard.errors import (
 )
 from modelyard.openrouter.client import OpenRouterClient
 from modelyard.openrouter.schemas import EndpointsInfo
-from modelyard.routing.attempt import EventSink, StreamEvent, TextDelta
 from modelyard.routing.budget import BudgetManager
 from modelyard.routing.cache import ResponseCache, cache_allowed, canonical_key
 from modelyard.routing.catalog import Catalog, CatalogService
 from modelyard.routing.circuit import CircuitBreakers
+from modelyard.routing.events import EventSink, StreamEvent, TextDelta
 from modelyard.routing.fallback import FallbackLoop, tightest
 from modelyard.routing.ledger import failure_row, view_of_plan
 from modelyard.routing.metrics import Metrics, Window, budget_status, compute_metrics, window_start

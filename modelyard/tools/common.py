@@ -13,7 +13,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import ValidationError
 
 from modelyard.errors import InsufficientCreditsError, ModelyardError, UpstreamError
-from modelyard.routing.attempt import Restart, StreamEvent, TextDelta
+from modelyard.routing.events import Restart, StreamEvent, TextDelta
 from modelyard.server.context import AppContext, AppContextOnDemand
 
 __all__ = ["Progress", "app_of", "compact", "tool_errors", "with_keepalive"]
