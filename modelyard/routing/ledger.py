@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 from typing import Literal
 
@@ -20,7 +19,7 @@ from modelyard.routing.result import (
     TokenUsage,
 )
 from modelyard.routing.selection import Candidate, Plan
-from modelyard.store.base import LedgerRow
+from modelyard.store.base import LedgerRow, new_id
 
 __all__ = ["attempt_record", "failure_row", "success_row", "view_of_plan"]
 
@@ -35,7 +34,7 @@ def attempt_record(model: str, error: BaseException, latency_ms: float) -> Attem
 
 
 def _cost(
-    catalog: Catalog, candidate: Candidate, response: ChatResponse, usage: Usage | None, images: int
+    catalog: Catalog, candidate: Candidate, response: ChatResponse, usage: Usage | None, request: RouteRequest
 ) -> tuple[Decimal | None, Literal["upstream", "computed"] | None]:
     """OpenRouter's `usage.cost` when given, else computed at the served model's prices, else unknown."""
     if usage is None:
@@ -45,7 +44,7 @@ def _cost(
     served = catalog.get(response.model) or candidate.entry
     if served.info.pricing.is_dynamic:
         return None, None
-    return cost_of_usage(served.info.pricing, usage, images=images), "computed"
+    return cost_of_usage(served.info.pricing, usage, images=request.image_count()), "computed"
 
 
 def success_row(
@@ -62,7 +61,7 @@ def success_row(
 ) -> tuple[LedgerRow, RouteResult]:
     """The ledger row and the result for an answered request."""
     usage = response.usage
-    cost, source = _cost(catalog, candidate, response, usage, request.image_count())
+    cost, source = _cost(catalog, candidate, response, usage, request)
     attempts.append(AttemptRecord(model=candidate.id, outcome="ok", latency_ms=round(latency_ms, 3), cost=cost))
     tokens = _tokens(usage)
     choice = response.choices[0]
@@ -84,7 +83,7 @@ def success_row(
         generation_id=response.id or None,
     )
     row = LedgerRow(
-        id=uuid.uuid4().hex,
+        id=new_id(),
         ts=now,
         requested_model=request.model,
         model=result.model,
@@ -118,7 +117,7 @@ def failure_row(
 ) -> LedgerRow:
     """The ledger row for a request that got no answer (refused before sending, or all attempts failed)."""
     return LedgerRow(
-        id=uuid.uuid4().hex,
+        id=new_id(),
         ts=now,
         requested_model=request.model,
         model=plan.candidates[0].id if plan.candidates else None,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from modelyard.routing.selection import BREAKER_OPEN, Plan, SelectionDefaults, s
 from modelyard.routing.shared import SharedBreakers, SharedResponseCache, shared_store
 from modelyard.routing.speed import SpeedBook
 from modelyard.settings import Settings
-from modelyard.store.base import BudgetLimits, LedgerRow, Store
+from modelyard.store.base import BudgetLimits, LedgerRow, Store, new_id
 
 __all__ = ["Router", "RouterClock"]
 
@@ -296,7 +295,7 @@ class Router:
         )
         await self._record(
             LedgerRow(
-                id=uuid.uuid4().hex,
+                id=new_id(),
                 ts=self.clock.now(),
                 requested_model=request.model,
                 model=result.resolved_model,

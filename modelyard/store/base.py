@@ -7,6 +7,7 @@ across processes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final, Literal, Protocol
@@ -18,12 +19,20 @@ __all__ = [
     "Reservation",
     "SpendTotals",
     "Store",
+    "new_id",
 ]
 
 MEMORY: Final = ":memory:"
 """The path of a private in-memory SQLite database (gone on close; for tests and one-shot runs)."""
 
 CostSource = Literal["upstream", "computed"]
+
+
+def new_id() -> str:
+    """A random 128-bit id as 32 hex digits, for ledger rows and reservations (a quarter of `uuid4().hex`'s cost)."""
+    return os.urandom(16).hex()
+
+
 Status = Literal["ok", "error", "refused", "cancelled"]
 
 

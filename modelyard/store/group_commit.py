@@ -103,6 +103,7 @@ class GroupCommit:
         self._memo: dict[str, Any] = {}
         self._queue: list[_Write[Any]] = []
         self._leading = False
+        self._followed: anyio.Event | None = None  # set when the current leader's batch is done
         self._since_checkpoint = 0
         self._checkpointing = False
 
@@ -114,7 +115,10 @@ class GroupCommit:
         write: _Write[T] = _Write(work, first)
         self._queue.append(write)
         if self._leading:
-            write.done = anyio.Event()
+            # One event for all the writes that follow this leader: they are all in the batch it takes.
+            if self._followed is None:
+                self._followed = anyio.Event()
+            write.done = self._followed
             await self._follow(write, write.done)
             return write.outcome()
         self._leading = True
@@ -127,7 +131,7 @@ class GroupCommit:
             try:
                 # Taken once the connection is held: no await between here and the end of leading, so
                 # every write queued while we led is in this batch (none is left waiting for a leader).
-                batch, self._queue = self._queue, []
+                batch, self._queue, self._followed = self._queue, [], None
                 ran = self._run_inline(batch)
             finally:
                 if self._lock is not None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import uuid
 from decimal import Decimal, localcontext
 from types import TracebackType
 from typing import Any, Final, cast
@@ -47,7 +46,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from modelyard.errors import BudgetExceededError, ConfigurationError
-from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals
+from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, new_id
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
@@ -255,7 +254,7 @@ class RedisStore:
         if limits.per_request is not None and amount > limits.per_request:
             raise BudgetExceededError("per_request", limits.per_request, amount)
         day, month = _periods(now)
-        reservation = Reservation(id=uuid.uuid4().hex, amount=amount, expires_at=now + ttl_s)
+        reservation = Reservation(id=new_id(), amount=amount, expires_at=now + ttl_s)
         args = (repr(now), reservation.id, _text(amount), repr(reservation.expires_at))
         limit_args = tuple("" if limit is None else _text(limit) for limit in (limits.daily, limits.monthly))
         keys = (*self._holds(), self.key(day), self.key(month))

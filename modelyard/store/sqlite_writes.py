@@ -7,15 +7,15 @@ dict (`memo`), where the budget `Tally` is kept between transactions of the inli
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterable
 from decimal import Context, Decimal, localcontext
 from typing import Final
 
 from modelyard.errors import BudgetExceededError
-from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals
+from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, new_id
 
 __all__ = [
     "COLUMNS",
@@ -128,7 +128,7 @@ def reserve(
     refused = refusal(amount, limits, tally.totals())
     if refused is not None:
         return refused
-    reservation = Reservation(id=uuid.uuid4().hex, amount=amount, expires_at=now + ttl_s)
+    reservation = Reservation(id=new_id(), amount=amount, expires_at=now + ttl_s)
     conn.execute(_INSERT_RESERVATION, (reservation.id, str(amount), reservation.expires_at))
     tally.hold(reservation)
     return reservation
@@ -220,7 +220,12 @@ def totals_in(
 
 def periods(ts: float) -> tuple[str, str]:
     """The spend keys of the UTC day and the UTC month that `ts` falls in."""
-    t = time.gmtime(ts)
+    return _periods_of_day(int(ts // _DAY_S))  # Unix time has no leap seconds: every UTC day is 86,400 s
+
+
+@functools.lru_cache(maxsize=4)
+def _periods_of_day(day: int) -> tuple[str, str]:
+    t = time.gmtime(day * _DAY_S)
     return f"day:{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", f"month:{t.tm_year:04d}-{t.tm_mon:02d}"
 
 
