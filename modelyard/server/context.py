@@ -82,8 +82,9 @@ class AppContextOnDemand:
     """The server's lifespan context: opens the `AppContext` at its first use, once, and closes it at the end.
 
     The lifespan runs `run()` in a background task (where the context is opened and later closed, so
-    both happen in one task) and calls `close()` as it ends. Opening failures (a store that cannot
-    be opened) are logged once and answer every later `get()` as a `ConfigurationError`.
+    both happen in one task) and calls `close()` as it ends. A failed open (a store that cannot be
+    opened, or is locked by another process just then) is logged and answers the calls that waited
+    for it with a `ConfigurationError` saying why; the next call tries again.
     """
 
     def __init__(self, settings: Settings, keepalives: Keepalives | None = None) -> None:
@@ -91,49 +92,78 @@ class AppContextOnDemand:
         self.keepalives = keepalives or Keepalives()
         self._app: AppContext | None = None
         self._failure: str | None = None
-        self._wanted = anyio.Event()
-        self._ready = anyio.Event()
+        self._wanted = anyio.Event()  # a call waits for an open
+        self._ready = anyio.Event()  # this open has succeeded or failed
         self._closing = anyio.Event()
         self._closed = anyio.Event()
 
     async def get(self) -> AppContext:
-        """The opened context, opening it first if no call has yet.
+        """The opened context, opening it first if it is not open.
 
         Raises:
-            ConfigurationError: it could not be opened, or the server is shutting down.
+            ConfigurationError: it could not be opened (the message says why), or the server is shutting down.
         """
         if self._app is not None:
             return self._app
+        ready = self._ready  # this attempt's: a failed one is replaced by a fresh one for the next call
         self._wanted.set()
-        await self._ready.wait()
+        await ready.wait()
         if self._app is None:
-            raise ConfigurationError(self._failure or "The server is shutting down.")
+            if self._closing.is_set() or self._failure is None:
+                raise ConfigurationError("The server is shutting down.")
+            raise ConfigurationError(self._failure)
         return self._app
 
     async def run(self) -> None:
-        """Open the context when it is first wanted and hold it until `close()`."""
+        """Open the context when a call wants it (again after a failed open) and hold it until `close()`."""
+        # Shielded, and ended by `close()`: a cancelled shutdown still closes the store (its last writes,
+        # the lease it gives back) instead of abandoning it half-closed.
+        with anyio.CancelScope(shield=True):
+            try:
+                while True:
+                    await self._wanted.wait()
+                    if self._closing.is_set() or await self._open_and_hold():
+                        return
+                    ready, self._ready, self._wanted = self._ready, anyio.Event(), anyio.Event()
+                    ready.set()
+            finally:
+                self._app = None
+                self._ready.set()
+                self._closed.set()
+
+    async def _open_and_hold(self) -> bool:
+        """Open the context, hold it until `close()` and close it: True; False when it could not be opened."""
+        opened = False
         try:
-            await self._wanted.wait()
-            if self._closing.is_set():
-                return
             async with open_app_context(self.settings, self.keepalives) as app:
+                opened = True
                 self._app = app
                 self._ready.set()
                 await self._closing.wait()
-        except ModelyardError as exc:
-            self._failure = f"modelyard could not start its client and store: {exc}"
-            log.error("%s", self._failure)
         except Exception as exc:
-            self._failure = f"modelyard could not start its client and store ({type(exc).__name__}); see its log."
-            log.exception("opening the client and store failed")
-        finally:
-            self._app = None
-            self._ready.set()
-            self._closed.set()
+            if opened:
+                log.exception("closing the client and store failed")
+                return True
+            self._failure = _failure_message(exc)
+            return False
+        return True
 
     async def close(self) -> None:
         """Close the context if it was opened (and wait for that, even if cancelled meanwhile)."""
         self._closing.set()
+        self._app = None  # from now on a call is told the server is shutting down
         self._wanted.set()
         with anyio.CancelScope(shield=True):
             await self._closed.wait()
+
+
+def _failure_message(exc: Exception) -> str:
+    """What a call is told when the context could not be opened (logged here, once per failed open)."""
+    if isinstance(exc, ModelyardError):
+        message = f"modelyard could not start its client and store: {exc} (the next call tries again)"
+        log.error("%s", message)
+        return message
+    log.exception("opening the client and store failed")
+    return (
+        f"modelyard could not start its client and store ({type(exc).__name__}; see its log); the next call tries again"
+    )

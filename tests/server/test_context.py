@@ -90,6 +90,36 @@ async def test_a_store_that_cannot_be_opened_answers_every_call_with_the_reason(
                 assert "ledger.db" in str(caught.value)
 
 
+async def test_after_a_failed_open_the_next_call_tries_again(tmp_path: Path) -> None:
+    """A cause that goes away (here a file where the store's directory belongs) needs no restart."""
+    place = tmp_path / "data"
+    place.write_text("not a directory yet")
+    context = AppContextOnDemand(_settings(place / "ledger.db"))
+    with anyio.fail_after(20):
+        async with _serving(context):
+            with pytest.raises(ConfigurationError, match="the next call tries again"):
+                await context.get()
+            place.unlink()
+            place.mkdir()
+            app = await context.get()
+            assert await app.store.healthy() and (place / "ledger.db").exists()
+
+
+async def test_a_cancelled_shutdown_still_closes_the_store(tmp_path: Path) -> None:
+    """The lifespan's task group cancelled from outside (as a server's shutdown does) while the context is open."""
+    context = AppContextOnDemand(_settings(tmp_path / "ledger.db"))
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as lifespan:
+            lifespan.start_soon(context.run)
+            try:
+                app = await context.get()
+                lifespan.cancel_scope.cancel()
+                await anyio.sleep(5)  # cancelled at once
+            finally:
+                await context.close()
+    assert not await app.store.healthy()
+
+
 async def test_over_stdio_tools_list_opens_no_store_and_a_bad_store_is_reported_by_each_call(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
