@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -85,15 +85,26 @@ class AppContextOnDemand:
     both happen in one task) and calls `close()` as it ends. A failed open (a store that cannot be
     opened, or is locked by another process just then) is logged and answers the calls that waited
     for it with a `ConfigurationError` saying why; the next call tries again.
+
+    Args:
+        settings: what the context is opened with.
+        keepalives: the server's keep-alive notes (the lifespan runs them), handed to the context.
+        open_context: opens the context (`open_app_context`; tests give a fake).
     """
 
-    def __init__(self, settings: Settings, keepalives: Keepalives | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keepalives: Keepalives | None = None,
+        *,
+        open_context: Callable[[Settings, Keepalives], AbstractAsyncContextManager[AppContext]] = open_app_context,
+    ) -> None:
         self.settings = settings
         self.keepalives = keepalives or Keepalives()
+        self._open_context = open_context
         self._app: AppContext | None = None
-        self._failure: str | None = None
         self._wanted = anyio.Event()  # a call waits for an open
-        self._ready = anyio.Event()  # this open has succeeded or failed
+        self._attempt = _Attempt()  # the open the next call waits for (a failed one is replaced)
         self._closing = anyio.Event()
         self._closed = anyio.Event()
 
@@ -105,13 +116,13 @@ class AppContextOnDemand:
         """
         if self._app is not None:
             return self._app
-        ready = self._ready  # this attempt's: a failed one is replaced by a fresh one for the next call
+        attempt = self._attempt
         self._wanted.set()
-        await ready.wait()
+        await attempt.done.wait()
+        if self._closing.is_set():
+            raise ConfigurationError("The server is shutting down.")
         if self._app is None:
-            if self._closing.is_set() or self._failure is None:
-                raise ConfigurationError("The server is shutting down.")
-            raise ConfigurationError(self._failure)
+            raise ConfigurationError(attempt.failure or "The server is shutting down.")
         return self._app
 
     async def run(self) -> None:
@@ -122,29 +133,32 @@ class AppContextOnDemand:
             try:
                 while True:
                     await self._wanted.wait()
-                    if self._closing.is_set() or await self._open_and_hold():
-                        return
-                    ready, self._ready, self._wanted = self._ready, anyio.Event(), anyio.Event()
-                    ready.set()
+                    attempt = self._attempt
+                    if self._closing.is_set() or await self._open_and_hold(attempt) or self._closing.is_set():
+                        return  # (closing during a failed open: its `_wanted` was set before the swap below)
+                    self._attempt, self._wanted = _Attempt(), anyio.Event()
+                    attempt.done.set()
             finally:
                 self._app = None
-                self._ready.set()
+                self._attempt.done.set()
                 self._closed.set()
 
-    async def _open_and_hold(self) -> bool:
-        """Open the context, hold it until `close()` and close it: True; False when it could not be opened."""
+    async def _open_and_hold(self, attempt: _Attempt) -> bool:
+        """Open the context, hold it until `close()` and close it: True; False (`attempt.failure` says why)
+        when it could not be opened."""
         opened = False
         try:
-            async with open_app_context(self.settings, self.keepalives) as app:
+            async with self._open_context(self.settings, self.keepalives) as app:
                 opened = True
-                self._app = app
-                self._ready.set()
+                if not self._closing.is_set():  # else it is closed at once, and no call gets it
+                    self._app = app
+                attempt.done.set()
                 await self._closing.wait()
         except Exception as exc:
             if opened:
                 log.exception("closing the client and store failed")
                 return True
-            self._failure = _failure_message(exc)
+            attempt.failure = _failure_message(exc)
             return False
         return True
 
@@ -155,6 +169,16 @@ class AppContextOnDemand:
         self._wanted.set()
         with anyio.CancelScope(shield=True):
             await self._closed.wait()
+
+
+class _Attempt:
+    """One open of the context: done when it has succeeded or failed, and why it failed."""
+
+    __slots__ = ("done", "failure")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.failure: str | None = None
 
 
 def _failure_message(exc: Exception) -> str:

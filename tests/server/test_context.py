@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import anyio
 import pytest
@@ -14,6 +15,7 @@ from mcp import Client
 from modelyard.errors import ConfigurationError
 from modelyard.sandbox import Sandbox
 from modelyard.server.context import AppContext, AppContextOnDemand
+from modelyard.server.keepalive import Keepalives
 from modelyard.settings import Settings
 from tests.server.conftest import KEY, error_text, server_env, stdio_params, structured
 
@@ -118,6 +120,46 @@ async def test_a_cancelled_shutdown_still_closes_the_store(tmp_path: Path) -> No
             finally:
                 await context.close()
     assert not await app.store.healthy()
+
+
+def _slow_open(
+    events: list[str], *, fails: bool
+) -> Callable[[Settings, Keepalives], AbstractAsyncContextManager[AppContext]]:
+    """An open that takes 0.3 s and then fails or gives a stand-in context (its close is recorded)."""
+
+    @asynccontextmanager
+    async def open_context(settings: Settings, keepalives: Keepalives) -> AsyncIterator[AppContext]:
+        await anyio.sleep(0.3)
+        if fails:
+            raise ConfigurationError("the store is locked")
+        try:
+            yield cast(AppContext, object())
+        finally:
+            events.append("closed")
+
+    return open_context
+
+
+@pytest.mark.parametrize("fails", [True, False])
+async def test_a_close_during_an_open_ends_it_and_no_call_gets_the_context(tmp_path: Path, fails: bool) -> None:
+    events: list[str] = []
+    context = AppContextOnDemand(_settings(tmp_path / "ledger.db"), open_context=_slow_open(events, fails=fails))
+    told: list[str] = []
+
+    async def call() -> None:
+        with pytest.raises(ConfigurationError) as caught:
+            await context.get()
+        told.append(str(caught.value))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as lifespan:
+            lifespan.start_soon(context.run)
+            lifespan.start_soon(call)  # waits for the open
+            await anyio.sleep(0.1)
+            await context.close()  # mid-open
+            await call()  # after the close began
+    assert told == ["The server is shutting down."] * 2
+    assert events == ([] if fails else ["closed"])
 
 
 async def test_over_stdio_tools_list_opens_no_store_and_a_bad_store_is_reported_by_each_call(
