@@ -252,6 +252,7 @@ class FallbackLoop:
         started: float,
     ) -> RouteResult:
         now_mono = self._monotonic()
+        latency_ms = (now_mono - began) * 1000
         self.breakers.record_success(candidate.id)
         row, result = success_row(
             request,
@@ -260,17 +261,12 @@ class FallbackLoop:
             candidate,
             response,
             attempts,
-            latency_ms=(now_mono - began) * 1000,
+            latency_ms=latency_ms,
             total_ms=(now_mono - started) * 1000,
             now=self._now(),
         )
         completion = response.usage.completion_tokens if response.usage else 0
-        self.speed.observe(
-            candidate.id,
-            latency_ms=(now_mono - began) * 1000,
-            completion_tokens=completion,
-            duration_ms=(now_mono - began) * 1000,
-        )
+        self.speed.observe(candidate.id, latency_ms=latency_ms, completion_tokens=completion, duration_ms=latency_ms)
         await self.budgets.settle(reservation, row)
         return result
 

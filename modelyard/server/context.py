@@ -134,8 +134,10 @@ class AppContextOnDemand:
                 while True:
                     await self._wanted.wait()
                     attempt = self._attempt
-                    if self._closing.is_set() or await self._open_and_hold(attempt) or self._closing.is_set():
-                        return  # (closing during a failed open: its `_wanted` was set before the swap below)
+                    if self._closing.is_set() or await self._open_and_hold(attempt):
+                        return
+                    if self._closing.is_set():  # closed during the failed open: no call will want another
+                        return
                     self._attempt, self._wanted = _Attempt(), anyio.Event()
                     attempt.done.set()
             finally:
