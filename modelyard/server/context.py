@@ -48,7 +48,7 @@ async def open_app_context(settings: Settings, keepalives: Keepalives | None = N
     """Open the HTTP client, store and router; close them in reverse order on exit."""
     from modelyard.openrouter.client import OpenRouterClient
     from modelyard.routing.router import Router
-    from modelyard.store import open_store
+    from modelyard.store import open_store_async
 
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(
@@ -59,7 +59,7 @@ async def open_app_context(settings: Settings, keepalives: Keepalives | None = N
                 connect_timeout=settings.connect_timeout_s,
             )
         )
-        store = open_store(settings.store)
+        store = await open_store_async(settings.store)
         stack.push_async_callback(store.aclose)
         router = Router(client, store, settings)
         log.info(

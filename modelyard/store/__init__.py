@@ -24,6 +24,7 @@ __all__ = [
     "SpendTotals",
     "Store",
     "open_store",
+    "open_store_async",
 ]
 
 _SQLITE_PREFIX = "sqlite://"
@@ -46,8 +47,7 @@ def open_store(url: str) -> Store:
     text = url.strip()
     if not text:
         raise ConfigurationError("The store URL is empty; set MODELYARD_STORE to sqlite:///path/to/file.db.")
-    scheme = _SCHEME.match(text)
-    if scheme is not None and scheme.group(1).lower() in ("redis", "rediss"):
+    if _is_redis(text):
         from modelyard.store.redis import RedisStore
 
         try:
@@ -57,6 +57,26 @@ def open_store(url: str) -> Store:
     from modelyard.store.sqlite import SQLiteStore
 
     return SQLiteStore(_sqlite_path(text))
+
+
+async def open_store_async(url: str) -> Store:
+    """`open_store`, with a SQLite file opened in a worker thread: a file another process holds locked
+    makes this wait (up to the busy timeout) without blocking the event loop.
+
+    Raises:
+        ConfigurationError: as `open_store`.
+    """
+    text = url.strip()
+    if not text or _is_redis(text):
+        return open_store(text)  # the empty URL's error, or a RedisStore (it connects at its first call)
+    from modelyard.store.sqlite import SQLiteStore
+
+    return await SQLiteStore.open(_sqlite_path(text))
+
+
+def _is_redis(url: str) -> bool:
+    scheme = _SCHEME.match(url)
+    return scheme is not None and scheme.group(1).lower() in ("redis", "rediss")
 
 
 def _sqlite_path(url: str) -> str | Path:

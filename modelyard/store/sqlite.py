@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -31,32 +29,17 @@ from typing import Final, TypeVar, cast
 import anyio
 import anyio.to_thread
 
-from modelyard.errors import BudgetExceededError, ConfigurationError
+from modelyard.errors import BudgetExceededError
 from modelyard.store import lease as leases
 from modelyard.store import sqlite_writes as writes
 from modelyard.store.base import MEMORY, BudgetLimits, CostSource, LedgerRow, Reservation, SpendTotals, Status
 from modelyard.store.group_commit import GroupCommit
 from modelyard.store.lease import Lease
+from modelyard.store.sqlite_files import immediate, open_connections, resolved_path
 
 __all__ = ["MEMORY", "SQLiteStore"]
 
 _T = TypeVar("_T")
-_SCHEMA_VERSION: Final = 1
-_SCHEMA: Final = (
-    """CREATE TABLE ledger (
-        id TEXT NOT NULL UNIQUE, ts REAL NOT NULL, requested_model TEXT NOT NULL, model TEXT,
-        provider TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-        cached_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL, cost TEXT, cost_source TEXT,
-        latency_ms REAL, attempts INTEGER NOT NULL, cache_hit INTEGER NOT NULL, saved TEXT,
-        status TEXT NOT NULL, error TEXT, streamed INTEGER NOT NULL, detail TEXT NOT NULL)""",
-    "CREATE INDEX ledger_ts ON ledger (ts)",
-    "CREATE TABLE spend (period TEXT PRIMARY KEY, total TEXT NOT NULL) WITHOUT ROWID",
-    """CREATE TABLE reservations (id TEXT PRIMARY KEY, amount TEXT NOT NULL, expires_at REAL NOT NULL)
-        WITHOUT ROWID""",
-    "CREATE INDEX reservations_expiry ON reservations (expires_at)",
-    "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-    f"PRAGMA user_version = {_SCHEMA_VERSION}",
-)
 _SELECT_ROWS: Final = f"SELECT {writes.COLUMNS} FROM ledger WHERE ts >= ? ORDER BY ts DESC, rowid DESC LIMIT ?"
 _LEASE_BELOW: Final = 8
 """Requests in flight from which reservations are written again (and batched) instead of drawn from
@@ -73,8 +56,10 @@ _SET_VALUE: Final = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key)
 class SQLiteStore:
     """A `Store` in one SQLite file (WAL mode), safe for concurrent tasks and processes.
 
-    The file and its parent folders are created when missing. Opening is synchronous (a few
-    milliseconds, once at startup); every other method runs its blocking work in a worker thread.
+    The file and its parent folders are created when missing. The constructor opens it synchronously
+    (a few milliseconds, but up to `busy_timeout_s` while another process holds the write lock);
+    `await SQLiteStore.open(path)` opens it in a worker thread instead, so a locked file never blocks the
+    event loop. Every other method runs its blocking work in a worker thread.
 
     Args:
         path: the database file, or `MEMORY` for a private in-memory database.
@@ -85,13 +70,24 @@ class SQLiteStore:
     """
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, lease: bool = True) -> None:
-        self.path = path if str(path) == MEMORY else Path(path).expanduser().resolve()
-        try:
-            self._conn = _connect(self.path, busy_timeout_s)
-            # An in-memory database is private to its one connection (and no other process waits on it).
-            self._inline = _connect_inline(self.path) if isinstance(self.path, Path) else self._conn
-        except (sqlite3.Error, OSError) as exc:
-            raise ConfigurationError(f"Cannot open the SQLite store at {self.path}: {exc}") from exc
+        self._setup(*open_connections(resolved_path(path), busy_timeout_s), lease=lease)
+
+    @classmethod
+    async def open(cls, path: str | Path, *, busy_timeout_s: float = 10.0, lease: bool = True) -> SQLiteStore:
+        """Open the store with the file's I/O (and any wait for another process's lock) in a worker thread.
+
+        Raises:
+            ConfigurationError: as the constructor.
+        """
+        # Shielded: a caller cancelled mid-open would otherwise leave the connections opened for nobody.
+        with anyio.CancelScope(shield=True):
+            opened = await anyio.to_thread.run_sync(open_connections, resolved_path(path), busy_timeout_s)
+        store = cls.__new__(cls)
+        store._setup(*opened, lease=lease)  # the anyio primitives are made here, on the event loop
+        return store
+
+    def _setup(self, path: str | Path, conn: sqlite3.Connection, inline: sqlite3.Connection, *, lease: bool) -> None:
+        self.path, self._conn, self._inline = path, conn, inline
         self._lock = anyio.Lock()
         self._holds = 0  # reservations made here and not yet settled: requests in flight
         self._lease = Lease() if lease else None
@@ -276,93 +272,9 @@ class SQLiteStore:
         await self._run(self._conn.close)
 
 
-def _connect(path: str | Path, busy_timeout_s: float) -> sqlite3.Connection:
-    """Open the database with the pragmas this store relies on and make sure the schema exists."""
-    if isinstance(path, Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: no implicit transactions, every BEGIN here is explicit.
-    # timeout= is SQLite's busy_timeout: wait for another process's lock instead of failing at once.
-    conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-    try:
-        _use_wal(conn, deadline=time.monotonic() + busy_timeout_s)
-        # With WAL, NORMAL syncs the WAL at checkpoints rather than on every commit. A committed
-        # transaction survives the process being killed (it is in the WAL, in the OS cache); only a
-        # power loss or OS crash may undo the last few commits, and it never corrupts the file.
-        # That is the right trade for a ledger written on every request.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.create_function("dec_add", 2, writes.dec_add, deterministic=True)
-        conn.create_function("dec_less", 2, writes.dec_less, deterministic=True)
-        _ensure_schema(conn)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _connect_inline(path: Path) -> sqlite3.Connection:
-    """The connection group commits run on, on the event loop: it never waits for another process's
-    lock (busy timeout 0: the batch goes to the waiting connection instead) and never checkpoints
-    (a checkpoint fsyncs; the waiting connection runs them in a worker thread)."""
-    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        conn.create_function("dec_add", 2, writes.dec_add, deterministic=True)
-        conn.create_function("dec_less", 2, writes.dec_less, deterministic=True)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _use_wal(conn: sqlite3.Connection, *, deadline: float) -> None:
-    """Switch the file to WAL (a persistent setting), retrying while another opener holds it.
-
-    Changing the journal mode needs an exclusive lock, and SQLite reports "database is locked" at
-    once rather than calling the busy handler, so processes opening a new file together retry.
-    """
-    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
-    while mode not in ("wal", "memory"):  # an in-memory database keeps its "memory" journal
-        try:
-            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-        except sqlite3.OperationalError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
-            continue
-        if mode not in ("wal", "memory"):
-            raise ConfigurationError(f"SQLite cannot use WAL mode for this file (journal mode {mode!r}).")
-
-
-def _ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables once per file (the version lives in `PRAGMA user_version`)."""
-    with _immediate(conn):
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > _SCHEMA_VERSION:
-            raise ConfigurationError(
-                f"The store was written by a newer modelyard (schema {version} > {_SCHEMA_VERSION})."
-            )
-        if version == 0:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-
-
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that holds SQLite's write lock from its first statement."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
 def _give_back(conn: sqlite3.Connection, lease_id: str, keep: Decimal) -> None:
     """Shrink the lease to what requests still in flight hold (they keep it until it expires), or drop it."""
-    with _immediate(conn):
+    with immediate(conn):
         found = conn.execute(leases.LEASE_AMOUNT, (lease_id,)).fetchone()
         if found is None:
             return

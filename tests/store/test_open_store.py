@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import anyio
 import pytest
 
 import modelyard.store
 from modelyard.errors import ConfigurationError
-from modelyard.store import SQLiteStore, open_store
+from modelyard.store import SQLiteStore, open_store, open_store_async
 
 pytestmark = pytest.mark.anyio
 
@@ -81,5 +83,87 @@ def test_urls_without_a_database_file_are_configuration_errors(url: str) -> None
 def test_the_package_exports_its_public_names() -> None:
     """The store package exports exactly its public interface."""
     assert sorted(modelyard.store.__all__) == sorted(
-        ["BudgetLimits", "LedgerRow", "Reservation", "SQLiteStore", "SpendTotals", "Store", "open_store"]
+        [
+            "BudgetLimits",
+            "LedgerRow",
+            "Reservation",
+            "SQLiteStore",
+            "SpendTotals",
+            "Store",
+            "open_store",
+            "open_store_async",
+        ]
     )
+
+
+async def test_open_store_async_opens_the_file_a_url_names(tmp_path: Path) -> None:
+    """The async opener reads URLs exactly as `open_store` does."""
+    target = tmp_path / "a" / "async.db"
+    store = await open_store_async(f"sqlite://{target}")
+    assert isinstance(store, SQLiteStore)
+    assert store.path == target
+    await store.aclose()
+    memory = await open_store_async("sqlite:///:memory:")
+    assert isinstance(memory, SQLiteStore)
+    assert str(memory.path) == ":memory:"
+    await memory.aclose()
+
+
+async def test_open_store_async_opens_redis_without_connecting() -> None:
+    """A Redis URL gives a RedisStore at once, as `open_store` does."""
+    from modelyard.store.redis import RedisStore
+
+    store = await open_store_async("redis://localhost:6379/0")
+    assert isinstance(store, RedisStore)
+    await store.aclose()
+
+
+@pytest.mark.parametrize("url", ["", "postgres://db/x", "sqlite://relative.db"])
+async def test_open_store_async_refuses_what_open_store_refuses(url: str) -> None:
+    """Bad URLs are the same configuration errors."""
+    with pytest.raises(ConfigurationError):
+        await open_store_async(url)
+
+
+async def test_a_file_that_cannot_be_created_is_a_configuration_error_from_the_async_opener(tmp_path: Path) -> None:
+    """A path under a plain file cannot be opened: the error names the path."""
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigurationError, match="Cannot open the SQLite store"):
+        await SQLiteStore.open(tmp_path / "file" / "store.db")
+
+
+async def test_a_file_another_process_holds_locked_is_waited_for_without_blocking_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """While another connection holds the write lock, the open waits in a worker thread: the event
+    loop keeps running (here it is what releases the lock), and the open then succeeds."""
+    db = tmp_path / "locked.db"
+    await (await SQLiteStore.open(db)).aclose()  # the file exists, in WAL mode, with its schema
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async def release_soon() -> None:
+        await anyio.sleep(0.3)
+        holder.execute("COMMIT")
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(tick)
+            group.start_soon(release_soon)
+            began = anyio.current_time()
+            with anyio.fail_after(8):
+                store = await open_store_async(f"sqlite://{db}")
+            waited = anyio.current_time() - began
+            group.cancel_scope.cancel()
+    finally:
+        holder.close()
+    assert ticks >= 10, f"the event loop ran only {ticks} times while the open waited"
+    assert waited >= 0.25, "the open did not wait for the lock"
+    await store.aclose()
