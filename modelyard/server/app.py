@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -33,7 +34,8 @@ Costs are USD; an unknown cost is null, never 0."""
 
 
 def build_server(settings: Settings) -> MCPServer[AppContextOnDemand]:
-    """The MCP server with every tool registered; client, store and router open once, at the first tool call."""
+    """The MCP server with every tool registered; client, store and router open once, in the background
+    after the tools are first listed (or at the first tool call, if that comes first)."""
 
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContextOnDemand]) -> AsyncIterator[AppContextOnDemand]:
@@ -54,6 +56,7 @@ def build_server(settings: Settings) -> MCPServer[AppContextOnDemand]:
         website_url="https://github.com/modelyard/modelyard",
         lifespan=lifespan,
         log_level="DEBUG" if settings.debug else "WARNING",
+        middleware=[_warm_up_after_listing_tools],
     )
     server.custom_route("/health", methods=["GET"])(_health)
 
@@ -62,6 +65,16 @@ def build_server(settings: Settings) -> MCPServer[AppContextOnDemand]:
 
     register_all(server)
     return server
+
+
+async def _warm_up_after_listing_tools(
+    ctx: ServerRequestContext[AppContextOnDemand, Any], call_next: CallNext
+) -> HandlerResult:
+    """A host lists the tools as it starts, well before its first call: open the context then."""
+    result = await call_next(ctx)
+    if ctx.method == "tools/list":
+        ctx.lifespan_context.warm_up()
+    return result
 
 
 async def _health(request: Request) -> Response:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["AppContext", "AppContextOnDemand", "open_app_context"]
 
 log = logging.getLogger(__name__)
+_WARM_UP_AFTER_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,10 @@ class AppContextOnDemand:
     opened, or is locked by another process just then) is logged and answers the calls that waited
     for it with a `ConfigurationError` saying why; the next call tries again.
 
+    `warm_up()` (the server calls it once it has listed its tools) opens the context in the background
+    without waiting for a call, and then fetches the model catalog, so that the first call finds both
+    ready instead of paying for them.
+
     Args:
         settings: what the context is opened with.
         keepalives: the server's keep-alive notes (the lifespan runs them), handed to the context.
@@ -104,6 +109,7 @@ class AppContextOnDemand:
         self._open_context = open_context
         self._app: AppContext | None = None
         self._wanted = anyio.Event()  # a call waits for an open
+        self._warm = anyio.Event()  # open in the background, without a call waiting
         self._attempt = _Attempt()  # the open the next call waits for (a failed one is replaced)
         self._closing = anyio.Event()
         self._closed = anyio.Event()
@@ -125,27 +131,51 @@ class AppContextOnDemand:
             raise ConfigurationError(attempt.failure or "The server is shutting down.")
         return self._app
 
+    def warm_up(self) -> None:
+        """Open the context soon, in the background, and fetch the model catalog (nothing if it is open)."""
+        self._warm.set()
+
     async def run(self) -> None:
-        """Open the context when a call wants it (again after a failed open) and hold it until `close()`."""
+        """Open the context when a call wants it or a warm-up asks (again after a failed open) and hold it
+        until `close()`."""
         # Shielded, and ended by `close()`: a cancelled shutdown still closes the store (its last writes,
         # the lease it gives back) instead of abandoning it half-closed.
         with anyio.CancelScope(shield=True):
             try:
                 while True:
-                    await self._wanted.wait()
+                    warming = await self._until_wanted()
                     attempt = self._attempt
-                    if self._closing.is_set() or await self._open_and_hold(attempt):
+                    if self._closing.is_set() or await self._open_and_hold(attempt, warming=warming):
                         return
                     if self._closing.is_set():  # closed during the failed open: no call will want another
                         return
-                    self._attempt, self._wanted = _Attempt(), anyio.Event()
+                    # A failed open is tried again by the next call, not by the warm-up that asked.
+                    self._attempt, self._wanted, self._warm = _Attempt(), anyio.Event(), anyio.Event()
                     attempt.done.set()
             finally:
                 self._app = None
                 self._attempt.done.set()
                 self._closed.set()
 
-    async def _open_and_hold(self, attempt: _Attempt) -> bool:
+    async def _until_wanted(self) -> bool:
+        """Wait until a call wants the context (False) or a warm-up asked for it a moment ago (True)."""
+        warming = False
+        async with anyio.create_task_group() as group:
+
+            async def after_warm_up() -> None:
+                nonlocal warming
+                await self._warm.wait()
+                # The answer that asked goes out first: opening holds the event loop while it imports.
+                await anyio.sleep(_WARM_UP_AFTER_S)
+                warming = True
+                group.cancel_scope.cancel()
+
+            group.start_soon(after_warm_up)
+            await self._wanted.wait()
+            group.cancel_scope.cancel()
+        return warming and not self._wanted.is_set()
+
+    async def _open_and_hold(self, attempt: _Attempt, *, warming: bool = False) -> bool:
         """Open the context, hold it until `close()` and close it: True; False (`attempt.failure` says why)
         when it could not be opened."""
         opened = False
@@ -155,6 +185,8 @@ class AppContextOnDemand:
                 if not self._closing.is_set():  # else it is closed at once, and no call gets it
                     self._app = app
                 attempt.done.set()
+                if warming and not self._closing.is_set():
+                    await self._fetch_catalog(app)
                 await self._closing.wait()
         except Exception as exc:
             if opened:
@@ -163,6 +195,23 @@ class AppContextOnDemand:
             attempt.failure = _failure_message(exc)
             return False
         return True
+
+    async def _fetch_catalog(self, app: AppContext) -> None:
+        """Load the model catalog ahead of the first call (until `close()`; a failure is the first call's to report)."""
+        async with anyio.create_task_group() as group:
+
+            async def fetch() -> None:
+                try:
+                    await app.router.catalogs.current()
+                except ModelyardError as exc:
+                    log.info("no model catalog yet (the first call tries again): %s", exc)
+                except Exception:  # a warm-up must never end the context the calls need
+                    log.warning("fetching the model catalog ahead of the first call failed", exc_info=True)
+                group.cancel_scope.cancel()
+
+            group.start_soon(fetch)
+            await self._closing.wait()
+            group.cancel_scope.cancel()
 
     async def close(self) -> None:
         """Close the context if it was opened (and wait for that, even if cancelled meanwhile)."""

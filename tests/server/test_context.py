@@ -1,4 +1,5 @@
-"""The server's context opens its client, store and router at the first tool call, once, and closes them."""
+"""The server's context opens its client, store and router once (at the first tool call, or in the background
+after the tools are listed) and closes them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from mcp import Client
 
 from modelyard.errors import ConfigurationError
 from modelyard.sandbox import Sandbox
-from modelyard.server.context import AppContext, AppContextOnDemand
+from modelyard.server.context import AppContext, AppContextOnDemand, open_app_context
 from modelyard.server.keepalive import Keepalives
 from modelyard.settings import Settings
 from tests.server.conftest import KEY, error_text, server_env, stdio_params, structured
@@ -162,7 +163,78 @@ async def test_a_close_during_an_open_ends_it_and_no_call_gets_the_context(tmp_p
     assert events == ([] if fails else ["closed"])
 
 
-async def test_over_stdio_tools_list_opens_no_store_and_a_bad_store_is_reported_by_each_call(
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` for up to 10 s (what happens in a child process or a worker thread sets no event here)."""
+    for _ in range(500):
+        if condition():
+            return
+        await anyio.sleep(0.02)
+    raise AssertionError(f"not within 10 s: {what}")
+
+
+def _catalog_stored(store: Path) -> bool:
+    if not store.exists():
+        return False
+    conn = sqlite3.connect(store)
+    try:
+        return conn.execute("SELECT count(*) FROM kv WHERE key = 'catalog:v1'").fetchone() == (1,)
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return False
+    finally:
+        conn.close()
+
+
+async def test_a_warm_up_opens_the_context_and_loads_the_catalog_before_any_call(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    store = tmp_path / "ledger.db"
+    settings = Settings(openrouter_api_key=KEY, openrouter_base_url=sandbox.base_url, store=f"sqlite:///{store}")
+    with anyio.fail_after(30):
+        async with _serving(AppContextOnDemand(settings)) as context:
+            context.warm_up()
+            await _until(lambda: _catalog_stored(store), "the warm-up fetched and stored the catalog")
+            app = await context.get()
+            assert app.router.catalogs.loaded is not None
+            context.warm_up()  # open already: nothing happens
+            assert await context.get() is app
+
+
+async def test_a_failed_warm_up_is_tried_again_by_the_first_call_which_is_told_why(tmp_path: Path) -> None:
+    place = tmp_path / "data"
+    place.write_text("not a directory")
+    attempts: list[str] = []
+
+    @asynccontextmanager
+    async def counted_open(settings: Settings, keepalives: Keepalives) -> AsyncIterator[AppContext]:
+        attempts.append("open")
+        async with open_app_context(settings, keepalives) as app:
+            yield app
+
+    context = AppContextOnDemand(_settings(place / "ledger.db"), open_context=counted_open)
+    with anyio.fail_after(20):
+        async with _serving(context):
+            context.warm_up()
+            await _until(lambda: attempts == ["open"], "the warm-up tried to open")
+            await anyio.sleep(0.2)
+            assert attempts == ["open"], "a failed warm-up is not retried on its own"
+            with pytest.raises(ConfigurationError, match="could not start its client and store"):
+                await context.get()
+            assert attempts == ["open", "open"]
+
+
+async def test_a_call_during_a_warm_up_gets_the_one_context_it_opened(tmp_path: Path) -> None:
+    events: list[str] = []
+    context = AppContextOnDemand(_settings(tmp_path / "ledger.db"), open_context=_slow_open(events, fails=False))
+    with anyio.fail_after(10):
+        async with _serving(context):
+            context.warm_up()
+            await anyio.sleep(0.1)  # the open is under way
+            first = await context.get()
+            assert await context.get() is first
+    assert events == ["closed"]
+
+
+async def test_over_stdio_a_bad_store_is_reported_by_each_call_and_the_tools_are_still_listed(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """A host still sees the tools when the store is misconfigured; every call says what is wrong."""
@@ -177,14 +249,17 @@ async def test_over_stdio_tools_list_opens_no_store_and_a_bad_store_is_reported_
                 assert "could not start its client and store" in message and "ledger.db" in message
 
 
-async def test_over_stdio_the_store_is_created_by_the_first_call_not_by_the_start(
+async def test_over_stdio_listing_the_tools_opens_the_store_and_loads_the_catalog_in_the_background(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
+    """Starting opens nothing; once the host has listed the tools, the store and the catalog are made
+    ready without any call, so the first call does not wait for them."""
     env = server_env(tmp_path, sandbox.base_url)
     store = tmp_path / "s.db"  # server_env's store
     with anyio.fail_after(60):
         async with Client(stdio_params(env, tmp_path)) as client:
+            await anyio.sleep(0.5)
+            assert not store.exists(), "initializing alone opened the store"
             await client.list_tools()
-            assert not store.exists()
+            await _until(lambda: _catalog_stored(store), "the catalog was fetched and stored after tools/list")
             assert structured(await client.call_tool("get_budget", {}))["daily"] is None
-            assert store.exists()
