@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -41,11 +41,13 @@ from modelyard.openrouter.transport import AiohttpTransport, default_transport, 
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["DEFAULT_BASE_URL", "OpenRouterClient"]
+__all__ = ["DEFAULT_BASE_URL", "GenerationHook", "OpenRouterClient"]
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 log = logging.getLogger(__name__)
 _T = TypeVar("_T", bound=BaseModel)
+GenerationHook = Callable[[str], None]
+"""Told the generation id of a 200 answer whose headers arrived (see `OpenRouterClient.chat`)."""
 _DRAIN_S = 0.1
 
 
@@ -154,8 +156,13 @@ class OpenRouterClient:
 
     # ------------------------------------------------------------------ chat
 
-    async def chat(self, request: ChatRequest) -> ChatResponse:
+    async def chat(self, request: ChatRequest, *, on_generation: GenerationHook | None = None) -> ChatResponse:
         """`POST /chat/completions` without streaming.
+
+        Args:
+            on_generation: called with the generation id (`X-Generation-Id`) as soon as a 200 answer's
+                headers arrive, before its body: from then on the answer may be billed even if the
+                call fails or is cancelled (`generation()` tells later).
 
         Raises:
             UpstreamError: the typed failure, including an `error` object inside a 200 body
@@ -164,9 +171,10 @@ class OpenRouterClient:
         direct = self._direct_transport()
         try:
             if direct is None:
-                response = await self._http.send(self._chat_request(request, stream=False))
+                response = await self._send_whole(self._chat_request(request, stream=False), on_generation)
             else:
                 sent = await self._send_direct(direct, request, stream=False)
+                _announce(on_generation, sent.status, sent.headers)
                 content = await direct.read(sent)
                 if sent.status == 200 and not _encoded(sent):
                     return self._checked(self._decode(content, ChatResponse, model=request.model), request.model)
@@ -176,11 +184,14 @@ class OpenRouterClient:
         result = self._parse(response, ChatResponse, model=request.model)
         return self._checked(result, request.model)
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatChunk]:
+    async def stream_chat(
+        self, request: ChatRequest, *, on_generation: GenerationHook | None = None
+    ) -> AsyncGenerator[ChatChunk]:
         """`POST /chat/completions` with `stream: true`: yields each chunk as it arrives.
 
         The last chunk carries `usage`. Closing the iterator early closes the connection, which
-        cancels the generation upstream.
+        cancels the generation upstream (with most providers: others finish and bill it).
+        `on_generation` is called as `chat`'s is.
 
         Raises:
             StreamError: an error chunk mid-stream (`finish_reason: "error"`).
@@ -191,6 +202,7 @@ class OpenRouterClient:
         try:
             if direct is not None:
                 sent = await self._send_direct(direct, request, stream=True)
+                _announce(on_generation, sent.status, sent.headers)
                 if sent.status == 200 and _event_stream(sent.content_type) and not _encoded(sent):
                     started = True
                     try:
@@ -204,6 +216,7 @@ class OpenRouterClient:
                 response = direct.as_httpx2(sent, None if streaming else await direct.read(sent))
             else:
                 response = await self._http.send(self._chat_request(request, stream=True), stream=True)
+                _announce(on_generation, response.status_code, response.headers)
             try:
                 if response.status_code >= 300:
                     await response.aread()
@@ -269,6 +282,18 @@ class OpenRouterClient:
             content=self._chat_body(request, stream=stream),
             extensions=self._chat_extensions,
         )
+
+    async def _send_whole(self, request: httpx2.Request, on_generation: GenerationHook | None) -> httpx2.Response:
+        """Send `request` through httpx2 and read the whole body, announcing the generation in between."""
+        if on_generation is None:
+            return await self._http.send(request)
+        response = await self._http.send(request, stream=True)
+        try:
+            _announce(on_generation, response.status_code, response.headers)
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     def _chat_body(self, request: ChatRequest, *, stream: bool) -> bytes:
         """The JSON body, serialised by pydantic in one step."""
@@ -357,3 +382,8 @@ async def _drain(lines: AsyncIterator[str]) -> None:
     with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_S), contextlib.suppress(httpx2.HTTPError):
         async for _ in lines:
             pass
+
+
+def _announce(on_generation: GenerationHook | None, status: int, headers: Mapping[str, str]) -> None:
+    if on_generation is not None and status == 200 and (generation_id := headers.get("x-generation-id")):
+        on_generation(generation_id)

@@ -21,7 +21,7 @@ from modelyard.routing.events import EventSink, Restart, StreamEvent, TextDelta
 from modelyard.routing.request import RouteRequest
 
 if TYPE_CHECKING:
-    from modelyard.openrouter.client import OpenRouterClient
+    from modelyard.openrouter.client import GenerationHook, OpenRouterClient
 
 __all__ = ["EventSink", "Restart", "StreamEvent", "TextDelta", "check_json", "stream_model", "wire_request"]
 
@@ -43,10 +43,12 @@ def wire_request(request: RouteRequest, model: str, max_tokens: int) -> ChatRequ
     )
 
 
-async def stream_model(client: OpenRouterClient, body: ChatRequest) -> AsyncGenerator[TextDelta | ChatResponse]:
+async def stream_model(
+    client: OpenRouterClient, body: ChatRequest, on_generation: GenerationHook | None = None
+) -> AsyncGenerator[TextDelta | ChatResponse]:
     """Stream one attempt: its text as it arrives, then the whole answer, assembled."""
     assembler = _Assembler()
-    async with aclosing(client.stream_chat(body)) as chunks:
+    async with aclosing(client.stream_chat(body, on_generation=on_generation)) as chunks:
         async for chunk in chunks:
             assembler.add(chunk.model, chunk.provider, chunk.id, chunk.usage)
             for choice in chunk.choices:

@@ -18,12 +18,15 @@ import anyio
 from modelyard.errors import (
     AllCandidatesFailedError,
     BudgetExceededError,
+    IncompleteStreamError,
+    MalformedResponseError,
     ModelyardError,
     SchemaValidationError,
+    UpstreamConnectError,
     UpstreamError,
     UpstreamTimeoutError,
 )
-from modelyard.openrouter.client import OpenRouterClient
+from modelyard.openrouter.client import GenerationHook, OpenRouterClient
 from modelyard.openrouter.schemas import ChatResponse
 from modelyard.routing.attempt import Restart, StreamEvent, TextDelta, check_json, stream_model
 from modelyard.routing.attempt import wire_request as _wire_request
@@ -31,6 +34,7 @@ from modelyard.routing.budget import BudgetManager
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.circuit import CircuitBreakers
 from modelyard.routing.ledger import attempt_record, failure_row, success_row
+from modelyard.routing.reconcile import Abandoned, Reconciler
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import AttemptRecord, RouteResult
 from modelyard.routing.retry import RetryPolicy, is_final
@@ -40,6 +44,10 @@ from modelyard.routing.speed import SpeedBook
 from modelyard.store.base import Reservation
 
 __all__ = ["FallbackLoop", "tightest"]
+
+# How an attempt can end after its answer began without the upstream reporting an error: the answer may
+# have been finished and billed all the same.
+_MAY_BE_BILLED = (UpstreamTimeoutError, UpstreamConnectError, IncompleteStreamError, MalformedResponseError)
 
 
 class FallbackLoop:
@@ -53,6 +61,7 @@ class FallbackLoop:
         speed: learns each answering model's latency.
         max_attempts: upstream calls allowed per request, across all candidates.
         monotonic, now, sleep: the time seams (`RouterClock`'s).
+        reconciler: takes the hold of an attempt abandoned after its answer began (it may be billed).
     """
 
     def __init__(
@@ -67,10 +76,12 @@ class FallbackLoop:
         monotonic: Callable[[], float],
         now: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.client, self.budgets, self.breakers, self.retry, self.speed = client, budgets, breakers, retry, speed
         self.max_attempts = max_attempts
         self._monotonic, self._now, self._sleep = monotonic, now, sleep
+        self.reconciler = reconciler
 
     async def run(
         self, request: RouteRequest, plan: Plan, catalog: Catalog, streamed: bool, started: float
@@ -138,15 +149,21 @@ class FallbackLoop:
         """
         retries = 0
         settled = False  # the hold became the answer's cost
+        hold: Reservation | None = reservation  # None: handed to the reconciler, with an abandoned attempt
+        begun: list[str] = []  # the current attempt's generation id, once its answer began
         try:
             while outcome.used < budget_left:
+                if hold is None:  # the attempt before kept its hold: this one needs its own
+                    hold = await self._hold_again(request, candidate)
                 outcome.used += 1
                 began = self._monotonic()
                 billed: Decimal | None = None
+                begun.clear()
                 try:
                     if streamed:
                         response = None
-                        async with aclosing(self._streamed_call(request, candidate, started)) as items:
+                        attempt = self._streamed_call(request, candidate, started, begun.append)
+                        async with aclosing(attempt) as items:
                             async for item in items:
                                 if isinstance(item, TextDelta):
                                     yield item
@@ -154,7 +171,7 @@ class FallbackLoop:
                                     response = item
                         assert response is not None  # stream_model always ends with the answer
                     else:
-                        response = await self._call(request, candidate, started)
+                        response = await self._call(request, candidate, started, begun.append)
                     message = response.choices[0].message
                     try:
                         check_json(
@@ -165,13 +182,20 @@ class FallbackLoop:
                         # in place of the hold (never retried: no later attempt on this candidate needs it).
                         settled = True
                         billed = await self._settle_rejected(
-                            request, plan, catalog, candidate, reservation, response, rejected
+                            request, plan, catalog, candidate, hold, response, rejected
                         )
                         raise
                 except (UpstreamError, SchemaValidationError) as exc:
                     attempts.append(attempt_record(candidate.id, exc, (self._monotonic() - began) * 1000))
                     attempts[-1].cost = billed
                     self._count_failure(candidate.id, exc)
+                    if (
+                        begun
+                        and isinstance(exc, _MAY_BE_BILLED)
+                        and self._hand_over(request, candidate, hold, begun[0], streamed, exc)
+                    ):
+                        hold = None
+                    begun.clear()
                     if is_final(exc):
                         outcome.final = exc
                         return
@@ -188,16 +212,22 @@ class FallbackLoop:
                     return
                 settled = True
                 outcome.result = await self._succeed(
-                    request, plan, catalog, candidate, reservation, response, attempts, began, started
+                    request, plan, catalog, candidate, hold, response, attempts, began, started
                 )
                 return
+        except BudgetExceededError as refusal:  # no hold for a retry after an attempt kept its own
+            attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error=str(refusal)))
+            outcome.failures.append((candidate.id, refusal))
         finally:
-            if not settled:
-                # Every other way out frees the hold: a failure, the caller cancelled (during a call or a
-                # retry's back-off), or the consumer closed the stream at a yield. Shielded, as it may be
-                # cancelled.
-                with anyio.CancelScope(shield=True):
-                    await self.budgets.release(reservation)
+            if not settled and hold is not None:
+                # Cancelled after the answer began (the caller left, or closed the stream): it may be billed.
+                kept = bool(begun) and self._hand_over(request, candidate, hold, begun[0], streamed, None)
+                if not kept:
+                    # Every other way out frees the hold: a failure, the caller cancelled (during a call or a
+                    # retry's back-off), or the consumer closed the stream at a yield. Shielded, as it may be
+                    # cancelled.
+                    with anyio.CancelScope(shield=True):
+                        await self.budgets.release(hold)
 
     def time_left(self, request: RouteRequest, started: float) -> float:
         """Seconds left of the request's `timeout_s` (unbounded when it gives none)."""
@@ -205,20 +235,23 @@ class FallbackLoop:
             return float("inf")
         return request.timeout_s - (self._monotonic() - started)
 
-    async def _call(self, request: RouteRequest, candidate: Candidate, started: float) -> ChatResponse:
+    async def _call(
+        self, request: RouteRequest, candidate: Candidate, started: float, on_generation: GenerationHook
+    ) -> ChatResponse:
         body = _wire_request(request, candidate.id, candidate.max_tokens)
         if request.timeout_s is None:  # no deadline: no cancel scope to enter and leave on every attempt
-            return await self.client.chat(body)
+            return await self.client.chat(body, on_generation=on_generation)
         with anyio.move_on_after(max(0.0, self.time_left(request, started))):
-            return await self.client.chat(body)
+            return await self.client.chat(body, on_generation=on_generation)
         raise _timed_out(request, candidate)
 
     async def _streamed_call(
-        self, request: RouteRequest, candidate: Candidate, started: float
+        self, request: RouteRequest, candidate: Candidate, started: float, on_generation: GenerationHook
     ) -> AsyncGenerator[TextDelta | ChatResponse]:
         """The streamed attempt. `timeout_s` bounds each wait for the upstream, never a `yield`, and is
         checked again before each piece of text is handed on, so the time its consumer takes counts too."""
-        items = stream_model(self.client, _wire_request(request, candidate.id, candidate.max_tokens))
+        body = _wire_request(request, candidate.id, candidate.max_tokens)
+        items = stream_model(self.client, body, on_generation)
         async with aclosing(items):
             if request.timeout_s is None:
                 async for item in items:
@@ -269,6 +302,31 @@ class FallbackLoop:
         self.speed.observe(candidate.id, latency_ms=latency_ms, completion_tokens=completion, duration_ms=latency_ms)
         await self.budgets.settle(reservation, row)
         return result
+
+    async def _hold_again(self, request: RouteRequest, candidate: Candidate) -> Reservation:
+        """A hold for a retry on `candidate`: the abandoned attempt before it kept its own.
+
+        Raises:
+            BudgetExceededError: the retry's worst case no longer fits.
+        """
+        cap = tightest(request.max_cost, (await self.budgets.limits()).per_request)
+        return await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=cap)
+
+    def _hand_over(
+        self,
+        request: RouteRequest,
+        candidate: Candidate,
+        hold: Reservation,
+        generation_id: str,
+        streamed: bool,
+        error: BaseException | None,
+    ) -> bool:
+        """Give the hold of an attempt abandoned after its answer began to the reconciler; False if none runs."""
+        if self.reconciler is None:
+            return False
+        reason = str(error) if error is not None else "cancelled"
+        answer = Abandoned(generation_id, hold, request.model, candidate.id, streamed, reason)
+        return self.reconciler.adopt(answer)
 
     def _count_failure(self, model: str, error: BaseException) -> None:
         """Only failures that say something about the model's health trip its breaker."""

@@ -222,13 +222,16 @@ def compute_metrics(
         budget: the budget status to report alongside, if any.
     """
     start = window_start(window, now)
-    selected = [row for row in rows if start is None or row.ts >= start]
+    in_window = [row for row in rows if start is None or row.ts >= start]
+    # An abandoned attempt's row (its cost learned later) is money and tokens, not a request of its own.
+    selected = [row for row in in_window if not row.detail.get("abandoned")]
     upstream = [row for row in selected if row.status != "refused" and not row.cache_hit]
     states = breakers or {}
     by_model = _by_model(upstream, states)
     latencies = [row.latency_ms for row in upstream if row.latency_ms is not None]
     priced = [row.cost for row in selected if row.cost is not None and row.status != "refused"]
-    total_cost = sum(priced, _ZERO)
+    abandoned = [row for row in in_window if row.detail.get("abandoned")]
+    total_cost = sum(priced, _ZERO) + sum((row.cost for row in abandoned if row.cost is not None), _ZERO)
     successes = sum(1 for row in selected if row.status == "ok")
     failures = sum(1 for row in selected if row.status in ("error", "cancelled"))
     hits = [row for row in selected if row.cache_hit]
@@ -242,7 +245,7 @@ def compute_metrics(
         cache_savings=sum((row.saved for row in hits if row.saved is not None), _ZERO),
         total_cost=total_cost,
         average_cost_per_request=total_cost / len(priced) if priced else None,
-        tokens=_token_totals(upstream),
+        tokens=_token_totals([*upstream, *abandoned]),
         by_model=by_model,
         top_models=[m.model for m in by_model if m.calls > 0][:_TOP],
         p50_latency_ms=percentile(latencies, 50),

@@ -30,6 +30,7 @@ from modelyard.routing.events import EventSink, StreamEvent, TextDelta
 from modelyard.routing.fallback import FallbackLoop, tightest
 from modelyard.routing.ledger import failure_row, view_of_plan
 from modelyard.routing.metrics import Metrics, Window, budget_status, compute_metrics, window_start
+from modelyard.routing.reconcile import Reconciler
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import PlanView, RouteResult
 from modelyard.routing.retry import RetryPolicy
@@ -58,6 +59,10 @@ class RouterClock:
 
 class Router:
     """Routes requests to OpenRouter models within budgets, with fallback, retry, breakers and a cache.
+
+    Run `router.reconciler.run()` in a task group for as long as the router serves (`modelyard serve`
+    does): an attempt abandoned after its answer began then keeps its budget hold until OpenRouter's
+    record says what it cost, and the ledger gets that cost. Without it the hold is freed at once.
 
     Args:
         client: the OpenRouter client.
@@ -102,6 +107,7 @@ class Router:
             capabilities=tuple(settings.capabilities),  # type: ignore[arg-type]
             fallback_models=tuple(settings.fallback_models),
         )
+        self.reconciler = Reconciler(client, self.budgets, now=self.clock.now)
         self.fallback = FallbackLoop(
             client,
             self.budgets,
@@ -112,6 +118,7 @@ class Router:
             monotonic=self.clock.monotonic,
             now=self.clock.now,
             sleep=self.clock.sleep,
+            reconciler=self.reconciler,
         )
 
     # ------------------------------------------------------------------ public API

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -21,6 +22,7 @@ from modelyard.sandbox.state import LedgerEntry, SandboxState
 from modelyard.sandbox.tokens import PromptCount, prefix_digests
 from modelyard.sandbox.wire import (
     DONE,
+    KEEPALIVE,
     PROCESSING,
     Generation,
     WireUsage,
@@ -234,8 +236,45 @@ async def _success_stream(
     yield DONE
 
 
+async def _answer_later(
+    turn: Turn, generation: Generation, reply: Answer, usage: WireUsage, delay_s: float
+) -> AsyncGenerator[bytes, None]:
+    """A non-streamed answer sent as OpenRouter sends one: a keep-alive block at once, the body when it
+    is ready. Billed then, even if the client has left (nothing watches for it: no chunk is written
+    between the two)."""
+    yield KEEPALIVE
+    await anyio.sleep(delay_s)
+    turn.entry.status = 200  # answered (until then it counts as pending, as an answer not begun does)
+    settle(turn, generation, reply, usage)
+    yield completion_body(generation, reply, usage, keepalives=max(0, turn.state.config.keepalive_blocks - 1))
+
+
 def _mark_disconnected(entry: LedgerEntry) -> None:
     entry.client_disconnected = True
+
+
+def _disconnected(turn: Turn, generation: Generation, reply: Answer, usage: WireUsage) -> None:
+    """The client left: an answer not billed by then is cancelled, and its record says so (billed 0)."""
+    _mark_disconnected(turn.entry)
+    if turn.state.generations.get(generation.id) is None:
+        turn.state.store_generation(generation.id, _unbilled_record(turn, generation, reply, usage))
+
+
+def _unbilled_record(turn: Turn, generation: Generation, reply: Answer, usage: WireUsage) -> dict[str, Any]:
+    """The generation record of an answer that began but was broken or cancelled: billed 0, nothing completed."""
+    record = _generation_record(turn, generation, reply, usage)
+    record.update(
+        total_cost=0.0,
+        usage=0.0,
+        upstream_inference_cost=0.0,
+        cache_discount=None,
+        finish_reason=None,
+        native_finish_reason=None,
+        tokens_completion=0,
+        native_tokens_completion=0,
+        native_tokens_reasoning=0,
+    )
+    return record
 
 
 async def answer(turn: Turn, model: CatalogModel, fault: Fault | None) -> Reply:
@@ -248,6 +287,10 @@ async def answer(turn: Turn, model: CatalogModel, fault: Fault | None) -> Reply:
     usage = usage_for(turn, model, reply)
     entry.generation_id = generation.id
     headers = [("X-Generation-Id", generation.id)]
+    if not turn.stream and delay_s and fault is None and state.config.headers_first:
+        later = _answer_later(turn, generation, reply, usage, delay_s)
+        gone = partial(_disconnected, turn, generation, reply, usage)
+        return StreamResponse(200, later, "application/json", headers, gone, watch=False)
     if not turn.stream and delay_s:
         await anyio.sleep(delay_s)
         delay_s = 0.0
@@ -264,14 +307,15 @@ async def answer(turn: Turn, model: CatalogModel, fault: Fault | None) -> Reply:
             delay_s=delay_s,
             on_disconnect=lambda: _mark_disconnected(entry),
         )
+        if entry.status == 200:  # the answer began: OpenRouter keeps a record of it, billed 0 here
+            state.store_generation(generation.id, _unbilled_record(turn, generation, reply, usage))
         return broken
     entry.status = 200
     if turn.stream:
         chunks = _success_stream(turn, generation, reply, usage, delay_s)
         at_once = not delay_s and not state.config.stream_chunk_delay_ms  # see _success_stream
-        return StreamResponse(
-            200, chunks, headers=headers, on_disconnect=lambda: _mark_disconnected(entry), watch=not at_once
-        )
+        gone = partial(_disconnected, turn, generation, reply, usage)
+        return StreamResponse(200, chunks, headers=headers, on_disconnect=gone, watch=not at_once)
     settle(turn, generation, reply, usage)
     body = completion_body(generation, reply, usage, keepalives=state.config.keepalive_blocks)
     return Response(200, body, headers=headers)

@@ -35,6 +35,10 @@ class SandboxConfig:
     """Delay before every chat answer (latency faults add to it)."""
     keepalive_blocks: int = 1
     """How many `"\\n         \\n"` blocks precede a non-streamed body."""
+    headers_first: bool = True
+    """A non-streamed answer with latency sends its headers (with `X-Generation-Id`) and a keep-alive
+    block at once and its body after the latency, as OpenRouter does; it is billed when the body is
+    ready, whether or not the client is still there. False: headers and body together, after it."""
     total_credits: Decimal = Decimal(100)
     """What `/credits` reports as purchased (USD)."""
     default_model: str = "openai/gpt-4o-mini"
@@ -50,6 +54,8 @@ class SandboxConfig:
             if value is None:
                 continue
             kind = type(getattr(self, name))
+            if kind is bool and not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, not {value!r}")
             setattr(self, name, Decimal(str(value)) if kind is Decimal else kind(value))
 
     def to_json(self) -> dict[str, Any]:

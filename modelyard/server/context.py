@@ -1,21 +1,24 @@
 """The shared state the server's lifespan holds and every tool uses.
 
 `AppContext` is the opened client, store and router. The server's lifespan holds an
-`AppContextOnDemand`, which opens it at the first tool call rather than at start: opening imports
-the HTTP stack, the routing engine and the store's backend, and an MCP host waits for all of that
-before its first `tools/list` is answered if it happens at start.
+`AppContextOnDemand`, which opens it in the background once the host has listed the tools (or at the
+first tool call, if that comes first) rather than at start: opening imports the HTTP stack, the
+routing engine and the store's backend, and an MCP host waits for all of that before its first
+`tools/list` is answered if it happens at start.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import anyio
+import anyio.to_thread
 
 from modelyard.errors import ConfigurationError, ModelyardError
 from modelyard.server.keepalive import Keepalives
@@ -30,6 +33,11 @@ __all__ = ["AppContext", "AppContextOnDemand", "open_app_context"]
 
 log = logging.getLogger(__name__)
 _WARM_UP_AFTER_S = 0.05
+# What opening the context imports, and then what its first upstream request does: imported in a worker
+# thread, since on the event loop they would stop everything else for a while (aiohttp, for instance, builds
+# its TLS contexts as it loads: a few hundred ms here).
+_OPENING: Final = ("modelyard.openrouter.client", "modelyard.routing.router", "modelyard.store.sqlite")
+_REQUESTING: Final = ("aiohttp",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +57,7 @@ async def open_app_context(settings: Settings, keepalives: Keepalives | None = N
     """Open the HTTP client, store and router; close them in reverse order on exit."""
     from modelyard.openrouter.client import OpenRouterClient
     from modelyard.routing.router import Router
-    from modelyard.store import open_store_async
+    from modelyard.store import open_store_async, redacted
 
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(
@@ -66,7 +74,7 @@ async def open_app_context(settings: Settings, keepalives: Keepalives | None = N
         log.info(
             "modelyard ready: upstream %s, store %s, key %s",
             settings.openrouter_base_url,
-            settings.store.split("?")[0],
+            redacted(settings.store.split("?")[0]),
             "set" if settings.api_key else "MISSING",
         )
         yield AppContext(
@@ -80,7 +88,7 @@ async def open_app_context(settings: Settings, keepalives: Keepalives | None = N
 
 
 class AppContextOnDemand:
-    """The server's lifespan context: opens the `AppContext` at its first use, once, and closes it at the end.
+    """The server's lifespan context: opens the `AppContext` once (warm-up or first use) and closes it at the end.
 
     The lifespan runs `run()` in a background task (where the context is opened and later closed, so
     both happen in one task) and calls `close()` as it ends. A failed open (a store that cannot be
@@ -180,14 +188,10 @@ class AppContextOnDemand:
         when it could not be opened."""
         opened = False
         try:
+            await anyio.to_thread.run_sync(_import, _OPENING)
             async with self._open_context(self.settings, self.keepalives) as app:
                 opened = True
-                if not self._closing.is_set():  # else it is closed at once, and no call gets it
-                    self._app = app
-                attempt.done.set()
-                if warming and not self._closing.is_set():
-                    await self._fetch_catalog(app)
-                await self._closing.wait()
+                await self._serve(app, attempt, warming=warming)
         except Exception as exc:
             if opened:
                 log.exception("closing the client and store failed")
@@ -196,22 +200,18 @@ class AppContextOnDemand:
             return False
         return True
 
-    async def _fetch_catalog(self, app: AppContext) -> None:
-        """Load the model catalog ahead of the first call (until `close()`; a failure is the first call's to report)."""
-        async with anyio.create_task_group() as group:
-
-            async def fetch() -> None:
-                try:
-                    await app.router.catalogs.current()
-                except ModelyardError as exc:
-                    log.info("no model catalog yet (the first call tries again): %s", exc)
-                except Exception:  # a warm-up must never end the context the calls need
-                    log.warning("fetching the model catalog ahead of the first call failed", exc_info=True)
-                group.cancel_scope.cancel()
-
-            group.start_soon(fetch)
+    async def _serve(self, app: AppContext, attempt: _Attempt, *, warming: bool) -> None:
+        """Hand `app` to the calls, with its background work, until `close()`: the router's reconciler
+        (abandoned answers' costs) and, after a warm-up, the first fetch of the model catalog."""
+        async with anyio.create_task_group() as background:
+            await background.start(app.router.reconciler.run)
+            if not self._closing.is_set():  # else it is closed at once, and no call gets it
+                self._app = app
+            attempt.done.set()
+            if warming:
+                background.start_soon(_fetch_catalog, app)
             await self._closing.wait()
-            group.cancel_scope.cancel()
+            background.cancel_scope.cancel()
 
     async def close(self) -> None:
         """Close the context if it was opened (and wait for that, even if cancelled meanwhile)."""
@@ -220,6 +220,22 @@ class AppContextOnDemand:
         self._wanted.set()
         with anyio.CancelScope(shield=True):
             await self._closed.wait()
+
+
+async def _fetch_catalog(app: AppContext) -> None:
+    """Load the model catalog ahead of the first call (a failure is the first call's to report)."""
+    try:
+        await anyio.to_thread.run_sync(_import, _REQUESTING)
+        await app.router.catalogs.current()
+    except ModelyardError as exc:  # the catalog service has logged why
+        log.debug("no model catalog yet (the first call tries again): %s", exc)
+    except Exception:  # a warm-up must never end the context the calls need
+        log.warning("fetching the model catalog ahead of the first call failed", exc_info=True)
+
+
+def _import(names: tuple[str, ...]) -> None:
+    for name in names:
+        importlib.import_module(name)
 
 
 class _Attempt:

@@ -25,6 +25,7 @@ __all__ = [
     "Store",
     "open_store",
     "open_store_async",
+    "redacted",
 ]
 
 _SQLITE_PREFIX = "sqlite://"
@@ -53,7 +54,7 @@ def open_store(url: str) -> Store:
         try:
             return RedisStore(text)
         except ConfigurationError as exc:
-            raise ConfigurationError(f"{exc} ({_redacted(text)})") from None
+            raise ConfigurationError(f"{exc} ({redacted(text)})") from None
     from modelyard.store.sqlite import SQLiteStore
 
     return SQLiteStore(_sqlite_path(text))
@@ -75,6 +76,7 @@ async def open_store_async(url: str) -> Store:
 
 
 def _is_redis(url: str) -> bool:
+    """Whether the URL names a Redis store (`redis://` or `rediss://`)."""
     scheme = _SCHEME.match(url)
     return scheme is not None and scheme.group(1).lower() in ("redis", "rediss")
 
@@ -87,7 +89,7 @@ def _sqlite_path(url: str) -> str | Path:
     name = scheme.group(1).lower()
     if name != "sqlite":
         raise ConfigurationError(
-            f"Unknown store URL scheme {name!r} in {_redacted(url)}; use sqlite:///path/to/file.db or redis://host:port/0."
+            f"Unknown store URL scheme {name!r} in {redacted(url)}; use sqlite:///path/to/file.db or redis://host:port/0."
         )
     rest = url[len(_SQLITE_PREFIX) :].split("?", 1)[0]
     if rest.lstrip("/") == MEMORY:
@@ -101,8 +103,8 @@ def _sqlite_path(url: str) -> str | Path:
     return Path("/" + rest.lstrip("/"))
 
 
-def _redacted(url: str) -> str:
-    """The URL without any password (store URLs may carry credentials)."""
+def redacted(url: str) -> str:
+    """The URL without any password (store URLs may carry credentials): fit for logs and messages."""
     return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
 
 

@@ -35,7 +35,7 @@ from modelyard.store import sqlite_writes as writes
 from modelyard.store.base import MEMORY, BudgetLimits, CostSource, LedgerRow, Reservation, SpendTotals, Status
 from modelyard.store.group_commit import GroupCommit
 from modelyard.store.lease import Lease
-from modelyard.store.sqlite_files import immediate, open_connections, resolved_path
+from modelyard.store.sqlite_files import Opened, immediate, open_connections, resolved_path
 
 __all__ = ["MEMORY", "SQLiteStore"]
 
@@ -70,23 +70,27 @@ class SQLiteStore:
     """
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, lease: bool = True) -> None:
-        self._setup(*open_connections(resolved_path(path), busy_timeout_s), lease=lease)
+        self._setup(*_open_resolved(path, busy_timeout_s), lease=lease)
 
     @classmethod
     async def open(cls, path: str | Path, *, busy_timeout_s: float = 10.0, lease: bool = True) -> SQLiteStore:
         """Open the store with the file's I/O (and any wait for another process's lock) in a worker thread.
+
+        The open is shielded: a caller cancelled meanwhile (or timing out) waits for it, up to
+        `busy_timeout_s` while another process holds the lock, and gets the opened store.
 
         Raises:
             ConfigurationError: as the constructor.
         """
         # Shielded: a caller cancelled mid-open would otherwise leave the connections opened for nobody.
         with anyio.CancelScope(shield=True):
-            opened = await anyio.to_thread.run_sync(open_connections, resolved_path(path), busy_timeout_s)
+            opened = await anyio.to_thread.run_sync(_open_resolved, path, busy_timeout_s)
         store = cls.__new__(cls)
         store._setup(*opened, lease=lease)  # the anyio primitives are made here, on the event loop
         return store
 
     def _setup(self, path: str | Path, conn: sqlite3.Connection, inline: sqlite3.Connection, *, lease: bool) -> None:
+        """Everything but the connections (made on the event loop: anyio's primitives belong there)."""
         self.path, self._conn, self._inline = path, conn, inline
         self._lock = anyio.Lock()
         self._holds = 0  # reservations made here and not yet settled: requests in flight
@@ -344,3 +348,7 @@ def _decode_row(values: tuple[object, ...]) -> LedgerRow:
         streamed=bool(streamed),
         detail=cast(dict[str, object], json.loads(cast(str, detail))),
     )
+
+
+def _open_resolved(path: str | Path, busy_timeout_s: float) -> Opened:
+    return open_connections(resolved_path(path), busy_timeout_s)

@@ -259,3 +259,21 @@ def test_metrics_carry_the_budget_and_serialise_money_as_json() -> None:
     assert dumped["window"] == "today"
     assert Decimal(str(dumped["total_cost"])) == Decimal("0.000123")
     assert Decimal(str(dumped["budget"]["remaining_today"])) == Decimal("1.5")
+
+
+def test_an_abandoned_attempts_row_adds_its_cost_and_tokens_but_is_not_a_request() -> None:
+    """The row the reconciler writes for an answer abandoned after it began is money, not a request."""
+    rows = [
+        row(cost=Decimal("0.002"), prompt_tokens=10, completion_tokens=5, latency_ms=100.0),
+        row(
+            cost=Decimal("0.001"),
+            status="error",
+            prompt_tokens=10,
+            completion_tokens=3,
+            detail={"abandoned": True, "billed_attempt": True, "generation_id": "gen-1"},
+        ),
+    ]
+    metrics = compute_metrics(rows, window="today", now=NOW)
+    assert (metrics.total_requests, metrics.successes, metrics.failures) == (1, 1, 0)
+    assert metrics.total_cost == Decimal("0.003") and metrics.average_cost_per_request == Decimal("0.003")
+    assert (metrics.tokens.prompt, metrics.tokens.completion) == (20, 8)

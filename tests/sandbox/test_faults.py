@@ -275,3 +275,47 @@ async def test_a_streaming_client_that_leaves_is_recorded_and_not_billed(
     await until_disconnected(sandbox)
     assert sandbox.state.ledger[-1].cost == 0
     assert sandbox.state.billed_total() == 0
+
+
+async def test_a_slow_non_streamed_answer_sends_its_headers_and_a_keepalive_before_its_body(
+    sandbox: Sandbox, client: httpx2.AsyncClient
+) -> None:
+    """As OpenRouter: the generation id is known at once; the body (the same JSON) follows the latency."""
+    sandbox.state.config.default_latency_ms = 300
+    started = time.monotonic()
+    async with client.stream("POST", "/chat/completions", json=chat()) as response:
+        headed = time.monotonic() - started
+        generation_id = response.headers["x-generation-id"]
+        body = await response.aread()
+    assert response.status_code == 200 and headed < 0.25 and time.monotonic() - started >= 0.3
+    assert body.startswith(b"\n         \n{")
+    assert json.loads(body)["id"] == generation_id
+    assert sandbox.state.ledger[-1].cost > 0 and sandbox.state.generations.get(generation_id) is not None
+
+
+async def test_a_slow_non_streamed_answer_is_billed_even_when_the_client_left_after_the_headers(
+    sandbox: Sandbox, client: httpx2.AsyncClient
+) -> None:
+    """The client stops waiting after the headers; the answer is still produced, billed and on record."""
+    sandbox.state.config.default_latency_ms = 200
+    async with client.stream("POST", "/chat/completions", json=chat()) as response:
+        generation_id = response.headers["x-generation-id"]
+    assert sandbox.state.generations.get(generation_id) is None  # not ready yet
+    with anyio.fail_after(3):
+        while sandbox.state.generations.get(generation_id) is None:  # noqa: ASYNC110 (set by the sandbox's own task)
+            await anyio.sleep(0.02)
+    entry = sandbox.state.ledger[-1]
+    assert entry.generation_id == generation_id and entry.cost > 0
+
+
+async def test_with_headers_first_off_a_slow_answer_arrives_whole_after_the_latency(
+    sandbox: Sandbox, client: httpx2.AsyncClient
+) -> None:
+    sandbox.state.config.update({"default_latency_ms": 200, "headers_first": False})
+    started = time.monotonic()
+    async with client.stream("POST", "/chat/completions", json=chat()) as response:
+        headed = time.monotonic() - started
+        await response.aread()
+    assert response.status_code == 200 and headed >= 0.2
+    with pytest.raises(ValueError, match="true or false"):
+        sandbox.state.config.update({"headers_first": "false"})

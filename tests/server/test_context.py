@@ -7,10 +7,12 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import cast
 
 import anyio
 import pytest
+from anyio.abc import TaskStatus
 from mcp import Client
 
 from modelyard.errors import ConfigurationError
@@ -123,6 +125,22 @@ async def test_a_cancelled_shutdown_still_closes_the_store(tmp_path: Path) -> No
     assert not await app.store.healthy()
 
 
+class _Catalogs:
+    async def current(self) -> None:
+        return None
+
+
+class _Reconciler:
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await anyio.sleep_forever()
+
+
+def _stand_in() -> AppContext:
+    """What a fake open gives: only what the context itself uses of an `AppContext`."""
+    return cast(AppContext, SimpleNamespace(router=SimpleNamespace(catalogs=_Catalogs(), reconciler=_Reconciler())))
+
+
 def _slow_open(
     events: list[str], *, fails: bool
 ) -> Callable[[Settings, Keepalives], AbstractAsyncContextManager[AppContext]]:
@@ -134,7 +152,7 @@ def _slow_open(
         if fails:
             raise ConfigurationError("the store is locked")
         try:
-            yield cast(AppContext, object())
+            yield _stand_in()
         finally:
             events.append("closed")
 
@@ -192,10 +210,12 @@ async def test_a_warm_up_opens_the_context_and_loads_the_catalog_before_any_call
     with anyio.fail_after(30):
         async with _serving(AppContextOnDemand(settings)) as context:
             context.warm_up()
-            await _until(lambda: _catalog_stored(store), "the warm-up fetched and stored the catalog")
-            app = await context.get()
-            assert app.router.catalogs.loaded is not None
+            await _until(store.exists, "the warm-up opened the store")
+            app = await context.get()  # a call does not fetch the catalog: only the warm-up does
+            await _until(lambda: app.router.catalogs.loaded is not None, "the warm-up loaded the catalog")
+            assert _catalog_stored(store)
             context.warm_up()  # open already: nothing happens
+            await anyio.sleep(0.1)
             assert await context.get() is app
 
 
@@ -207,31 +227,45 @@ async def test_a_failed_warm_up_is_tried_again_by_the_first_call_which_is_told_w
     @asynccontextmanager
     async def counted_open(settings: Settings, keepalives: Keepalives) -> AsyncIterator[AppContext]:
         attempts.append("open")
-        async with open_app_context(settings, keepalives) as app:
-            yield app
+        try:
+            async with open_app_context(settings, keepalives) as app:
+                yield app
+        except ConfigurationError:
+            attempts.append("failed")
+            raise
 
     context = AppContextOnDemand(_settings(place / "ledger.db"), open_context=counted_open)
     with anyio.fail_after(20):
         async with _serving(context):
             context.warm_up()
-            await _until(lambda: attempts == ["open"], "the warm-up tried to open")
+            await _until(lambda: attempts == ["open", "failed"], "the warm-up tried to open, and failed")
             await anyio.sleep(0.2)
-            assert attempts == ["open"], "a failed warm-up is not retried on its own"
+            assert attempts == ["open", "failed"], "a failed warm-up is not retried on its own"
             with pytest.raises(ConfigurationError, match="could not start its client and store"):
                 await context.get()
-            assert attempts == ["open", "open"]
+            assert attempts == ["open", "failed", "open", "failed"]
 
 
-async def test_a_call_during_a_warm_up_gets_the_one_context_it_opened(tmp_path: Path) -> None:
+async def test_a_call_during_a_warm_up_joins_the_open_the_warm_up_started(tmp_path: Path) -> None:
     events: list[str] = []
-    context = AppContextOnDemand(_settings(tmp_path / "ledger.db"), open_context=_slow_open(events, fails=False))
+
+    @asynccontextmanager
+    async def slow_open(settings: Settings, keepalives: Keepalives) -> AsyncIterator[AppContext]:
+        events.append("opening")
+        await anyio.sleep(0.3)
+        try:
+            yield _stand_in()
+        finally:
+            events.append("closed")
+
+    context = AppContextOnDemand(_settings(tmp_path / "ledger.db"), open_context=slow_open)
     with anyio.fail_after(10):
         async with _serving(context):
             context.warm_up()
-            await anyio.sleep(0.1)  # the open is under way
-            first = await context.get()
-            assert await context.get() is first
-    assert events == ["closed"]
+            await _until(lambda: events == ["opening"], "the warm-up started the open")
+            first = await context.get()  # waits for that open instead of starting another
+            assert await context.get() is first and events == ["opening"]
+    assert events == ["opening", "closed"]
 
 
 async def test_over_stdio_a_bad_store_is_reported_by_each_call_and_the_tools_are_still_listed(
@@ -263,3 +297,15 @@ async def test_over_stdio_listing_the_tools_opens_the_store_and_loads_the_catalo
             await client.list_tools()
             await _until(lambda: _catalog_stored(store), "the catalog was fetched and stored after tools/list")
             assert structured(await client.call_tool("get_budget", {}))["daily"] is None
+
+
+async def test_the_ready_line_never_shows_a_store_password(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(
+        openrouter_api_key=KEY, openrouter_base_url="http://127.0.0.1:9/api/v1", store="redis://:hunter2@127.0.0.1:9/0"
+    )
+    caplog.set_level("INFO", logger="modelyard.server.context")
+    with anyio.fail_after(10):
+        async with open_app_context(settings):
+            pass
+    ready = [r.getMessage() for r in caplog.records if "modelyard ready" in r.getMessage()]
+    assert ready and "hunter2" not in ready[0] and "redis://:***@127.0.0.1:9/0" in ready[0]

@@ -92,6 +92,7 @@ def test_the_package_exports_its_public_names() -> None:
             "Store",
             "open_store",
             "open_store_async",
+            "redacted",
         ]
     )
 

@@ -1,0 +1,189 @@
+"""Answers abandoned after they began: what they cost, found out later from OpenRouter's own record.
+
+An attempt whose 200 answer had begun (its headers, with the generation id, had arrived) and that then
+timed out, broke or was cancelled may still be billed: OpenRouter finishes a non-streamed answer whose
+client stopped waiting, and some providers finish streamed ones. Releasing its budget hold would let the
+budget forget money really spent, and the ledger would never show it.
+
+So the hold is handed to the `Reconciler` instead. `run()` asks `GET /generation?id=` for each one
+(first after a second, then less and less often) until the record appears, then commits a ledger row
+with the billed cost in place of the hold, as any answer's commit does. If no record has appeared when
+the hold expires, the row records an unknown cost (never 0) and the hold is freed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from anyio.abc import TaskStatus
+
+from modelyard.errors import ModelyardError
+from modelyard.store.base import LedgerRow, Reservation, new_id
+
+if TYPE_CHECKING:
+    from modelyard.openrouter.client import OpenRouterClient
+    from modelyard.openrouter.schemas import Generation
+    from modelyard.routing.budget import BudgetManager
+
+__all__ = ["Abandoned", "Reconciler"]
+
+log = logging.getLogger(__name__)
+
+FIRST_CHECK_S: Final = 1.0
+"""OpenRouter answers 404 for a moment after a generation ends, and an abandoned one may still be running."""
+MAX_INTERVAL_S: Final = 30.0
+
+
+@dataclass(slots=True)
+class Abandoned:
+    """An attempt that may have been billed: its generation, its hold, and what its ledger row needs."""
+
+    generation_id: str
+    reservation: Reservation
+    requested_model: str
+    model: str
+    streamed: bool
+    reason: str
+    due: float = 0.0  # epoch seconds of the next check
+    interval_s: float = FIRST_CHECK_S
+    row_id: str = field(default_factory=new_id)  # one id for every try: a commit retried adds nothing twice
+
+
+class Reconciler:
+    """Holds the budget of abandoned answers until OpenRouter's record says what each one cost.
+
+    `adopt` only takes an answer while `run()` is running (`modelyard serve` runs it for as long as it
+    is up); otherwise the caller frees the hold as before. Answers still pending when `run()` ends keep
+    their holds until they expire (in the store; a process's lease keeps them too) and get no row.
+
+    Args:
+        client: asks `GET /generation?id=`.
+        budgets: where each answer's row is committed in place of its hold.
+        now: epoch seconds (the holds' expiry is in them).
+    """
+
+    def __init__(self, client: OpenRouterClient, budgets: BudgetManager, *, now: Callable[[], float]) -> None:
+        self._client, self._budgets, self._now = client, budgets, now
+        self._pending: list[Abandoned] = []
+        self._changed = anyio.Event()
+        self.running = False
+
+    @property
+    def pending(self) -> list[Abandoned]:
+        """The answers not reconciled yet."""
+        return list(self._pending)
+
+    def adopt(self, answer: Abandoned) -> bool:
+        """Keep `answer`'s hold until its cost is known; False (the caller frees the hold) when not running."""
+        if not self.running:
+            return False
+        answer.due = self._now() + answer.interval_s
+        self._pending.append(answer)
+        self._changed.set()
+        log.info(
+            "answer %s was abandoned after it began (%s): its cost is checked later",
+            answer.generation_id,
+            answer.reason,
+        )
+        return True
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Check each abandoned answer when it is due, until cancelled (`await group.start(run)`: running
+        once it returns)."""
+        self.running = True
+        task_status.started()
+        try:
+            while True:
+                await self.check_due()
+                wait_s = min((a.due for a in self._pending), default=math.inf) - self._now()
+                self._changed = anyio.Event()
+                with anyio.move_on_after(max(0.0, wait_s)):
+                    await self._changed.wait()
+        finally:
+            self.running = False
+            if self._pending:
+                ids = ", ".join(a.generation_id for a in self._pending)
+                log.warning(
+                    "stopping with %d answer(s) not reconciled (their holds expire on their own): %s",
+                    len(self._pending),
+                    ids,
+                )
+
+    async def check_due(self) -> int:
+        """Check every answer that is due now; how many were settled."""
+        now = self._now()
+        settled = 0
+        for answer in [a for a in self._pending if a.due <= now]:
+            try:
+                done = await self._check(answer)
+            except Exception:  # never let one answer stop the others' checks
+                log.exception("checking the cost of %s failed", answer.generation_id)
+                self._later(answer)
+                continue
+            if done:
+                self._pending.remove(answer)
+                settled += 1
+        return settled
+
+    async def _check(self, answer: Abandoned) -> bool:
+        """Settle `answer` if its record is there (or its hold has expired); else schedule the next check."""
+        record: Generation | None = None
+        try:
+            record = await self._client.generation(answer.generation_id)
+        except ModelyardError as exc:  # most often 404: not finished, or not recorded yet
+            log.debug("no record of %s yet: %s", answer.generation_id, exc)
+        if record is None and self._now() < answer.reservation.expires_at:
+            self._later(answer)
+            return False
+        try:
+            await self._budgets.settle(answer.reservation, self._row(answer, record))
+        except ModelyardError as exc:
+            log.warning("could not record the cost of %s yet: %s", answer.generation_id, exc)
+            self._later(answer)
+            return False
+        return True
+
+    def _later(self, answer: Abandoned) -> None:
+        answer.interval_s = min(MAX_INTERVAL_S, answer.interval_s * 2)
+        answer.due = min(self._now() + answer.interval_s, answer.reservation.expires_at)
+
+    def _row(self, answer: Abandoned, record: Generation | None) -> LedgerRow:
+        """The attempt's ledger row: the cost from OpenRouter's record, or an unknown cost without one."""
+        cost = None if record is None else record.total_cost
+        billed = "unknown" if cost is None else cost > 0
+        row = LedgerRow(
+            id=answer.row_id,
+            ts=self._now(),
+            requested_model=answer.requested_model,
+            model=answer.model,
+            attempts=1,
+            status="error",
+            streamed=answer.streamed,
+            detail={
+                "billed_attempt": billed,
+                "abandoned": True,
+                "generation_id": answer.generation_id,
+                "resolved": answer.model,
+            },
+        )
+        if record is None:
+            row.error = (
+                f"Abandoned after it began ({answer.reason}); OpenRouter kept no record of it before its "
+                "hold expired, so its cost is unknown"
+            )
+            return row
+        row.model = record.model or answer.model
+        row.provider = record.provider_name
+        row.prompt_tokens = record.native_tokens_prompt or record.tokens_prompt or 0
+        row.completion_tokens = record.native_tokens_completion or record.tokens_completion or 0
+        row.cached_tokens = record.native_tokens_cached or 0
+        row.reasoning_tokens = record.native_tokens_reasoning or 0
+        row.cost, row.cost_source = cost, None if cost is None else "upstream"
+        outcome = "its record gives no cost" if cost is None else "billed all the same" if cost else "billed nothing"
+        row.error = f"Abandoned after it began ({answer.reason}); {outcome}"
+        return row

@@ -1,0 +1,165 @@
+"""Answers abandoned after they began keep their hold until OpenRouter's record says what they cost."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import pytest
+
+from modelyard import errors
+from modelyard.routing.router import Router
+from modelyard.sandbox.state import SandboxState
+from tests.routing.conftest import Rig, RigFactory
+
+pytestmark = pytest.mark.anyio
+
+CHEAP = "meta-llama/llama-3.1-8b-instruct"
+BACKUP = "openai/gpt-4o-mini"
+
+
+@asynccontextmanager
+async def _reconciling(router: Router) -> AsyncIterator[None]:
+    async with anyio.create_task_group() as group:
+        await group.start(router.reconciler.run)
+        yield
+        group.cancel_scope.cancel()
+
+
+async def _until_reconciled(router: Router) -> None:
+    for _ in range(400):  # 10 s
+        if not router.reconciler.pending:
+            return
+        await anyio.sleep(0.025)
+    raise AssertionError(f"still pending: {[a.generation_id for a in router.reconciler.pending]}")
+
+
+def _ledger_total(rows: list[Any]) -> Decimal:
+    return sum((r.cost for r in rows if r.cost is not None), Decimal(0))
+
+
+async def test_an_answer_abandoned_at_the_read_timeout_is_billed_and_the_ledger_records_its_cost(
+    rig_factory: RigFactory,
+) -> None:
+    """Bug 0's signature: the sandbox finishes and bills an answer the router stopped waiting for. The
+    router retries with a hold of its own, and the abandoned answer's cost reaches the ledger later."""
+    rig: Rig = await rig_factory(request_timeout_s=0.3)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=700)
+    with anyio.fail_after(20):
+        async with _reconciling(rig.router):
+            result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+            assert [a.error_kind for a in result.attempts] == ["timeout", None]
+            assert len(rig.router.reconciler.pending) == 1
+            assert (await rig.store.totals(now=rig.router.clock.now())).reserved > 0  # still held
+            await _until_reconciled(rig.router)
+    rows = await rig.store.rows()
+    abandoned = [r for r in rows if r.detail.get("abandoned")]
+    assert len(abandoned) == 1 and abandoned[0].detail["billed_attempt"] is True
+    assert abandoned[0].cost is not None and abandoned[0].cost > 0 and abandoned[0].cost_source == "upstream"
+    assert abandoned[0].model == CHEAP and abandoned[0].status == "error" and abandoned[0].prompt_tokens > 0
+    assert rig.billed() == _ledger_total(rows)  # the ledger matches the bill to the last digit
+    assert len(rig.sandbox.state.ledger) == 2  # the abandoned answer and the retry's
+    assert (await rig.store.totals(now=rig.router.clock.now())).reserved == 0
+
+
+async def test_a_stream_the_router_abandoned_is_recorded_from_its_record_as_billed_nothing(
+    rig_factory: RigFactory,
+) -> None:
+    """The sandbox stops a stream whose client left and bills nothing; its record says so, and the row
+    records that known 0 (not an unknown cost), so the hold is freed as soon as the record is read."""
+    rig: Rig = await rig_factory(request_timeout_s=0.3)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=700)
+    with anyio.fail_after(20):
+        async with _reconciling(rig.router):
+            result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP], stream=True))
+            assert result.content and len(rig.router.reconciler.pending) == 1
+            await _until_reconciled(rig.router)
+    rows = await rig.store.rows()
+    abandoned = [r for r in rows if r.detail.get("abandoned")]
+    assert len(abandoned) == 1 and abandoned[0].cost == 0 and abandoned[0].detail["billed_attempt"] is False
+    assert abandoned[0].streamed and "billed nothing" in (abandoned[0].error or "")
+    assert rig.billed() == _ledger_total(rows)
+    assert (await rig.store.totals(now=rig.router.clock.now())).reserved == 0
+
+
+async def test_an_answer_openrouter_keeps_no_record_of_gets_an_unknown_cost_when_its_hold_expires(
+    rig_factory: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No record ever appears (the upstream here keeps none): at the hold's expiry the row says the cost
+    is unknown (None, never 0) and the hold is freed."""
+    monkeypatch.setattr(SandboxState, "store_generation", lambda self, generation_id, record: None)
+    rig: Rig = await rig_factory(request_timeout_s=0.3, max_attempts=2, reservation_margin_s=0.6)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=500)
+    with anyio.fail_after(20):
+        async with _reconciling(rig.router):
+            result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+            assert result.content and len(rig.router.reconciler.pending) == 1
+            await _until_reconciled(rig.router)
+    abandoned = [r for r in await rig.store.rows() if r.detail.get("abandoned")]
+    assert len(abandoned) == 1 and abandoned[0].cost is None and abandoned[0].detail["billed_attempt"] == "unknown"
+    assert "unknown" in (abandoned[0].error or "")
+    assert (await rig.store.totals(now=rig.router.clock.now())).reserved == 0
+
+
+async def test_without_a_running_reconciler_the_hold_of_an_abandoned_answer_is_freed_at_once(
+    rig_factory: RigFactory,
+) -> None:
+    """A library user who does not run the reconciler gets the old behaviour: no hold left, no extra row."""
+    rig: Rig = await rig_factory(request_timeout_s=0.3)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=500)
+    with anyio.fail_after(20):
+        result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+    assert result.content and not rig.router.reconciler.pending
+    assert (await rig.store.totals(now=rig.router.clock.now())).reserved == 0
+    assert not [r for r in await rig.store.rows() if r.detail.get("abandoned")]
+
+
+async def test_an_error_the_upstream_reports_inside_a_200_is_not_held_for_reconciling(rig: Rig) -> None:
+    """Only attempts that broke or timed out after their answer began may be billed unseen."""
+    rig.sandbox.state.faults.add(model=CHEAP, kind="error_in_200", count=1)
+    with anyio.fail_after(20):
+        async with _reconciling(rig.router):
+            result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+            assert result.content and not rig.router.reconciler.pending
+
+
+async def test_an_answer_the_caller_stopped_waiting_for_after_it_began_keeps_its_hold_and_gets_its_cost(
+    rig_factory: RigFactory,
+) -> None:
+    """The caller's own cancellation (an MCP host cancelling the call) after the headers arrived."""
+    rig: Rig = await rig_factory()
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=600)
+    with anyio.fail_after(20):
+        async with _reconciling(rig.router):
+            with anyio.move_on_after(0.3) as waited:
+                await rig.router.execute(rig.ask(model=CHEAP))
+            assert waited.cancelled_caught and len(rig.router.reconciler.pending) == 1
+            await _until_reconciled(rig.router)
+    rows = await rig.store.rows()
+    assert [r.detail["billed_attempt"] for r in rows if r.detail.get("abandoned")] == [True]
+    assert rig.billed() == _ledger_total(rows) > 0
+
+
+async def test_a_retry_after_an_abandoned_answer_needs_a_hold_of_its_own(rig_factory: RigFactory) -> None:
+    """The abandoned answer keeps its hold, so a daily limit with room for one worst case refuses the retry."""
+    probe: Rig = await rig_factory()
+    worst = (await probe.router.plan(probe.ask(model=CHEAP))).estimated_cost
+    assert worst is not None
+    rig: Rig = await rig_factory(request_timeout_s=0.3, budget={"daily": str(worst * Decimal("1.5"))})
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=500)
+    with anyio.fail_after(20):
+        async with _reconciling(rig.router):
+            with pytest.raises(errors.AllCandidatesFailedError, match="daily"):
+                await rig.router.execute(rig.ask(model=CHEAP))
+            assert len(rig.sandbox.state.ledger) == 1  # the retry was never sent
+            await _until_reconciled(rig.router)
+    assert rig.billed() == _ledger_total(await rig.store.rows()) > 0
+
+
+@pytest.fixture
+async def rig(rig_factory: RigFactory) -> Rig:
+    made: Rig = await rig_factory()
+    return made
