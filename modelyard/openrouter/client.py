@@ -152,7 +152,11 @@ class OpenRouterClient:
     async def generation(self, generation_id: str) -> Generation:
         """`GET /generation?id=`: OpenRouter's record of one completion."""
         response = await self._get("generation", auth=True, params={"id": generation_id})
-        return Generation.model_validate(self._parse(response, _DataEnvelope, model=None).data)
+        data = self._parse(response, _DataEnvelope, model=None).data
+        try:
+            return Generation.model_validate(data)
+        except ValidationError:
+            raise malformed(response.content, model=None, reason="not a generation record") from None
 
     # ------------------------------------------------------------------ chat
 
@@ -385,5 +389,6 @@ async def _drain(lines: AsyncIterator[str]) -> None:
 
 
 def _announce(on_generation: GenerationHook | None, status: int, headers: Mapping[str, str]) -> None:
+    """Tell `on_generation` the id of a 200 answer whose headers have arrived."""
     if on_generation is not None and status == 200 and (generation_id := headers.get("x-generation-id")):
         on_generation(generation_id)

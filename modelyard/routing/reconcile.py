@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 FIRST_CHECK_S: Final = 1.0
 """OpenRouter answers 404 for a moment after a generation ends, and an abandoned one may still be running."""
 MAX_INTERVAL_S: Final = 30.0
+LOOKUP_TIMEOUT_S: Final = 10.0
+"""One slow `/generation` answer must not hold up the other answers' checks for long."""
 
 
 @dataclass(slots=True)
@@ -49,6 +51,7 @@ class Abandoned:
     model: str
     streamed: bool
     reason: str
+    at: float = 0.0  # epoch seconds it was abandoned: its row's time (the cost belongs to that day)
     due: float = 0.0  # epoch seconds of the next check
     interval_s: float = FIRST_CHECK_S
     row_id: str = field(default_factory=new_id)  # one id for every try: a commit retried adds nothing twice
@@ -58,8 +61,9 @@ class Reconciler:
     """Holds the budget of abandoned answers until OpenRouter's record says what each one cost.
 
     `adopt` only takes an answer while `run()` is running (`modelyard serve` runs it for as long as it
-    is up); otherwise the caller frees the hold as before. Answers still pending when `run()` ends keep
-    their holds until they expire (in the store; a process's lease keeps them too) and get no row.
+    is up); otherwise the caller frees the hold as before. Answers still pending when `run()` ends get
+    no row and keep their holds: until they expire in the store, and, for draws on the SQLite store's
+    lease, while the process lives (so stop it only with the router).
 
     Args:
         client: asks `GET /generation?id=`.
@@ -82,7 +86,8 @@ class Reconciler:
         """Keep `answer`'s hold until its cost is known; False (the caller frees the hold) when not running."""
         if not self.running:
             return False
-        answer.due = self._now() + answer.interval_s
+        answer.at = self._now()
+        answer.due = answer.at + answer.interval_s
         self._pending.append(answer)
         self._changed.set()
         log.info(
@@ -95,6 +100,8 @@ class Reconciler:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Check each abandoned answer when it is due, until cancelled (`await group.start(run)`: running
         once it returns)."""
+        if self.running:
+            raise RuntimeError("this reconciler is running already")
         self.running = True
         task_status.started()
         try:
@@ -133,10 +140,13 @@ class Reconciler:
     async def _check(self, answer: Abandoned) -> bool:
         """Settle `answer` if its record is there (or its hold has expired); else schedule the next check."""
         record: Generation | None = None
-        try:
-            record = await self._client.generation(answer.generation_id)
-        except ModelyardError as exc:  # most often 404: not finished, or not recorded yet
-            log.debug("no record of %s yet: %s", answer.generation_id, exc)
+        with anyio.move_on_after(LOOKUP_TIMEOUT_S):
+            try:
+                record = await self._client.generation(answer.generation_id)
+            except ModelyardError as exc:  # most often 404: not finished, or not recorded yet
+                log.debug("no record of %s yet: %s", answer.generation_id, exc)
+            except Exception:  # a lookup that fails oddly counts as no record: the hold still expires
+                log.warning("looking up %s failed", answer.generation_id, exc_info=True)
         if record is None and self._now() < answer.reservation.expires_at:
             self._later(answer)
             return False
@@ -149,6 +159,7 @@ class Reconciler:
         return True
 
     def _later(self, answer: Abandoned) -> None:
+        """Check again later, less often each time, and at the latest when the hold expires."""
         answer.interval_s = min(MAX_INTERVAL_S, answer.interval_s * 2)
         answer.due = min(self._now() + answer.interval_s, answer.reservation.expires_at)
 
@@ -158,7 +169,7 @@ class Reconciler:
         billed = "unknown" if cost is None else cost > 0
         row = LedgerRow(
             id=answer.row_id,
-            ts=self._now(),
+            ts=answer.at,
             requested_model=answer.requested_model,
             model=answer.model,
             attempts=1,

@@ -160,7 +160,8 @@ class Router:
         The attempts run in the caller's task, between its reads (a request the cache may answer runs in
         a task of its own, which the cache's single flight needs). To stop early, close the generator
         (`aclose()`, or leave a `contextlib.aclosing` block) in the cancel scope it was read in: that
-        ends the attempt and frees its budget hold before it returns. `timeout_s` counts the time the
+        ends the attempt and, before it returns, frees its budget hold (or, once the answer had begun and
+        the reconciler runs, hands the hold to it: the answer may be billed). `timeout_s` counts the time the
         caller takes between reads. Read promptly: the budget hold lasts `request_timeout_s *
         max_attempts + reservation_margin_s`, and a caller pausing longer lets other processes stop
         counting it (the answer's cost is still recorded when it ends).

@@ -131,12 +131,18 @@ async def test_an_answer_the_caller_stopped_waiting_for_after_it_began_keeps_its
 ) -> None:
     """The caller's own cancellation (an MCP host cancelling the call) after the headers arrived."""
     rig: Rig = await rig_factory()
-    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=600)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=1500)
     with anyio.fail_after(20):
+        async with _reconciling(rig.router), anyio.create_task_group() as caller:
+            caller.start_soon(rig.router.execute, rig.ask(model=CHEAP))
+            for _ in range(200):  # until the sandbox has the request, then a moment for its headers to arrive
+                if rig.sandbox.state.ledger:
+                    break
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.2)
+            caller.cancel_scope.cancel()
+        assert len(rig.router.reconciler.pending) == 1, "the cancelled attempt's hold was not kept"
         async with _reconciling(rig.router):
-            with anyio.move_on_after(0.3) as waited:
-                await rig.router.execute(rig.ask(model=CHEAP))
-            assert waited.cancelled_caught and len(rig.router.reconciler.pending) == 1
             await _until_reconciled(rig.router)
     rows = await rig.store.rows()
     assert [r.detail["billed_attempt"] for r in rows if r.detail.get("abandoned")] == [True]
