@@ -75,6 +75,7 @@ class Reconciler:
         self._client, self._budgets, self._now = client, budgets, now
         self._pending: list[Abandoned] = []
         self._changed = anyio.Event()
+        self._checking = anyio.Lock()  # one pass at a time: an answer is never settled twice
         self.running = False
 
     @property
@@ -123,6 +124,10 @@ class Reconciler:
 
     async def check_due(self) -> int:
         """Check every answer that is due now; how many were settled."""
+        async with self._checking:
+            return await self._check_due()
+
+    async def _check_due(self) -> int:
         now = self._now()
         settled = 0
         for answer in [a for a in self._pending if a.due <= now]:

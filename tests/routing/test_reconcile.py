@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
 
 from modelyard import errors
+from modelyard.openrouter import OpenRouterClient
+from modelyard.routing.budget import BudgetManager
+from modelyard.routing.reconcile import Abandoned, Reconciler
 from modelyard.routing.router import Router
 from modelyard.sandbox.state import SandboxState
+from modelyard.store import MEMORY, SQLiteStore
+from modelyard.store.base import BudgetLimits
 from tests.routing.conftest import Rig, RigFactory
 
 pytestmark = pytest.mark.anyio
@@ -169,3 +174,42 @@ async def test_a_retry_after_an_abandoned_answer_needs_a_hold_of_its_own(rig_fac
 async def rig(rig_factory: RigFactory) -> Rig:
     made: Rig = await rig_factory()
     return made
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _FailingLookups:
+    """An upstream whose `/generation` never gives a usable record (here: an odd failure every time)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def generation(self, generation_id: str) -> Any:
+        self.asked += 1
+        raise ValueError("not a generation record")
+
+
+async def test_a_lookup_that_always_fails_still_ends_in_an_unknown_cost_row_at_the_holds_expiry() -> None:
+    """Whatever the lookup does, the answer is not pending forever: at its hold's expiry it is settled."""
+    clock, lookups = _Clock(), _FailingLookups()
+    async with SQLiteStore(MEMORY) as store:
+        budgets = BudgetManager(store, BudgetLimits(daily=Decimal(1)), clock=clock, reservation_ttl_s=60)
+        reconciler = Reconciler(cast(OpenRouterClient, lookups), budgets, now=clock)
+        async with anyio.create_task_group() as group:
+            await group.start(reconciler.run)
+            hold = await budgets.reserve(Decimal("0.5"))
+            assert reconciler.adopt(Abandoned("gen-1", hold, CHEAP, CHEAP, False, "timeout"))
+            for _ in range(20):  # 20 checks over the hold's 60 s
+                clock.now += 5
+                await reconciler.check_due()
+            group.cancel_scope.cancel()
+        assert not reconciler.pending and lookups.asked >= 3
+        (row,) = await store.rows()
+        assert row.cost is None and row.detail["billed_attempt"] == "unknown" and row.ts == 1_800_000_000.0
+        assert (await budgets.totals()).reserved == 0
