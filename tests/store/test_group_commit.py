@@ -19,6 +19,7 @@ import pytest
 from modelyard.errors import BudgetExceededError
 from modelyard.store import MEMORY, BudgetLimits, LedgerRow, SpendTotals, SQLiteStore
 from modelyard.store.group_commit import GroupCommit
+from tests.store._locks import locked_for
 
 pytestmark = pytest.mark.anyio
 D = Decimal
@@ -91,31 +92,13 @@ async def test_holds_that_expire_and_a_new_utc_day_are_seen_by_later_reservation
 async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(store: SQLiteStore) -> None:
     """While another connection holds SQLite's write lock, a reservation waits in a worker thread, and
     the event loop keeps running; the reservation goes through once the lock is released."""
-    locker = sqlite3.connect(store.path, isolation_level=None)
-    locker.execute("BEGIN IMMEDIATE")
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await anyio.sleep(0.01)
-            ticks += 1
-
-    async def release_later() -> None:
-        await anyio.sleep(0.3)
-        locker.execute("COMMIT")
-
-    try:
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as group:
-                group.start_soon(tick)
-                group.start_soon(release_later)
-                began = time.monotonic()
-                hold = await store.reserve(D("0.01"), BudgetLimits(daily=D(1)), now=NOW, ttl_s=60)
-                waited = time.monotonic() - began
-                group.cancel_scope.cancel()
-    finally:
-        locker.close()
+    assert isinstance(store.path, Path)
+    with anyio.fail_after(10):
+        async with locked_for(store.path) as lock:
+            began = time.monotonic()
+            hold = await store.reserve(D("0.01"), BudgetLimits(daily=D(1)), now=NOW, ttl_s=60)
+            waited = time.monotonic() - began
+    ticks = lock.ticks
     assert waited >= 0.25 and ticks >= 10  # it waited for the lock, and the loop ticked meanwhile
     assert (await store.totals(now=NOW)).reserved == hold.amount
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import anyio
@@ -11,6 +10,7 @@ import pytest
 import modelyard.store
 from modelyard.errors import ConfigurationError
 from modelyard.store import SQLiteStore, open_store, open_store_async
+from tests.store._locks import locked_for
 
 pytestmark = pytest.mark.anyio
 
@@ -140,31 +140,12 @@ async def test_a_file_another_process_holds_locked_is_waited_for_without_blockin
     loop keeps running (here it is what releases the lock), and the open then succeeds."""
     db = tmp_path / "locked.db"
     await (await SQLiteStore.open(db)).aclose()  # the file exists, in WAL mode, with its schema
-    holder = sqlite3.connect(db, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await anyio.sleep(0.01)
-            ticks += 1
-
-    async def release_soon() -> None:
-        await anyio.sleep(0.3)
-        holder.execute("COMMIT")
-
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(tick)
-            group.start_soon(release_soon)
-            began = anyio.current_time()
-            with anyio.fail_after(8):
-                store = await open_store_async(f"sqlite://{db}")
-            waited = anyio.current_time() - began
-            group.cancel_scope.cancel()
-    finally:
-        holder.close()
+    async with locked_for(db) as lock:
+        began = anyio.current_time()
+        with anyio.fail_after(8):
+            store = await open_store_async(f"sqlite://{db}")
+        waited = anyio.current_time() - began
+    ticks = lock.ticks
     assert ticks >= 10, f"the event loop ran only {ticks} times while the open waited"
     assert waited >= 0.25, "the open did not wait for the lock"
     await store.aclose()
