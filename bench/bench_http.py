@@ -47,9 +47,9 @@ CONTENDERS = (
     "modelyard[httpx2-tuned]",
     "modelyard[aiohttp]",
 )
-# scenario: (requests, concurrency, upstream latency ms)
-FULL = {"c1": (500, 1, 0), "c200": (2000, 200, 0), "c200_lat50": (2000, 200, 50)}
-SMOKE = {"c1": (10, 1, 0), "c200": (40, 20, 0), "c200_lat50": (40, 20, 50)}
+# scenario: (requests, concurrency, upstream latency ms, idle ms before each request)
+FULL = {"c1": (500, 1, 0, 0), "c200": (2000, 200, 0, 0), "c200_lat50": (2000, 200, 50, 0), "c1_idle": (300, 1, 0, 3)}
+SMOKE = {"c1": (10, 1, 0, 0), "c200": (40, 20, 0, 0), "c200_lat50": (40, 20, 50, 0), "c1_idle": (10, 1, 0, 3)}
 
 
 # ---------------------------------------------------------------------------------------- worker
@@ -60,13 +60,14 @@ async def _worker(name: str, url: str, sandbox_pid: int, scenarios: dict[str, li
     out: dict[str, Any] = {}
     async with factory(name)(url) as call:
         tune_gc()  # every contender's process gets `modelyard serve`'s collector settings
-        for scenario, (n, concurrency, latency_ms) in scenarios.items():
+        for scenario, (n, concurrency, latency_ms, *idle) in scenarios.items():
+            idle_ms = idle[0] if idle else 0  # `bench.ab` gives older revisions' workers three fields
             # Headers and body in one write after the latency, as in every run before the sandbox learned to
             # send a non-streamed answer's headers first: figures stay comparable from run to run.
             sandbox.reset(default_latency_ms=latency_ms, headers_first=False)
             await run_load(call, n=max(concurrency, min(n, 50)), concurrency=concurrency)  # warm the pool
             cpu, sb_cpu = time.process_time(), sandbox.cpu_s()
-            result = await run_load(call, n=n, concurrency=concurrency)
+            result = await run_load(call, n=n, concurrency=concurrency, idle_s=idle_ms / 1000)
             cpu, sb_cpu = time.process_time() - cpu, sandbox.cpu_s() - sb_cpu
             figures = result.figures()
             figures["client_cpu_us_per_req"] = cpu / max(1, n) * 1e6
@@ -90,7 +91,7 @@ def worker_main(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------- parent
 
 
-def measure(contenders: list[str], sizes: dict[str, tuple[int, int, int]], rounds: int) -> dict[str, Any]:
+def measure(contenders: list[str], sizes: dict[str, tuple[int, ...]], rounds: int) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
     with sandbox_process() as sandbox:
         for index in range(rounds):
@@ -128,6 +129,7 @@ def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[s
     n1 = sizes.get("c1", (0,))[0]
     n200, c200 = sizes.get("c200", (0, 200))[:2]
     nlat = sizes.get("c200_lat50", (0,))[0]
+    nidle, idle_ms = sizes.get("c1_idle", (0, 1, 0, 0))[0], sizes.get("c1_idle", (0, 1, 0, 0))[3]
     header = [
         "client",
         f"c=1 p50 ms (n={n1})",
@@ -135,6 +137,7 @@ def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[s
         f"c={c200} req/s (n={n200})",
         f"c={c200} p99 ms",
         f"c={c200} +50 ms req/s (n={nlat})",
+        f"c=1 p50 ms, {idle_ms} ms idle before each (n={nidle})",
         "client CPU µs/req (c=1)",
         f"client CPU µs/req (c={c200})",
         f"sandbox CPU share (c={c200})",
@@ -150,6 +153,7 @@ def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[s
                 fmt(_get(r, "c200", "rps")),
                 fmt(_get(r, "c200", "p99_ms")),
                 fmt(_get(r, "c200_lat50", "rps")),
+                fmt(_get(r, "c1_idle", "p50_ms")),
                 fmt(_get(r, "c1", "client_cpu_us_per_req")),
                 fmt(_get(r, "c200", "client_cpu_us_per_req")),
                 "-" if math.isnan(share) else f"{share:.0%}",
@@ -174,7 +178,10 @@ def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[s
             "that fills the connection pool. 0 ms upstream latency unless stated. Client CPU is the "
             "contender's own process time per request (all its threads); the sandbox CPU share is the "
             "sandbox process's CPU time over the run's wall time (100% = one core saturated: the "
-            "ceiling every contender shares).",
+            "ceiling every contender shares). The idle column is c=1 with the event loop left idle for "
+            f"{idle_ms} ms (untimed) before each request, as a server waits between its clients' calls: on this "
+            "machine a process that has just been idle runs the same code about twice as slowly, which the "
+            "back-to-back c=1 column never shows (and which every MCP round trip, three processes taking turns, pays).",
             "",
             table(header, rows),
             "",

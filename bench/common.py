@@ -97,10 +97,14 @@ class LoadResult:
         }
 
 
-async def run_load(call: Callable[[], Awaitable[object]], *, n: int, concurrency: int) -> LoadResult:
+async def run_load(
+    call: Callable[[], Awaitable[object]], *, n: int, concurrency: int, idle_s: float = 0.0
+) -> LoadResult:
     """Send `n` calls from `concurrency` tasks; time each call and the whole run.
 
-    A call that raises is counted as an error (and its latency left out); the run goes on.
+    `idle_s`: each task waits this long (untimed, the event loop idle) before each call, as a server
+    between its clients' calls. A call that raises is counted as an error (and its latency left out);
+    the run goes on.
     """
     import anyio
 
@@ -113,6 +117,8 @@ async def run_load(call: Callable[[], Awaitable[object]], *, n: int, concurrency
         nonlocal remaining, errors
         while remaining > 0:
             remaining -= 1
+            if idle_s:
+                await anyio.sleep(idle_s)
             began = clock()
             try:
                 await call()

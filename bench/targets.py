@@ -117,6 +117,27 @@ def rows(results: Any) -> list[list[str]]:
     return out
 
 
+def idle_note(results: Any) -> str:
+    """c=1 after an idle wait, next to back-to-back c=1: context for the MCP rows (no target of its own)."""
+    http = load_figures(results, "http")
+    if http is None or "c1_idle" not in http.get("sizes", {}):
+        return ""
+    r = http["results"]
+
+    def p50(name: str, scenario: str) -> float:
+        return float(r.get(name, {}).get(scenario, {}).get("p50_ms", math.nan))
+
+    hot = (p50("aiohttp", "c1"), p50("modelyard", "c1"))
+    idle = (p50("aiohttp", "c1_idle"), p50("modelyard", "c1_idle"))
+    idle_ms = http["sizes"]["c1_idle"][3]
+    return (
+        f"Not a target, but it explains the MCP rows: at c=1 with {idle_ms} ms of idle before each request (an MCP "
+        f"round trip has three processes taking turns, each idle while the others work), raw aiohttp takes "
+        f"{fmt(idle[0])} ms (back to back: {fmt(hot[0])}) and modelyard {fmt(idle[1])} ms (back to back: "
+        f"{fmt(hot[1])}): +{idle[1] - idle[0]:.2f} ms over aiohttp, against +{hot[1] - hot[0]:.2f} ms back to back."
+    )
+
+
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     results = results_path(args)
@@ -130,6 +151,7 @@ def main() -> None:
             "details in the sections below)." + (" **Smoke-sized figures: not a measurement.**" if smoke else ""),
             "",
             table(["target", "figures", "ratio", "status"], found),
+            *(["", note] if (note := idle_note(results)) else []),
         ]
     )
     publish(args, NAME, "Targets (issue 6)", body, {"rows": found})

@@ -45,7 +45,8 @@ def test_the_http_benchmark_runs_every_installed_contender_side_by_side(results:
     figures = json.loads((results.parent / "results" / "http.json").read_text())
     assert figures["smoke"] is True
     for name, result in figures["results"].items():
-        assert all(result[s]["errors"] == 0 for s in ("c1", "c200", "c200_lat50")), name
+        assert all(result[s]["errors"] == 0 for s in ("c1", "c200", "c200_lat50", "c1_idle")), name
+    assert figures["sizes"]["c1_idle"][3] > 0  # the idle scenario waits before each request
     assert all(rows > 0 for rows in figures["results"]["modelyard"]["ledger_rows"])
     assert "litellm" in figures["results"] or "litellm" in figures["skipped"]
 
@@ -69,6 +70,7 @@ def test_the_target_table_is_built_from_the_figures_and_other_sections_are_kept(
     targets = _section(results, "targets")
     assert "Smoke-sized figures" in targets and targets.count("| ") > 10
     assert "met**" in targets
+    assert "ms of idle before each request" in targets  # the idle note under the table
     text = results.read_text()
     assert OTHER in text and text.count("<!-- bench:http -->") == 1
 
