@@ -93,7 +93,9 @@ class SQLiteStore:
         """Everything but the connections (made on the event loop: anyio's primitives belong there)."""
         self.path, self._conn, self._inline = path, conn, inline
         self._lock = anyio.Lock()
-        self._holds = 0  # reservations made here and not yet settled: requests in flight
+        # Reservations made here and not yet released or committed: requests in flight. A set, so a commit
+        # retried after a failure (the reconciler's) never counts one twice.
+        self._holding: set[str] = set()
         self._lease = Lease() if lease else None
         self._writes = GroupCommit(
             inline=self._inline,
@@ -101,7 +103,7 @@ class SQLiteStore:
             in_thread=self._run,
             lock=self._lock if self._inline is self._conn else None,
             checkpoint_every=0 if self._inline is self._conn else 500,
-            busy=lambda: self._holds > 1,
+            busy=lambda: len(self._holding) > 1,
             begin=_begin,
         )
 
@@ -142,11 +144,11 @@ class SQLiteStore:
         reservation = self._draw(amount, limits, now=now, ttl_s=ttl_s)
         if reservation is None:
             reservation = await self._reserve_in_store(amount, limits, now=now, ttl_s=ttl_s)
-        self._holds += 1
+        self._holding.add(reservation.id)
         return reservation
 
     def _draw(self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float) -> Reservation | None:
-        if self._lease is None or self._holds >= _LEASE_BELOW:
+        if self._lease is None or len(self._holding) >= _LEASE_BELOW:
             return None
         return self._lease.draw(amount, limits, now=now, ttl_s=ttl_s)
 
@@ -155,7 +157,7 @@ class SQLiteStore:
     ) -> Reservation:
         """One write transaction: resize the lease and draw from it, or reserve `amount` on its own."""
         lease = self._lease
-        leasing = lease is not None and self._holds < _LEASE_BELOW and not lease.exact(limits, now=now)
+        leasing = lease is not None and len(self._holding) < _LEASE_BELOW and not lease.exact(limits, now=now)
         outcome = await self._grant(lease, amount, limits, now=now, ttl_s=ttl_s) if lease and leasing else None
         if outcome is None:
             work = partial(writes.reserve, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
@@ -196,7 +198,7 @@ class SQLiteStore:
             else:
                 await self._writes.submit(partial(writes.release, reservation_id=reservation_id), first=True)
         finally:
-            self._holds = max(0, self._holds - 1)
+            self._holding.discard(reservation_id)
 
     async def commit(self, reservation_id: str | None, row: LedgerRow) -> None:
         """Atomically drop the reservation (if any, and if still there) and append the ledger row.
@@ -219,8 +221,7 @@ class SQLiteStore:
                 else:
                     await self._writes.submit(work, first=True)
         finally:
-            if reservation_id is not None:
-                self._holds = max(0, self._holds - 1)
+            self._holding.discard(reservation_id)  # a failed commit ends the request too; a retry finds it gone
 
     async def _spend_from_lease(self, lease: Lease, reservation_id: str, row: LedgerRow) -> None:
         try:

@@ -255,6 +255,20 @@ async def test_a_failed_commit_keeps_its_draw_held_until_the_draw_expires(
     assert (await observer.totals(now=NOW + 11)).reserved == A + A * LEASE_DRAWS
 
 
+async def test_a_commit_retried_after_a_failure_ends_its_request_once(store: SQLiteStore, db_path: Path) -> None:
+    """With 8 requests in flight a process reserves each new one on its own row. A commit that failed and
+    was retried (as the reconciler does) must not count its request out twice: that would let a 9th
+    concurrent request draw from the lease."""
+    held = [await store.reserve(A, ROOMY, now=NOW, ttl_s=60) for _ in range(9)]
+    assert [r.id.startswith("lease-") for r in held] == [True] * 8 + [False]  # the 9th: 8 already in flight
+    with pytest.raises(ValueError, match="finite"):
+        await store.commit(held[0].id, _row("retried", "NaN"))
+    await store.commit(held[0].id, _row("retried", "0.00005"))  # the retry succeeds: 8 still in flight
+    ninth = await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    assert not ninth.id.startswith("lease-")
+    assert ninth.id in [rid for rid, _, _ in _holds(db_path)]
+
+
 async def test_closing_with_a_request_in_flight_keeps_its_hold_and_gives_back_the_rest(db_path: Path) -> None:
     async with SQLiteStore(db_path) as store:
         await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
