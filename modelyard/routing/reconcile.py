@@ -8,7 +8,10 @@ budget forget money really spent, and the ledger would never show it.
 So the hold is handed to the `Reconciler` instead. `run()` asks `GET /generation?id=` for each one
 (first after a second, then less and less often) until the record appears, then commits a ledger row
 with the billed cost in place of the hold, as any answer's commit does. If no record has appeared when
-the hold expires, the row records an unknown cost (never 0) and the hold is freed.
+the hold expires, the row records an unknown cost (never 0) and the hold is freed. When `run()` stops
+(the server shutting down), each answer still pending gets one last lookup, within `LAST_PASS_S`, and
+its row all the same: with the cost if the record came, else an unknown cost (its hold is then kept
+until it expires, since the answer may still be billed).
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ FIRST_CHECK_S: Final = 1.0
 MAX_INTERVAL_S: Final = 30.0
 LOOKUP_TIMEOUT_S: Final = 10.0
 """One slow `/generation` answer must not hold up the other answers' checks for long."""
+LAST_PASS_S: Final = 1.0
+"""At shutdown, the time the last lookups may take. An MCP host that closed the server's stdin waits
+(the Python SDK 2 s) before it terminates the process, and the store must still be closed after."""
 
 
 @dataclass(slots=True)
@@ -62,8 +68,9 @@ class Reconciler:
 
     `adopt` only takes an answer while `run()` is running (`modelyard serve` runs it for as long as it
     is up); otherwise the caller frees the hold as before. Answers still pending when `run()` ends get
-    no row and keep their holds: until they expire in the store, and, for draws on the SQLite store's
-    lease, while the process lives (so stop it only with the router).
+    their row then (see the module's docstring); those whose cost is still unknown keep their holds:
+    until they expire in the store, and, for draws on the SQLite store's lease, while the process lives
+    (so stop it only with the router, before the store closes).
 
     Args:
         client: asks `GET /generation?id=`.
@@ -115,12 +122,8 @@ class Reconciler:
         finally:
             self.running = False
             if self._pending:
-                ids = ", ".join(a.generation_id for a in self._pending)
-                log.warning(
-                    "stopping with %d answer(s) not reconciled (their holds expire on their own): %s",
-                    len(self._pending),
-                    ids,
-                )
+                with anyio.CancelScope(shield=True):
+                    await self._last_pass()
 
     async def check_due(self) -> int:
         """Check every answer that is due now; how many were settled."""
@@ -163,12 +166,49 @@ class Reconciler:
             return False
         return True
 
+    async def _last_pass(self) -> None:
+        """Stopping: look each pending answer up once more (within `LAST_PASS_S`), then give every one its
+        row: the billed cost in place of the hold, or an unknown cost with the hold kept until it expires."""
+        async with self._checking:
+            pending, self._pending = self._pending, []
+            records: dict[str, Generation] = {}
+            latest = self._now() + LAST_PASS_S / 2  # leave the other half for the lookups themselves
+            with anyio.move_on_after(LAST_PASS_S):
+                async with anyio.create_task_group() as group:
+                    for answer in pending:
+                        group.start_soon(self._last_lookup, answer, records, latest)
+            unknown = [a.generation_id for a in pending if a.generation_id not in records]
+            if unknown:
+                log.warning(
+                    "stopping before OpenRouter's record of %d abandoned answer(s) appeared; their cost is "
+                    "recorded as unknown and their holds expire on their own: %s",
+                    len(unknown),
+                    ", ".join(unknown),
+                )
+            for answer in pending:
+                record = records.get(answer.generation_id)
+                # Without a record the answer may still be billed: its hold stays until it expires.
+                reservation = answer.reservation if record is not None else None
+                try:
+                    await self._budgets.settle(reservation, self._row(answer, record, stopping=True))
+                except Exception:
+                    log.exception("could not record the abandoned answer %s", answer.generation_id)
+
+    async def _last_lookup(self, answer: Abandoned, records: dict[str, Generation], latest: float) -> None:
+        # OpenRouter answers 404 for a moment after a generation ends: wait for the first check's time,
+        # or as long as the last pass allows.
+        await anyio.sleep(max(0.0, min(answer.at + FIRST_CHECK_S, latest) - self._now()))
+        try:
+            records[answer.generation_id] = await self._client.generation(answer.generation_id)
+        except Exception as exc:  # no record (yet): the row says the cost is unknown
+            log.debug("no record of %s at shutdown: %s", answer.generation_id, exc)
+
     def _later(self, answer: Abandoned) -> None:
         """Check again later, less often each time, and at the latest when the hold expires."""
         answer.interval_s = min(MAX_INTERVAL_S, answer.interval_s * 2)
         answer.due = min(self._now() + answer.interval_s, answer.reservation.expires_at)
 
-    def _row(self, answer: Abandoned, record: Generation | None) -> LedgerRow:
+    def _row(self, answer: Abandoned, record: Generation | None, *, stopping: bool = False) -> LedgerRow:
         """The attempt's ledger row: the cost from OpenRouter's record, or an unknown cost without one."""
         cost = None if record is None else record.total_cost
         billed = "unknown" if cost is None else cost > 0
@@ -188,9 +228,10 @@ class Reconciler:
             },
         )
         if record is None:
+            before = "the server stopped" if stopping else "its hold expired"
             row.error = (
-                f"Abandoned after it began ({answer.reason}); OpenRouter kept no record of it before its "
-                "hold expired, so its cost is unknown"
+                f"Abandoned after it began ({answer.reason}); OpenRouter had no record of it before {before}, "
+                f"so its cost is unknown (GET /generation?id={answer.generation_id} tells it later)"
             )
             return row
         row.model = record.model or answer.model

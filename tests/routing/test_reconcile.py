@@ -122,6 +122,44 @@ async def test_without_a_running_reconciler_the_hold_of_an_abandoned_answer_is_f
     assert not [r for r in await rig.store.rows() if r.detail.get("abandoned")]
 
 
+async def test_a_server_stopping_right_after_an_answer_was_abandoned_still_records_its_billed_cost(
+    rig_factory: RigFactory,
+) -> None:
+    """The reconciler is stopped (the server shutting down) before the answer's first check was due: its
+    last pass looks the answer up all the same, and the ledger matches the bill."""
+    rig: Rig = await rig_factory(request_timeout_s=0.3)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=500)
+    with anyio.fail_after(20):
+        async with _reconciling(rig.router):
+            result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+            assert result.content and len(rig.router.reconciler.pending) == 1
+    assert not rig.router.reconciler.pending
+    rows = await rig.store.rows()
+    abandoned = [r for r in rows if r.detail.get("abandoned")]
+    assert len(abandoned) == 1 and abandoned[0].cost is not None and abandoned[0].cost > 0
+    assert rig.billed() == _ledger_total(rows)
+    assert (await rig.store.totals(now=rig.router.clock.now())).reserved == 0
+
+
+async def test_a_server_stopping_before_openrouter_has_a_record_writes_an_unknown_cost_and_keeps_the_hold(
+    rig_factory: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No record by the end of the last pass: the row says the cost is unknown (None, with the generation
+    id to look it up), and the hold stays until it expires, since the answer may still be billed."""
+    monkeypatch.setattr(SandboxState, "store_generation", lambda self, generation_id, record: None)
+    rig: Rig = await rig_factory(request_timeout_s=0.3)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=500)
+    with anyio.fail_after(20):
+        async with _reconciling(rig.router):
+            result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
+            [pending] = rig.router.reconciler.pending
+            assert result.content
+    [abandoned] = [r for r in await rig.store.rows() if r.detail.get("abandoned")]
+    assert abandoned.cost is None and abandoned.detail["billed_attempt"] == "unknown"
+    assert "server stopped" in (abandoned.error or "") and pending.generation_id in (abandoned.error or "")
+    assert (await rig.store.totals(now=rig.router.clock.now())).reserved > 0  # until the hold expires
+
+
 async def test_an_error_the_upstream_reports_inside_a_200_is_not_held_for_reconciling(rig: Rig) -> None:
     """Only attempts that broke or timed out after their answer began may be billed unseen."""
     rig.sandbox.state.faults.add(model=CHEAP, kind="error_in_200", count=1)
@@ -138,16 +176,16 @@ async def test_an_answer_the_caller_stopped_waiting_for_after_it_began_keeps_its
     rig: Rig = await rig_factory()
     rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=1500)
     with anyio.fail_after(20):
-        async with _reconciling(rig.router), anyio.create_task_group() as caller:
-            caller.start_soon(rig.router.execute, rig.ask(model=CHEAP))
-            for _ in range(200):  # until the sandbox has the request, then a moment for its headers to arrive
-                if rig.sandbox.state.ledger:
-                    break
-                await anyio.sleep(0.01)
-            await anyio.sleep(0.2)
-            caller.cancel_scope.cancel()
-        assert len(rig.router.reconciler.pending) == 1, "the cancelled attempt's hold was not kept"
         async with _reconciling(rig.router):
+            async with anyio.create_task_group() as caller:
+                caller.start_soon(rig.router.execute, rig.ask(model=CHEAP))
+                for _ in range(200):  # until the sandbox has the request, then a moment for its headers
+                    if rig.sandbox.state.ledger:
+                        break
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.2)
+                caller.cancel_scope.cancel()
+            assert len(rig.router.reconciler.pending) == 1, "the cancelled attempt's hold was not kept"
             await _until_reconciled(rig.router)
     rows = await rig.store.rows()
     assert [r.detail["billed_attempt"] for r in rows if r.detail.get("abandoned")] == [True]

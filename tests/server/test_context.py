@@ -219,6 +219,33 @@ async def test_a_warm_up_opens_the_context_and_loads_the_catalog_before_any_call
             assert await context.get() is app
 
 
+async def test_a_server_shutting_down_right_after_an_answer_was_abandoned_records_its_cost_before_the_store_closes(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The reconciler's last pass runs while the store is still open: the abandoned answer's billed cost is
+    in the file once the server has stopped."""
+    from modelyard.routing.request import RouteRequest
+
+    store = tmp_path / "ledger.db"
+    settings = Settings(
+        openrouter_api_key=KEY, openrouter_base_url=sandbox.base_url, store=f"sqlite:///{store}", request_timeout_s=0.3
+    )
+    cheap = "meta-llama/llama-3.1-8b-instruct"
+    sandbox.state.faults.add(model=cheap, kind="latency", count=1, latency_ms=500)
+    ask = RouteRequest(messages=[{"role": "user", "content": "Say hi"}], model=cheap, models=["openai/gpt-4o-mini"])
+    with anyio.fail_after(30):
+        async with _serving(AppContextOnDemand(settings)) as context:
+            app = await context.get()
+            await app.router.execute(ask)
+            assert len(app.router.reconciler.pending) == 1
+    conn = sqlite3.connect(store)
+    try:
+        costs = [row[0] for row in conn.execute("SELECT cost FROM ledger WHERE json_extract(detail, '$.abandoned')")]
+    finally:
+        conn.close()
+    assert len(costs) == 1 and costs[0] is not None and float(costs[0]) > 0
+
+
 async def test_a_failed_warm_up_is_tried_again_by_the_first_call_which_is_told_why(tmp_path: Path) -> None:
     place = tmp_path / "data"
     place.write_text("not a directory")
