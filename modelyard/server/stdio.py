@@ -8,6 +8,11 @@ descriptors that the event loop watches (`anyio.wait_readable`/`wait_writable`),
 own `stdio_server` given these streams. Anything else (a terminal, a file, Windows) takes the SDK's
 transport unchanged.
 
+A SIGTERM, which is how many hosts stop their servers (and how the Python SDK's client does when a
+server has not exited 2 s after its stdin closed), ends the server as closing stdin does: in-flight
+calls are cancelled, the store is closed (its last ledger rows written, its lease given back). Without
+this, the signal's default action killed the process on the spot.
+
 Like the SDK, it claims the wire: it serves it from private duplicates of fds 0 and 1, points fd 0
 at the null device and fd 1 at stderr while serving (a child process or a stray `print` cannot reach
 the protocol), and puts both back, blocking again, when the server stops.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import stat
 import sys
 from collections.abc import Callable, Iterator
@@ -34,7 +40,25 @@ _READ_SIZE: Final = 1 << 16
 
 
 async def run_stdio(server: MCPServer[Any]) -> None:
-    """Serve `server` over this process's stdin and stdout until stdin closes."""
+    """Serve `server` over this process's stdin and stdout until stdin closes or a SIGTERM arrives."""
+    async with anyio.create_task_group() as group:
+        group.start_soon(_cancel_on_sigterm, group.cancel_scope)
+        await _serve(server)
+        group.cancel_scope.cancel()
+
+
+async def _cancel_on_sigterm(scope: anyio.CancelScope) -> None:
+    """Cancel `scope` at the first SIGTERM; a second one (the handler gone) kills the process as before."""
+    if sys.platform == "win32":  # no signal handlers on Windows' event loops; nothing sends SIGTERM there
+        return
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            log.info("SIGTERM: shutting down")
+            scope.cancel()
+            return
+
+
+async def _serve(server: MCPServer[Any]) -> None:
     lowlevel = getattr(server, "_lowlevel_server", None)
     if lowlevel is None or not wire_is_pollable():
         log.debug("stdio: the SDK's transport (threads)")

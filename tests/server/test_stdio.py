@@ -194,3 +194,63 @@ async def test_the_childs_stdout_carries_only_json_rpc_and_its_logs_go_to_stderr
     assert "modelyard ready" in logs and "chat/completions" in logs
     wire = b"\n".join(lines).decode()
     assert KEY not in logs and KEY not in wire
+
+
+def _line(message: dict[str, Any]) -> bytes:
+    return (json.dumps(message) + "\n").encode()
+
+
+_HANDSHAKE = (
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+    },
+    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is a POSIX signal")
+async def test_a_sigterm_during_a_call_shuts_the_server_down_cleanly_and_the_call_is_in_the_ledger(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Hosts stop servers with SIGTERM (the Python SDK's client does, 2 s after closing stdin). The server
+    exits 0, as when its stdin closes, and the call in flight, whose answer had begun, has its ledger row
+    (its cost unknown yet: OpenRouter has not finished it) instead of vanishing with the process."""
+    import signal
+    import sqlite3
+
+    model = "openai/gpt-4o-mini"
+    sandbox.state.faults.add(model=model, kind="latency", count=1, latency_ms=3000)
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "execute", "arguments": {
+        "prompt": "hi", "model": model}}}  # fmt: skip
+    stderr = bytearray()
+    with anyio.fail_after(30):
+        async with (
+            await anyio.open_process([sys.executable, *SERVE], env=server_env(tmp_path, sandbox.base_url)) as process,
+            anyio.create_task_group() as group,
+        ):
+            try:
+                assert process.stdin and process.stdout and process.stderr
+                group.start_soon(_read_all, process.stderr, stderr)
+                stdout = BufferedByteReceiveStream(process.stdout)
+                await process.stdin.send(_line(_HANDSHAKE[0]))
+                await stdout.receive_until(b"\n", 1 << 20)
+                await process.stdin.send(_line(_HANDSHAKE[1]) + _line(call))
+                for _ in range(500):  # until the request reached the upstream; its headers come at once
+                    if sandbox.state.ledger:
+                        break
+                    await anyio.sleep(0.02)
+                await anyio.sleep(0.3)
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 0, stderr.decode(errors="replace")
+            finally:
+                if process.returncode is None:
+                    process.kill()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    try:
+        rows = conn.execute("SELECT cost, json_extract(detail, '$.generation_id') FROM ledger").fetchall()
+    finally:
+        conn.close()
+    assert rows == [(None, sandbox.state.ledger[0].generation_id)], stderr.decode(errors="replace")
