@@ -192,7 +192,7 @@ class FallbackLoop:
                     if (
                         begun
                         and isinstance(exc, _MAY_BE_BILLED)
-                        and self._hand_over(request, candidate, hold, begun[0], streamed, exc)
+                        and self._hand_over(request, candidate, hold, begun, streamed, exc)
                     ):
                         hold = None
                     begun.clear()
@@ -220,14 +220,7 @@ class FallbackLoop:
             outcome.failures.append((candidate.id, refusal))
         finally:
             if not settled and hold is not None:
-                # Cancelled after the answer began (the caller left, or closed the stream): it may be billed.
-                kept = bool(begun) and self._hand_over(request, candidate, hold, begun[0], streamed, None)
-                if not kept:
-                    # Every other way out frees the hold: a failure, the caller cancelled (during a call or a
-                    # retry's back-off), or the consumer closed the stream at a yield. Shielded, as it may be
-                    # cancelled.
-                    with anyio.CancelScope(shield=True):
-                        await self.budgets.release(hold)
+                await self._let_go(request, candidate, hold, begun, streamed)
 
     def time_left(self, request: RouteRequest, started: float) -> float:
         """Seconds left of the request's `timeout_s` (unbounded when it gives none)."""
@@ -312,20 +305,33 @@ class FallbackLoop:
         cap = tightest(request.max_cost, (await self.budgets.limits()).per_request)
         return await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=cap)
 
+    async def _let_go(
+        self, request: RouteRequest, candidate: Candidate, hold: Reservation, begun: list[str], streamed: bool
+    ) -> None:
+        """The hold of a candidate left without an answer: to the reconciler if the last attempt was cancelled
+        after its answer began (the caller left, or closed the stream: it may be billed), else freed."""
+        if begun and self._hand_over(request, candidate, hold, begun, streamed, None):
+            return
+        # Every other way out frees the hold: a failure, the caller cancelled (during a call or a retry's
+        # back-off), or the consumer closed the stream at a yield. Shielded, as it may be cancelled.
+        with anyio.CancelScope(shield=True):
+            await self.budgets.release(hold)
+
     def _hand_over(
         self,
         request: RouteRequest,
         candidate: Candidate,
         hold: Reservation,
-        generation_id: str,
+        begun: list[str],
         streamed: bool,
         error: BaseException | None,
     ) -> bool:
-        """Give the hold of an attempt abandoned after its answer began to the reconciler; False if none runs."""
+        """Give the hold of an attempt abandoned after its answer (generation `begun[0]`) began to the
+        reconciler; False if none runs."""
         if self.reconciler is None:
             return False
         reason = str(error) if error is not None else "cancelled"
-        answer = Abandoned(generation_id, hold, request.model, candidate.id, streamed, reason)
+        answer = Abandoned(begun[0], hold, request.model, candidate.id, streamed, reason)
         return self.reconciler.adopt(answer)
 
     def _count_failure(self, model: str, error: BaseException) -> None:
