@@ -45,6 +45,8 @@ def checkout(revision: str) -> Iterator[Path]:
 
 
 def _run(name: str, root: Path, sandbox: SandboxProcess, sizes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    if any(len(size) > 3 for size in sizes.values()) and "idle_ms" not in (root / "bench/bench_http.py").read_text():
+        raise SystemExit(f"{root}'s bench_http has no idle scenarios: leave c1_idle out (--scenario c1 c200 ...)")
     args = [
         "--worker", name, "--url", sandbox.url, "--sandbox-pid", str(sandbox.pid), "--scenarios", json.dumps(sizes),
     ]  # fmt: skip

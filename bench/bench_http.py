@@ -48,8 +48,18 @@ CONTENDERS = (
     "modelyard[aiohttp]",
 )
 # scenario: (requests, concurrency, upstream latency ms, idle ms before each request)
-FULL = {"c1": (500, 1, 0, 0), "c200": (2000, 200, 0, 0), "c200_lat50": (2000, 200, 50, 0), "c1_idle": (300, 1, 0, 3)}
-SMOKE = {"c1": (10, 1, 0, 0), "c200": (40, 20, 0, 0), "c200_lat50": (40, 20, 50, 0), "c1_idle": (10, 1, 0, 3)}
+FULL: dict[str, tuple[int, ...]] = {
+    "c1": (500, 1, 0, 0),
+    "c200": (2000, 200, 0, 0),
+    "c200_lat50": (2000, 200, 50, 0),
+    "c1_idle": (300, 1, 0, 3),
+}
+SMOKE: dict[str, tuple[int, ...]] = {
+    "c1": (10, 1, 0, 0),
+    "c200": (40, 20, 0, 0),
+    "c200_lat50": (40, 20, 50, 0),
+    "c1_idle": (10, 1, 0, 3),
+}
 
 
 # ---------------------------------------------------------------------------------------- worker
@@ -124,6 +134,16 @@ def _get(result: dict[str, Any], scenario: str, key: str) -> float:
     return float(value)
 
 
+def _idle_slowdown(results: dict[str, Any]) -> str:
+    """How much slower each contender's c=1 p50 was after the idle wait, as text."""
+    ratios = [
+        f"{name} {idle / hot:.1f}x"
+        for name, r in results.items()
+        if (hot := _get(r, "c1", "p50_ms")) > 0 and not math.isnan(idle := _get(r, "c1_idle", "p50_ms"))
+    ]
+    return "p50 after the wait over back to back: " + (", ".join(ratios) or "not measured")
+
+
 def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[str, Any], rounds: int) -> str:
     info = machine()
     n1 = sizes.get("c1", (0,))[0]
@@ -179,8 +199,8 @@ def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[s
             "contender's own process time per request (all its threads); the sandbox CPU share is the "
             "sandbox process's CPU time over the run's wall time (100% = one core saturated: the "
             "ceiling every contender shares). The idle column is c=1 with the event loop left idle for "
-            f"{idle_ms} ms (untimed) before each request, as a server waits between its clients' calls: on this "
-            "machine a process that has just been idle runs the same code about twice as slowly, which the "
+            f"{idle_ms} ms (untimed) before each request, as a server waits between its clients' calls: a process "
+            f"that has just been idle runs the same code more slowly here ({_idle_slowdown(results)}), which the "
             "back-to-back c=1 column never shows (and which every MCP round trip, three processes taking turns, pays).",
             "",
             table(header, rows),

@@ -129,6 +129,8 @@ def idle_note(results: Any) -> str:
 
     hot = (p50("aiohttp", "c1"), p50("modelyard", "c1"))
     idle = (p50("aiohttp", "c1_idle"), p50("modelyard", "c1_idle"))
+    if any(math.isnan(x) for x in (*hot, *idle)):
+        return ""
     idle_ms = http["sizes"]["c1_idle"][3]
     return (
         f"Not a target, but it explains the MCP rows: at c=1 with {idle_ms} ms of idle before each request (an MCP "

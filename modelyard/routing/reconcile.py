@@ -42,9 +42,9 @@ FIRST_CHECK_S: Final = 1.0
 MAX_INTERVAL_S: Final = 30.0
 LOOKUP_TIMEOUT_S: Final = 10.0
 """One slow `/generation` answer must not hold up the other answers' checks for long."""
-LAST_PASS_S: Final = 1.0
-"""At shutdown, the time the last lookups may take. An MCP host that closed the server's stdin waits
-(the Python SDK 2 s) before it terminates the process, and the store must still be closed after."""
+LAST_PASS_S: Final = 1.5
+"""At shutdown, the time the last lookups and rows may take: an MCP host that closed the server's stdin
+waits (the Python SDK 2 s) before it terminates the process, and the store must still be closed after."""
 
 
 @dataclass(slots=True)
@@ -167,32 +167,22 @@ class Reconciler:
         return True
 
     async def _last_pass(self) -> None:
-        """Stopping: look each pending answer up once more (within `LAST_PASS_S`), then give every one its
-        row: the billed cost in place of the hold, or an unknown cost with the hold kept until it expires."""
+        """Stopping: look each pending answer up once more, then give every one its row (the billed cost in
+        place of the hold, or an unknown cost with the hold kept until it expires), all within `LAST_PASS_S`."""
         async with self._checking:
             pending, self._pending = self._pending, []
             records: dict[str, Generation] = {}
-            latest = self._now() + LAST_PASS_S / 2  # leave the other half for the lookups themselves
+            written: set[str] = set()
             with anyio.move_on_after(LAST_PASS_S):
-                async with anyio.create_task_group() as group:
+                with anyio.move_on_after(LAST_PASS_S * 0.6):  # the rest is for the writes
+                    latest = self._now() + LAST_PASS_S * 0.3
+                    async with anyio.create_task_group() as group:
+                        for answer in pending:
+                            group.start_soon(self._last_lookup, answer, records, latest)
+                async with anyio.create_task_group() as group:  # together: one transaction, where the store can
                     for answer in pending:
-                        group.start_soon(self._last_lookup, answer, records, latest)
-            unknown = [a.generation_id for a in pending if a.generation_id not in records]
-            if unknown:
-                log.warning(
-                    "stopping before OpenRouter's record of %d abandoned answer(s) appeared; their cost is "
-                    "recorded as unknown and their holds expire on their own: %s",
-                    len(unknown),
-                    ", ".join(unknown),
-                )
-            for answer in pending:
-                record = records.get(answer.generation_id)
-                # Without a record the answer may still be billed: its hold stays until it expires.
-                reservation = answer.reservation if record is not None else None
-                try:
-                    await self._budgets.settle(reservation, self._row(answer, record, stopping=True))
-                except Exception:
-                    log.exception("could not record the abandoned answer %s", answer.generation_id)
+                        group.start_soon(self._last_row, answer, records.get(answer.generation_id), written)
+            self._report_last_pass(pending, records, written)
 
     async def _last_lookup(self, answer: Abandoned, records: dict[str, Generation], latest: float) -> None:
         # OpenRouter answers 404 for a moment after a generation ends: wait for the first check's time,
@@ -203,10 +193,42 @@ class Reconciler:
         except Exception as exc:  # no record (yet): the row says the cost is unknown
             log.debug("no record of %s at shutdown: %s", answer.generation_id, exc)
 
+    async def _last_row(self, answer: Abandoned, record: Generation | None, written: set[str]) -> None:
+        # Without a record the answer may still be billed: its hold stays until it expires.
+        reservation = answer.reservation if record is not None else None
+        try:
+            await self._budgets.settle(reservation, self._row(answer, record, stopping=True))
+        except Exception:
+            log.exception("could not record the abandoned answer %s", answer.generation_id)
+        else:
+            written.add(answer.generation_id)
+
+    @staticmethod
+    def _report_last_pass(pending: list[Abandoned], records: dict[str, Generation], written: set[str]) -> None:
+        unknown = [a.generation_id for a in pending if a.generation_id in written and a.generation_id not in records]
+        if unknown:
+            log.warning(
+                "stopped before OpenRouter's record of %d abandoned answer(s) appeared: their cost is recorded "
+                "as unknown, and their holds expire on their own: %s",
+                len(unknown),
+                ", ".join(unknown),
+            )
+        lost = [a.generation_id for a in pending if a.generation_id not in written]
+        if lost:
+            log.error(
+                "stopped before the ledger row of %d abandoned answer(s) could be written (look them up with "
+                "GET /generation?id=): %s",
+                len(lost),
+                ", ".join(lost),
+            )
+
     def _later(self, answer: Abandoned) -> None:
-        """Check again later, less often each time, and at the latest when the hold expires."""
+        """Check again later, less often each time, and at the latest when the hold expires (once it has, a
+        settle that failed waits its interval too)."""
         answer.interval_s = min(MAX_INTERVAL_S, answer.interval_s * 2)
-        answer.due = min(self._now() + answer.interval_s, answer.reservation.expires_at)
+        now = self._now()
+        expiry = answer.reservation.expires_at
+        answer.due = now + answer.interval_s if now >= expiry else min(now + answer.interval_s, expiry)
 
     def _row(self, answer: Abandoned, record: Generation | None, *, stopping: bool = False) -> LedgerRow:
         """The attempt's ledger row: the cost from OpenRouter's record, or an unknown cost without one."""

@@ -8,10 +8,11 @@ descriptors that the event loop watches (`anyio.wait_readable`/`wait_writable`),
 own `stdio_server` given these streams. Anything else (a terminal, a file, Windows) takes the SDK's
 transport unchanged.
 
-A SIGTERM, which is how many hosts stop their servers (and how the Python SDK's client does when a
-server has not exited 2 s after its stdin closed), ends the server as closing stdin does: in-flight
+Here a SIGTERM, which is how many hosts stop their servers (and how the Python SDK's client does when
+a server has not exited 2 s after its stdin closed), ends the server as closing stdin does: in-flight
 calls are cancelled, the store is closed (its last ledger rows written, its lease given back). Without
-this, the signal's default action killed the process on the spot.
+this, the signal's default action killed the process on the spot (as it still does on the SDK's
+transport, whose reader thread a cancellation cannot stop).
 
 Like the SDK, it claims the wire: it serves it from private duplicates of fds 0 and 1, points fd 0
 at the null device and fd 1 at stderr while serving (a child process or a stray `print` cannot reach
@@ -26,7 +27,8 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final
 
 import anyio
@@ -40,34 +42,48 @@ _READ_SIZE: Final = 1 << 16
 
 
 async def run_stdio(server: MCPServer[Any]) -> None:
-    """Serve `server` over this process's stdin and stdout until stdin closes or a SIGTERM arrives."""
-    async with anyio.create_task_group() as group:
-        group.start_soon(_cancel_on_sigterm, group.cancel_scope)
-        await _serve(server)
-        group.cancel_scope.cancel()
+    """Serve `server` over this process's stdin and stdout until stdin closes (or a SIGTERM arrives: see the
+    module's docstring)."""
+    lowlevel = getattr(server, "_lowlevel_server", None)
+    if lowlevel is None or not wire_is_pollable():
+        log.debug("stdio: the SDK's transport (threads)")
+        # Its reader thread cannot be cancelled mid-line: SIGTERM keeps its default action here (ends it at once).
+        await server.run_stdio_async()
+        return
+    await _until_sigterm(_serve_on_fds(lowlevel))
+
+
+async def _serve_on_fds(lowlevel: Any) -> None:
+    sys.stdout.flush()  # what was printed before goes out ahead of the protocol, not into it
+    with _claimed(0, _open_null) as wire_in, _claimed(1, _open_stderr) as wire_out:
+        async with stdio_server(stdin=FdLines(wire_in), stdout=FdWriter(wire_out)) as (read, write):  # type: ignore[arg-type]
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
+
+
+async def _until_sigterm(serving: Awaitable[None]) -> None:
+    """Await `serving` (the transport too: its reader must stop); the first SIGTERM cancels it, a graceful
+    stop as when stdin closes."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        await serving
+        return
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_cancel_on_sigterm, group.cancel_scope)
+            await serving
+            group.cancel_scope.cancel()
+    except BaseExceptionGroup as failed:
+        if len(failed.exceptions) == 1:  # the server's own error, raised as itself, as without the watcher
+            raise failed.exceptions[0] from failed
+        raise
 
 
 async def _cancel_on_sigterm(scope: anyio.CancelScope) -> None:
-    """Cancel `scope` at the first SIGTERM; a second one (the handler gone) kills the process as before."""
-    if sys.platform == "win32":  # no signal handlers on Windows' event loops; nothing sends SIGTERM there
-        return
+    """Cancel `scope` at the first SIGTERM; once it has (the handler gone), SIGTERM ends the process at once."""
     with anyio.open_signal_receiver(signal.SIGTERM) as signals:
         async for _ in signals:
             log.info("SIGTERM: shutting down")
             scope.cancel()
             return
-
-
-async def _serve(server: MCPServer[Any]) -> None:
-    lowlevel = getattr(server, "_lowlevel_server", None)
-    if lowlevel is None or not wire_is_pollable():
-        log.debug("stdio: the SDK's transport (threads)")
-        await server.run_stdio_async()
-        return
-    sys.stdout.flush()  # what was printed before goes out ahead of the protocol, not into it
-    with _claimed(0, _open_null) as wire_in, _claimed(1, _open_stderr) as wire_out:
-        async with stdio_server(stdin=FdLines(wire_in), stdout=FdWriter(wire_out)) as (read, write):  # type: ignore[arg-type]
-            await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
 def wire_is_pollable() -> bool:

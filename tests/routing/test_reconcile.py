@@ -13,7 +13,7 @@ import pytest
 from modelyard import errors
 from modelyard.openrouter import OpenRouterClient
 from modelyard.routing.budget import BudgetManager
-from modelyard.routing.reconcile import Abandoned, Reconciler
+from modelyard.routing.reconcile import LAST_PASS_S, Abandoned, Reconciler
 from modelyard.routing.router import Router
 from modelyard.sandbox.state import SandboxState
 from modelyard.store import MEMORY, SQLiteStore
@@ -251,3 +251,51 @@ async def test_a_lookup_that_always_fails_still_ends_in_an_unknown_cost_row_at_t
         (row,) = await store.rows()
         assert row.cost is None and row.detail["billed_attempt"] == "unknown" and row.ts == 1_800_000_000.0
         assert (await budgets.totals()).reserved == 0
+
+
+class _SilentLookups:
+    """An upstream whose `/generation` never answers."""
+
+    async def generation(self, generation_id: str) -> Any:
+        await anyio.sleep_forever()
+
+
+class _StuckBudgets:
+    """A budget whose store never finishes a write (another process holding it, a Redis that hangs)."""
+
+    def __init__(self, budgets: BudgetManager) -> None:
+        self._budgets = budgets
+
+    async def reserve(self, amount: Decimal) -> Any:
+        return await self._budgets.reserve(amount)
+
+    async def settle(self, reservation: Any, row: Any) -> None:
+        await anyio.sleep_forever()
+
+
+@pytest.mark.parametrize("stuck", ["lookups", "lookups and writes"])
+async def test_stopping_takes_at_most_the_last_pass_whatever_hangs(
+    stuck: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host kills a server that takes too long to stop: the last pass ends on time even when neither the
+    lookups nor the writes ever finish, and names the answers it could not record."""
+    clock = _Clock()
+    async with SQLiteStore(MEMORY) as store:
+        budgets = BudgetManager(store, BudgetLimits(daily=Decimal(1)), clock=clock, reservation_ttl_s=60)
+        writes = budgets if stuck == "lookups" else cast(BudgetManager, _StuckBudgets(budgets))
+        reconciler = Reconciler(cast(OpenRouterClient, _SilentLookups()), writes, now=clock)
+        with anyio.fail_after(10):  # (a hang fails the test rather than stalling the suite)
+            async with anyio.create_task_group() as group:
+                await group.start(reconciler.run)
+                for index in range(3):
+                    hold = await writes.reserve(Decimal("0.1"))
+                    assert reconciler.adopt(Abandoned(f"gen-{index}", hold, CHEAP, CHEAP, False, "timeout"))
+                began = anyio.current_time()
+                group.cancel_scope.cancel()
+        assert anyio.current_time() - began < LAST_PASS_S + 0.5
+        rows = await store.rows()
+    if stuck == "lookups":
+        assert sorted(r.detail["generation_id"] for r in rows) == ["gen-0", "gen-1", "gen-2"]
+        assert all(r.cost is None for r in rows)
+    else:
+        assert rows == [] and "gen-0, gen-1, gen-2" in caplog.text and "could be written" in caplog.text

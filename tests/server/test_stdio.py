@@ -242,7 +242,7 @@ async def test_a_sigterm_during_a_call_shuts_the_server_down_cleanly_and_the_cal
                     if sandbox.state.ledger:
                         break
                     await anyio.sleep(0.02)
-                await anyio.sleep(0.3)
+                await anyio.sleep(1.0)  # the headers (sent at once) reach the child; the answer is 3 s away
                 process.send_signal(signal.SIGTERM)
                 assert await process.wait() == 0, stderr.decode(errors="replace")
             finally:
