@@ -13,7 +13,7 @@ import pytest
 from modelyard import errors
 from modelyard.openrouter import OpenRouterClient
 from modelyard.routing.budget import BudgetManager
-from modelyard.routing.reconcile import LAST_PASS_S, Abandoned, Reconciler
+from modelyard.routing.reconcile import LAST_PASS_S, MAX_INTERVAL_S, Abandoned, Reconciler
 from modelyard.routing.router import Router
 from modelyard.sandbox.state import SandboxState
 from modelyard.store import MEMORY, SQLiteStore
@@ -299,3 +299,34 @@ async def test_stopping_takes_at_most_the_last_pass_whatever_hangs(
         assert all(r.cost is None for r in rows)
     else:
         assert rows == [] and "gen-0, gen-1, gen-2" in caplog.text and "could be written" in caplog.text
+
+
+class _FailingWrites(_StuckBudgets):
+    """A budget whose store refuses every write (a full disk, say)."""
+
+    def __init__(self, budgets: BudgetManager) -> None:
+        super().__init__(budgets)
+        self.settles = 0
+
+    async def settle(self, reservation: Any, row: Any) -> None:
+        self.settles += 1
+        raise errors.ConfigurationError("the store refused the write")
+
+
+async def test_a_row_that_cannot_be_written_after_the_holds_expiry_is_retried_at_intervals_not_at_once() -> None:
+    clock = _Clock()
+    async with SQLiteStore(MEMORY) as store:
+        writes = _FailingWrites(BudgetManager(store, BudgetLimits(daily=Decimal(1)), clock=clock, reservation_ttl_s=60))
+        reconciler = Reconciler(cast(OpenRouterClient, _FailingLookups()), cast(BudgetManager, writes), now=clock)
+        async with anyio.create_task_group() as group:
+            await group.start(reconciler.run)
+            hold = await writes.reserve(Decimal("0.1"))
+            assert reconciler.adopt(Abandoned("gen-1", hold, CHEAP, CHEAP, False, "timeout"))
+            clock.now += 61  # past the hold's expiry: the row is due, and its write fails
+            for _ in range(5):
+                await reconciler.check_due()
+            assert writes.settles == 1 and [a.generation_id for a in reconciler.pending] == ["gen-1"]
+            clock.now += MAX_INTERVAL_S
+            await reconciler.check_due()
+            assert writes.settles == 2
+            group.cancel_scope.cancel()
