@@ -44,7 +44,9 @@ LOOKUP_TIMEOUT_S: Final = 10.0
 """One slow `/generation` answer must not hold up the other answers' checks for long."""
 LAST_PASS_S: Final = 1.5
 """At shutdown, the time the last lookups and rows may take: an MCP host that closed the server's stdin
-waits (the Python SDK 2 s) before it terminates the process, and the store must still be closed after."""
+waits (the Python SDK 2 s) before it terminates the process, and the store must still be closed after.
+A store that is stuck itself (another process holding the SQLite write lock, a Redis that does not
+answer) finishes a write it has begun on its own terms: its busy timeout, or its write grace."""
 
 
 @dataclass(slots=True)
@@ -216,8 +218,8 @@ class Reconciler:
         lost = [a.generation_id for a in pending if a.generation_id not in written]
         if lost:
             log.error(
-                "stopped before the ledger row of %d abandoned answer(s) could be written (look them up with "
-                "GET /generation?id=): %s",
+                "stopped before the ledger row of %d abandoned answer(s) was known to be written (it may "
+                "have been; look them up with GET /generation?id=): %s",
                 len(lost),
                 ", ".join(lost),
             )

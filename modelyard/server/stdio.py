@@ -73,7 +73,7 @@ async def _until_sigterm(serving: Awaitable[None]) -> None:
             group.cancel_scope.cancel()
     except BaseExceptionGroup as failed:
         if len(failed.exceptions) == 1:  # the server's own error, raised as itself, as without the watcher
-            raise failed.exceptions[0] from failed
+            raise failed.exceptions[0] from None
         raise
 
 

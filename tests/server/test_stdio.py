@@ -222,7 +222,7 @@ async def test_a_sigterm_during_a_call_shuts_the_server_down_cleanly_and_the_cal
     import sqlite3
 
     model = "openai/gpt-4o-mini"
-    sandbox.state.faults.add(model=model, kind="latency", count=1, latency_ms=3000)
+    sandbox.state.faults.add(model=model, kind="latency", count=1, latency_ms=5000)
     call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "execute", "arguments": {
         "prompt": "hi", "model": model}}}  # fmt: skip
     stderr = bytearray()
@@ -242,7 +242,7 @@ async def test_a_sigterm_during_a_call_shuts_the_server_down_cleanly_and_the_cal
                     if sandbox.state.ledger:
                         break
                     await anyio.sleep(0.02)
-                await anyio.sleep(1.0)  # the headers (sent at once) reach the child; the answer is 3 s away
+                await anyio.sleep(1.0)  # the headers (sent at once) reach the child; the answer is 5 s away
                 process.send_signal(signal.SIGTERM)
                 assert await process.wait() == 0, stderr.decode(errors="replace")
             finally:
