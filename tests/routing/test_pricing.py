@@ -138,6 +138,17 @@ def test_emoji_count_by_bytes_in_the_bound() -> None:
     assert prompt_token_bound(_user("🎉" * 50)) - prompt_token_bound(_user("")) == 200
 
 
+@pytest.mark.parametrize("text", ["x" * 1000, 'héllo\n"wörld" 🎉' * 40])
+def test_a_text_part_bounds_by_its_text_bytes_plus_its_other_keys(text: str) -> None:
+    """A text part counts its UTF-8 bytes (escapes add no tokens) plus its wrapper's JSON, cache_control included."""
+    wrapped = prompt_token_bound(_user(text)) + len('{"type": "text", "text": ""}')
+    part = {"type": "text", "text": text}
+    assert prompt_token_bound([{"role": "user", "content": [part]}]) == wrapped
+    marked = {**part, "cache_control": {"type": "ephemeral"}}
+    extra = len(', "cache_control": {"type": "ephemeral"}')
+    assert prompt_token_bound([{"role": "user", "content": [marked]}]) == wrapped + extra
+
+
 def test_tools_and_response_format_count_towards_the_bound() -> None:
     """Extras (tool schemas, response_format) add at least their JSON bytes."""
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
