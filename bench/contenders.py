@@ -11,6 +11,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,23 @@ from bench.common import FALLBACK_MODEL, KEY, MESSAGES, MODEL, installed
 Call = Callable[[], Awaitable[str]]
 Factory = Callable[[str], contextlib.AbstractAsyncContextManager[Call]]
 
-BODY: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "max_tokens": 16}
+
+@dataclass
+class Prompt:
+    """The conversation every contender sends: `MESSAGES`, unless `bench_long` swaps in a longer one."""
+
+    messages: list[dict[str, Any]]
+    body: dict[str, Any] = field(init=False)  # the raw clients' JSON body, built once per conversation
+
+    def __post_init__(self) -> None:
+        self.use(self.messages)
+
+    def use(self, messages: list[dict[str, Any]]) -> None:
+        self.messages = messages
+        self.body = {"model": MODEL, "messages": messages, "max_tokens": 16}
+
+
+PROMPT = Prompt(MESSAGES)
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 # What each contender needs installed (distribution names).
@@ -67,7 +84,7 @@ async def raw_aiohttp(url: str) -> AsyncIterator[Call]:
     async with aiohttp.ClientSession() as session:
 
         async def call() -> str:
-            async with session.post(f"{url}/chat/completions", json=BODY, headers=AUTH) as response:
+            async with session.post(f"{url}/chat/completions", json=PROMPT.body, headers=AUTH) as response:
                 response.raise_for_status()
                 data = await response.json()
             return str(data["choices"][0]["message"]["content"])
@@ -80,7 +97,7 @@ async def _raw_httpx2(client: Any, url: str) -> AsyncIterator[Call]:
     async with client:
 
         async def call() -> str:
-            response = await client.post(f"{url}/chat/completions", json=BODY, headers=AUTH)
+            response = await client.post(f"{url}/chat/completions", json=PROMPT.body, headers=AUTH)
             response.raise_for_status()
             return str(response.json()["choices"][0]["message"]["content"])
 
@@ -138,7 +155,7 @@ async def litellm_router(url: str) -> AsyncIterator[Call]:
     router = Router(model_list=deployments, fallbacks=[{"primary": ["fallback"]}])
 
     async def call() -> str:
-        response = await router.acompletion(model="primary", messages=MESSAGES, max_tokens=16)
+        response = await router.acompletion(model="primary", messages=PROMPT.messages, max_tokens=16)
         return str(response.choices[0].message.content)
 
     try:
@@ -195,7 +212,7 @@ async def _modelyard_calls(url: str, stack: str) -> AsyncIterator[Call]:
     async with modelyard_router(url, stack) as router:
 
         async def call() -> str:
-            result = await router.execute(RouteRequest(messages=MESSAGES, model=MODEL, max_tokens=16))
+            result = await router.execute(RouteRequest(messages=PROMPT.messages, model=MODEL, max_tokens=16))
             return str(result.content)
 
         call.router = router  # type: ignore[attr-defined]  # for the ledger check after the run

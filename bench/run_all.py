@@ -12,7 +12,7 @@ import time
 
 from bench.common import ROOT, parser
 
-SCRIPTS = ("bench_http", "bench_stream", "bench_mcp", "bench_inprocess", "targets")
+SCRIPTS = ("bench_http", "bench_long", "bench_stream", "bench_mcp", "bench_inprocess", "targets")
 
 
 def main() -> None:

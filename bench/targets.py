@@ -140,6 +140,28 @@ def idle_note(results: Any) -> str:
     )
 
 
+def long_note(results: Any) -> str:
+    """modelyard and LiteLLM over raw aiohttp with the longest conversation measured (no target of its own)."""
+    long = load_figures(results, "long")
+    if long is None or not long.get("sizes"):
+        return ""
+    kb = list(long["sizes"])[-1]
+    r = long["results"]
+
+    def p50(name: str) -> float:
+        return float(r.get(name, {}).get(kb, {}).get("p50_ms", math.nan))
+
+    raw, mine, hit = p50("aiohttp"), p50("modelyard"), p50("modelyard, cache hit")
+    if any(math.isnan(x) for x in (raw, mine, hit)):
+        return ""
+    litellm = p50("litellm")
+    theirs = "" if math.isnan(litellm) else f", LiteLLM {fmt(litellm)} ms ({litellm - raw:+.2f})"
+    return (
+        f"Not a target either: with a {kb} KB conversation (an agent's context), raw aiohttp takes {fmt(raw)} ms, "
+        f"modelyard {fmt(mine)} ms ({mine - raw:+.2f}){theirs}; a modelyard cache hit {fmt(hit)} ms."
+    )
+
+
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     results = results_path(args)
@@ -154,6 +176,7 @@ def main() -> None:
             "",
             table(["target", "figures", "ratio", "status"], found),
             *(["", note] if (note := idle_note(results)) else []),
+            *(["", note] if (note := long_note(results)) else []),
         ]
     )
     publish(args, NAME, "Targets (issue 6)", body, {"rows": found})

@@ -51,6 +51,20 @@ def test_the_http_benchmark_runs_every_installed_contender_side_by_side(results:
     assert "litellm" in figures["results"] or "litellm" in figures["skipped"]
 
 
+def test_the_long_conversation_benchmark_runs_each_size_for_every_installed_contender(results: Path) -> None:
+    """bench_long: a row per contender, a column per conversation size, and no errors."""
+    _run("bench.bench_long", results)
+    section = _section(results, "long")
+    assert "| **modelyard** |" in section and "| **modelyard, cache hit** |" in section
+    figures = json.loads((results.parent / "results" / "long.json").read_text())
+    sizes = list(figures["sizes"])
+    assert len(sizes) >= 2
+    for name, result in figures["results"].items():
+        assert [result[kb]["errors"] for kb in sizes] == [0] * len(sizes), name
+    small, large = (figures["results"]["modelyard"][kb]["body_kb"] for kb in (sizes[0], sizes[-1]))
+    assert large > 10 * small  # the conversations really grow
+
+
 def test_the_streaming_mcp_and_in_process_benchmarks_run(results: Path) -> None:
     """bench_stream, bench_mcp and bench_inprocess each write their section with their figures."""
     _run("bench.bench_stream", results)
@@ -71,6 +85,7 @@ def test_the_target_table_is_built_from_the_figures_and_other_sections_are_kept(
     assert "Smoke-sized figures" in targets and targets.count("| ") > 10
     assert "met**" in targets
     assert "ms of idle before each request" in targets  # the idle note under the table
+    assert "KB conversation" in targets  # and the long-conversation note
     text = results.read_text()
     assert OTHER in text and text.count("<!-- bench:http -->") == 1
 
