@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from types import MappingProxyType
@@ -12,6 +13,8 @@ from typing import Any, NamedTuple
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelyard.routing.cache import (
     CacheStats,
@@ -124,6 +127,41 @@ def test_key_accepts_other_mappings_and_str_int_subclasses() -> None:
     assert canonical_key(fancy) == canonical_key(plain)
 
 
+def _python_json_digest(value: Any) -> str:
+    """The digest every earlier release computed: Python's json text, integral floats as ints."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+
+    text = json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)  # tiny ones too: json writes 1e-05
+    | st.text(st.characters(codec="utf-8")),  # every code point but lone surrogates, controls included
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(st.characters(codec="utf-8")), inner),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), _JSON, max_size=5))
+def test_the_digest_is_the_one_earlier_releases_computed_so_a_shared_cache_survives_upgrades(
+    payload: dict[str, Any],
+) -> None:
+    assert canonical_key(payload) == _python_json_digest(payload)
+
+
 @pytest.mark.parametrize(
     "other",
     [
@@ -156,8 +194,8 @@ def test_key_rejects_nan_infinity_and_lone_surrogates_with_value_error(value: ob
 
 
 def test_key_pins_nested_sorting_and_float_text() -> None:
-    """Nested keys are sorted too; a non-integral float keeps its shortest round-trip digits."""
-    expected = hashlib.sha256(b'{"m":[{"a":0.1,"b":"x"}],"t":1e-7}').hexdigest()
+    """Nested keys are sorted too; a non-integral float is written as Python writes it (1e-07, not 1e-7)."""
+    expected = hashlib.sha256(b'{"m":[{"a":0.1,"b":"x"}],"t":1e-07}').hexdigest()
     assert canonical_key({"t": 1e-7, "m": [{"b": "x", "a": 0.1}]}) == expected
 
 
