@@ -67,9 +67,12 @@ def conversation(kb: int, seed: int = 7) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [{"role": "system", "content": "You are a careful assistant."}]
     for index in range(40):
         words: list[str] = []
-        while sum(len(w) + 1 for w in words) < turn_chars:
+        length = 0
+        while length < turn_chars:
             words.append(rng.choice(_WORDS))
-        text = " ".join(words)[: max(1, turn_chars - 2)] + " —"  # one non-ASCII character a turn
+            length += len(words[-1]) + 1
+        # One non-ASCII character a turn, as real text has: the checks then scan it as Unicode, the slower path.
+        text = " ".join(words)[: max(1, turn_chars - 2)] + " —"
         messages.append({"role": "user" if index % 2 == 0 else "assistant", "content": text})
     return messages
 
@@ -122,6 +125,7 @@ def worker_main(args: argparse.Namespace) -> None:
 
 
 def measure(contenders: list[str], sizes: dict[str, int], rounds: int) -> dict[str, Any]:
+    """Each contender's figures per size: the medians of `rounds` runs, each in a fresh interpreter."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
     with sandbox_process() as sandbox:
         for index in range(rounds):
@@ -144,6 +148,7 @@ def _p50(results: dict[str, Any], name: str, kb: str) -> float:
 
 
 def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[str, int], rounds: int) -> str:
+    """The section's text: how it was measured, the table, and what each contender is."""
     kbs = list(sizes)
     largest = kbs[-1]
     body_kb = next(iter(results.values()), {}).get(largest, {}).get("body_kb", math.nan)

@@ -33,6 +33,7 @@ class Prompt:
         self.use(self.messages)
 
     def use(self, messages: list[dict[str, Any]]) -> None:
+        """Send `messages` from now on."""
         self.messages = messages
         self.body = {"model": MODEL, "messages": messages, "max_tokens": 16}
 

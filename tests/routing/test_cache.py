@@ -162,6 +162,29 @@ def test_the_digest_is_the_one_earlier_releases_computed_so_a_shared_cache_survi
     assert canonical_key(payload) == _python_json_digest(payload)
 
 
+def test_str_subclass_keys_key_as_their_plain_text() -> None:
+    """An enum member as a key writes its text, as json writes it, even when its value is something else."""
+
+    class Code(str, enum.Enum):  # noqa: UP042  # a str mixin whose value is not its text
+        OK = "ok"
+
+        def __new__(cls, text: str) -> Code:
+            member = str.__new__(cls, text)
+            member._value_ = len(text)  # a value that is not the text
+            return member
+
+    assert canonical_key({"part": {Code.OK: 1}}) == _python_json_digest({"part": {"ok": 1}})
+    assert canonical_key({"part": {Code.OK: 1}}) != canonical_key({"part": {"2": 1}})
+
+
+def test_nesting_deeper_than_the_fast_encoder_writes_keys_as_json_writes_it() -> None:
+    """pydantic_core stops at 255 levels; the key of a deeper value is still json's digest."""
+    deep: Any = "x"
+    for _ in range(300):
+        deep = [deep]
+    assert canonical_key({"d": deep}) == _python_json_digest({"d": deep})
+
+
 @pytest.mark.parametrize(
     "other",
     [

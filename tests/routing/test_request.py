@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from modelyard.routing.request import RouteRequest
+from modelyard.routing.request import MAX_JSON_DEPTH, RouteRequest
 
 
 def _request_with(part: Any) -> RouteRequest:
@@ -44,6 +44,38 @@ def _refusal(part: Any) -> str | None:
 def test_a_value_json_cannot_carry_is_refused_naming_the_field(part: Any, says: str) -> None:
     refusal = _refusal(part)
     assert refusal is not None and says in refusal
+
+
+def test_an_integer_too_long_to_write_is_refused() -> None:
+    assert "messages holds an integer too long to write as JSON" in (_refusal(10**5000) or "")
+    assert _refusal(10**100) is None
+
+
+def test_nesting_is_refused_past_the_depth_the_upstream_encoder_writes() -> None:
+    def nested(levels: int) -> Any:
+        value: Any = "x"
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    # messages -> message -> content -> part -> "extra": four levels before the part's value
+    assert _refusal(nested(MAX_JSON_DEPTH - 4)) is None
+    assert f"messages is nested too deeply (over {MAX_JSON_DEPTH} levels)" in (
+        _refusal(nested(MAX_JSON_DEPTH - 3)) or ""
+    )
+
+
+def test_a_subclass_cannot_hide_a_bad_value_behind_its_own_methods() -> None:
+    class Ascii(str):
+        def isascii(self) -> bool:
+            return True
+
+    class Hiding(list[Any]):
+        def __iter__(self) -> Any:
+            return iter([])
+
+    assert "not valid Unicode" in (_refusal(Ascii("\ud800")) or "")
+    assert "NaN or infinite" in (_refusal(Hiding([math.nan])) or "")
 
 
 def test_a_cycle_is_refused_as_nested_too_deeply() -> None:
