@@ -8,7 +8,9 @@ Both servers are child processes spoken to by the SDK's `Client` over stdio, fro
 process, one call at a time. modelyard's server has a fresh SQLite store and the sandbox process
 as its upstream. Kinds: the empty server's `noop` (on the SDK's stdio transport, the floor, and on
 modelyard's); `execute` answered from the response cache
-(`cache: "on"`, the same prompt again); `execute` sent upstream every time (`cache: "off"`).
+(`cache: "on"`, the same prompt again); `execute` sent upstream every time (`cache: "off"`); the
+empty server's `pass_through`, the same prompt posted to the sandbox with aiohttp and its text
+returned (a thin pass-through server, on the SDK's transport).
 Cold start: from spawning the process to the answer of the first `tools/list` (which needs the
 initialize handshake first); `python -c pass` and the empty server give the floors.
 """
@@ -44,6 +46,8 @@ NAME = "mcp"
 PROMPT = "Say hello in five words."
 FLOOR = "empty `noop`"
 SAME_TRANSPORT = "empty `noop`, on modelyard's stdio transport"
+PASS_THROUGH = "pass-through tool: the prompt posted upstream with aiohttp, the text back"
+UPSTREAM = "`execute`, upstream"
 
 
 def _params(args: list[str], env: dict[str, str]) -> Any:
@@ -80,10 +84,10 @@ async def round_trips(url: str, n: int, rounds: int, home: Path) -> dict[str, li
     from mcp import Client
 
     execute = {"prompt": PROMPT, "model": MODEL, "max_tokens": 16}
-    names = (FLOOR, SAME_TRANSPORT, "`execute`, cache hit", "`execute`, upstream")
+    names = (FLOOR, SAME_TRANSPORT, "`execute`, cache hit", UPSTREAM, PASS_THROUGH)
     kinds: dict[str, list[float]] = {name: [] for name in names}
     async with (
-        Client(_params(["-m", "bench.empty_server"], _env(home))) as empty,
+        Client(_params(["-m", "bench.empty_server"], _env(home, url))) as empty,
         Client(_params(["-m", "bench.empty_server", "--modelyard-stdio"], _env(home))) as empty_on_ours,
         Client(_params(["-m", "modelyard", "serve"], _env(home, url))) as modelyard,
     ):
@@ -91,7 +95,8 @@ async def round_trips(url: str, n: int, rounds: int, home: Path) -> dict[str, li
             FLOOR: lambda: empty.call_tool("noop", {}),
             SAME_TRANSPORT: lambda: empty_on_ours.call_tool("noop", {}),
             "`execute`, cache hit": lambda: modelyard.call_tool("execute", {**execute, "cache": "on"}),
-            "`execute`, upstream": lambda: modelyard.call_tool("execute", {**execute, "cache": "off"}),
+            UPSTREAM: lambda: modelyard.call_tool("execute", {**execute, "cache": "off"}),
+            PASS_THROUGH: lambda: empty.call_tool("pass_through", execute),
         }
         for call in calls.values():  # warm up: imports, catalog, connections, the cached answer
             await _series(call, 20)
@@ -155,6 +160,10 @@ def main() -> None:
             "empty server runs on the SDK's (the floor the targets use) and, in its own row, on modelyard's.",
             "",
             table(["call", "p50 ms", "p99 ms", "p50 over the empty tool"], rows),
+            "",
+            f"`execute` sent upstream over the pass-through tool (what the existing OpenRouter MCP servers do; "
+            "no selection, fallback, budget, ledger or cost): "
+            f"{percentile(kinds[UPSTREAM], 50) - percentile(kinds[PASS_THROUGH], 50):+.2f} ms at p50.",
             "",
             f"Cold start to the first answered `tools/list`, {starts} start(s) each (a fresh store each time), ms:",
             "",

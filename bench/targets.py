@@ -162,6 +162,22 @@ def long_note(results: Any) -> str:
     )
 
 
+def pass_through_note(results: Any) -> str:
+    """modelyard's `execute` over MCP next to a thin pass-through tool making the same upstream call."""
+    mcp = load_figures(results, "mcp")
+    trips = (mcp or {}).get("round_trips", {})
+    through = next((v["p50_ms"] for k, v in trips.items() if k.startswith("pass-through tool")), None)
+    if through is None or "`execute`, upstream" not in trips:
+        return ""
+    upstream, floor = trips["`execute`, upstream"]["p50_ms"], trips["empty `noop`"]["p50_ms"]
+    return (
+        f"Nor this: a thin pass-through tool (the prompt posted upstream with aiohttp, the text back: what the "
+        f"existing OpenRouter MCP servers do) takes {fmt(through)} ms over MCP, {through - floor:+.2f} ms over the "
+        f"empty tool; modelyard's `execute` sent upstream takes {fmt(upstream)} ms, {upstream - through:+.2f} ms over "
+        "the pass-through for selection, fallback, budget, the ledger row and the cost."
+    )
+
+
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     results = results_path(args)
@@ -177,6 +193,7 @@ def main() -> None:
             table(["target", "figures", "ratio", "status"], found),
             *(["", note] if (note := idle_note(results)) else []),
             *(["", note] if (note := long_note(results)) else []),
+            *(["", note] if (note := pass_through_note(results)) else []),
         ]
     )
     publish(args, NAME, "Targets (issue 6)", body, {"rows": found})

@@ -73,6 +73,7 @@ def test_the_streaming_mcp_and_in_process_benchmarks_run(results: Path) -> None:
     assert "| **modelyard** |" in _section(results, "stream")
     mcp = _section(results, "mcp")
     assert "`execute`, cache hit" in mcp and "`modelyard serve`" in mcp
+    assert "pass-through tool" in mcp and "over the pass-through tool" in mcp
     assert "named model" in _section(results, "inprocess")
 
 
@@ -86,6 +87,7 @@ def test_the_target_table_is_built_from_the_figures_and_other_sections_are_kept(
     assert "met**" in targets
     assert "ms of idle before each request" in targets  # the idle note under the table
     assert "KB conversation" in targets  # and the long-conversation note
+    assert "thin pass-through tool" in targets
     text = results.read_text()
     assert OTHER in text and text.count("<!-- bench:http -->") == 1
 
