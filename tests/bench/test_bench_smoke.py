@@ -86,7 +86,7 @@ def test_the_target_table_is_built_from_the_figures_and_other_sections_are_kept(
     assert "Smoke-sized figures" in targets and targets.count("| ") > 10
     assert "met**" in targets
     assert "ms of idle before each request" in targets  # the idle note under the table
-    assert "KB conversation" in targets  # and the long-conversation note
+    assert "with a 16 KB conversation" in targets  # the largest smoke size, not the last as text
     assert "thin pass-through tool" in targets
     text = results.read_text()
     assert OTHER in text and text.count("<!-- bench:http -->") == 1
