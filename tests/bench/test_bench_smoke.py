@@ -57,12 +57,12 @@ def test_the_long_conversation_benchmark_runs_each_size_for_every_installed_cont
     section = _section(results, "long")
     assert "| **modelyard** |" in section and "| **modelyard, cache hit** |" in section
     figures = json.loads((results.parent / "results" / "long.json").read_text())
-    sizes = list(figures["sizes"])
+    sizes = sorted(figures["sizes"], key=int)
     assert len(sizes) >= 2
     for name, result in figures["results"].items():
         assert [result[kb]["errors"] for kb in sizes] == [0] * len(sizes), name
-    small, large = (figures["results"]["modelyard"][kb]["body_kb"] for kb in (sizes[0], sizes[-1]))
-    assert large > 10 * small  # the conversations really grow
+    for kb in sizes:  # each conversation is as long as it says (the JSON body adds a few KB of structure)
+        assert int(kb) <= figures["results"]["modelyard"][kb]["body_kb"] <= int(kb) + 4
 
 
 def test_the_streaming_mcp_and_in_process_benchmarks_run(results: Path) -> None:
