@@ -10,7 +10,7 @@ as its upstream. Kinds: the empty server's `noop` (on the SDK's stdio transport,
 modelyard's); `execute` answered from the response cache
 (`cache: "on"`, the same prompt again); `execute` sent upstream every time (`cache: "off"`); the
 empty server's `pass_through`, the same prompt posted to the sandbox with aiohttp and its text
-returned (a thin pass-through server, on the SDK's transport).
+returned (a thin pass-through server, on modelyard's transport as `execute` is).
 Cold start: from spawning the process to the answer of the first `tools/list` (which needs the
 initialize handshake first); `python -c pass` and the empty server give the floors.
 """
@@ -46,7 +46,7 @@ NAME = "mcp"
 PROMPT = "Say hello in five words."
 FLOOR = "empty `noop`"
 SAME_TRANSPORT = "empty `noop`, on modelyard's stdio transport"
-PASS_THROUGH = "pass-through tool: the prompt posted upstream with aiohttp, the text back"
+PASS_THROUGH = "pass-through tool on modelyard's transport: the prompt posted upstream with aiohttp, the text back"
 UPSTREAM = "`execute`, upstream"
 
 
@@ -87,8 +87,8 @@ async def round_trips(url: str, n: int, rounds: int, home: Path) -> dict[str, li
     names = (FLOOR, SAME_TRANSPORT, "`execute`, cache hit", UPSTREAM, PASS_THROUGH)
     kinds: dict[str, list[float]] = {name: [] for name in names}
     async with (
-        Client(_params(["-m", "bench.empty_server"], _env(home, url))) as empty,
-        Client(_params(["-m", "bench.empty_server", "--modelyard-stdio"], _env(home))) as empty_on_ours,
+        Client(_params(["-m", "bench.empty_server"], _env(home))) as empty,
+        Client(_params(["-m", "bench.empty_server", "--modelyard-stdio"], _env(home, url))) as empty_on_ours,
         Client(_params(["-m", "modelyard", "serve"], _env(home, url))) as modelyard,
     ):
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -96,7 +96,7 @@ async def round_trips(url: str, n: int, rounds: int, home: Path) -> dict[str, li
             SAME_TRANSPORT: lambda: empty_on_ours.call_tool("noop", {}),
             "`execute`, cache hit": lambda: modelyard.call_tool("execute", {**execute, "cache": "on"}),
             UPSTREAM: lambda: modelyard.call_tool("execute", {**execute, "cache": "off"}),
-            PASS_THROUGH: lambda: empty.call_tool("pass_through", execute),
+            PASS_THROUGH: lambda: empty_on_ours.call_tool("pass_through", execute),
         }
         for call in calls.values():  # warm up: imports, catalog, connections, the cached answer
             await _series(call, 20)
@@ -157,12 +157,13 @@ def main() -> None:
             "The empty tool is an `async def` (a plain `def` tool runs in a worker thread, which is no floor); "
             "`execute` asks for 16 tokens from the sandbox as its upstream. `modelyard serve` runs on its own "
             "stdio transport (`modelyard.server.stdio`: non-blocking pipes, no worker-thread hop per line); the "
-            "empty server runs on the SDK's (the floor the targets use) and, in its own row, on modelyard's.",
+            "empty server runs on the SDK's (the floor the targets use) and, in its own rows, on modelyard's. Every "
+            "server runs with `modelyard serve`'s garbage-collector settings (`tune_gc`).",
             "",
             table(["call", "p50 ms", "p99 ms", "p50 over the empty tool"], rows),
             "",
-            f"`execute` sent upstream over the pass-through tool (what the existing OpenRouter MCP servers do; "
-            "no selection, fallback, budget, ledger or cost): "
+            f"`execute` sent upstream over the pass-through tool on the same transport (what the existing OpenRouter "
+            "MCP servers do; no selection, fallback, budget, ledger or cost): "
             f"{percentile(kinds[UPSTREAM], 50) - percentile(kinds[PASS_THROUGH], 50):+.2f} ms at p50.",
             "",
             f"Cold start to the first answered `tools/list`, {starts} start(s) each (a fresh store each time), ms:",

@@ -7,7 +7,8 @@
 transport it is the protocol floor the targets use; on modelyard's (`modelyard.server.stdio`, which
 `modelyard serve` runs on) it shows how much of the difference is the transport. `pass_through` is
 what the existing OpenRouter MCP servers do: post the prompt to `OPENROUTER_BASE_URL` and return the
-answer's text (no selection, fallback, budget, ledger or cost).
+answer's text (no selection, fallback, budget, ledger or cost); `bench_mcp` calls it on modelyard's
+transport, as `execute` runs.
 """
 
 from __future__ import annotations
@@ -50,7 +51,13 @@ async def pass_through(prompt: str, model: str, max_tokens: int) -> str:
 
 
 if __name__ == "__main__":
+    import gc
     import sys
+
+    # `modelyard.server.tuning.tune_gc`'s settings, as `modelyard serve` runs (the rows then compare the work,
+    # not the collector), without importing `modelyard.server`: the empty server's cold start is a floor.
+    gc.freeze()
+    gc.set_threshold(20_000, *gc.get_threshold()[1:])
 
     if "--modelyard-stdio" in sys.argv:
         import anyio

@@ -169,12 +169,14 @@ def pass_through_note(results: Any) -> str:
     through = next((v["p50_ms"] for k, v in trips.items() if k.startswith("pass-through tool")), None)
     if through is None or "`execute`, upstream" not in trips:
         return ""
-    upstream, floor = trips["`execute`, upstream"]["p50_ms"], trips["empty `noop`"]["p50_ms"]
+    upstream = trips["`execute`, upstream"]["p50_ms"]
+    floor = trips.get("empty `noop`, on modelyard's stdio transport", {}).get("p50_ms", math.nan)
     return (
-        f"Nor this: a thin pass-through tool (the prompt posted upstream with aiohttp, the text back: what the "
-        f"existing OpenRouter MCP servers do) takes {fmt(through)} ms over MCP, {through - floor:+.2f} ms over the "
-        f"empty tool; modelyard's `execute` sent upstream takes {fmt(upstream)} ms, {upstream - through:+.2f} ms over "
-        "the pass-through for selection, fallback, budget, the ledger row and the cost."
+        f"Nor this: on modelyard's stdio transport, a thin pass-through tool (the prompt posted upstream with "
+        f"aiohttp, the text back: what the existing OpenRouter MCP servers do) takes {fmt(through)} ms, "
+        f"{through - floor:+.2f} ms over the empty tool there; modelyard's `execute` sent upstream takes "
+        f"{fmt(upstream)} ms, {upstream - through:+.2f} ms over the pass-through for selection, fallback, budget, "
+        "the ledger row, the cost and the structured result."
     )
 
 
