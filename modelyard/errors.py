@@ -304,6 +304,14 @@ class BudgetExceededError(ModelyardError):
             f"raise the budget."
         )
 
+    @classmethod
+    def over_limit(
+        cls, budget: str, amount: Decimal, *, limit: Decimal, spent: Decimal, held: Decimal, remaining: Decimal
+    ) -> BudgetExceededError:
+        """`amount` does not fit `limit`, of which `spent` is spent and `held` reserved: the message says all three."""
+        detail = f"(limit ${_usd(limit)}, spent ${_usd(spent)}, held by requests in flight ${_usd(held)})"
+        return cls(budget, remaining, amount, detail)
+
 
 def _usd(amount: Decimal) -> str:
     """A USD amount without trailing zeros or exponent: 0.00001, 12.5."""

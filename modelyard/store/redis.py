@@ -357,8 +357,7 @@ def _refusal(budget: str, limit: Decimal, spent: Decimal, held: Decimal, amount:
     """The same refusal SQLiteStore gives: what remains (never below 0) and why."""
     with localcontext(prec=_EXACT_PREC):
         remaining = max(_ZERO, limit - spent - held)
-    detail = f"(limit ${limit}, spent ${spent}, held by requests in flight ${held})"
-    return BudgetExceededError(budget, remaining, amount, detail)
+    return BudgetExceededError.over_limit(budget, amount, limit=limit, spent=spent, held=held, remaining=remaining)
 
 
 def _encode_row(row: LedgerRow) -> str:

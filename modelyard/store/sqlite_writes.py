@@ -160,8 +160,9 @@ def refusal(amount: Decimal, limits: BudgetLimits, totals: SpendTotals) -> Budge
         for budget, limit, spent in checks:
             if limit is not None and spent + totals.reserved + amount > limit:
                 remaining = max(_ZERO, limit - spent - totals.reserved)
-                detail = f"(limit ${limit}, spent ${spent}, held by requests in flight ${totals.reserved})"
-                return BudgetExceededError(budget, remaining, amount, detail)
+                return BudgetExceededError.over_limit(
+                    budget, amount, limit=limit, spent=spent, held=totals.reserved, remaining=remaining
+                )
     return None
 
 

@@ -193,6 +193,15 @@ async def test_a_refund_with_a_negative_cost_lowers_the_spend_exactly(store: Red
     assert (await store.totals(now=NOW)).spent_month == D("0.2")
 
 
+async def test_a_refusal_writes_its_amounts_in_plain_digits(store: RedisStore) -> None:
+    """As from SQLite: "$0" held after a tiny hold is released, and the limit and spend without trailing zeros."""
+    await store.commit(None, _row("spent", "0.030"))
+    await store.release((await store.reserve(D("0.00000000001"), test_sqlite.LIMITS, now=NOW, ttl_s=60)).id)
+    with pytest.raises(BudgetExceededError) as refused:
+        await store.reserve(D("0.021"), BudgetLimits(daily=D("0.0500")), now=NOW, ttl_s=60)
+    assert "(limit $0.05, spent $0.03, held by requests in flight $0)" in str(refused.value)
+
+
 # --- scripts, keys, URLs, health -----------------------------------------------------------------
 
 

@@ -102,6 +102,14 @@ async def test_the_daily_budget_counts_spend_and_live_reservations(store: SQLite
     assert "daily budget has $0.01 left" in str(refused)
 
 
+async def test_a_refusal_writes_its_amounts_in_plain_digits(store: SQLiteStore) -> None:
+    """After a tiny hold is released, the refusal says "$0" held, not "$0E-11", and the limit without zeros."""
+    await store.commit(None, _row("spent", "0.030"))
+    await store.release((await store.reserve(D("0.00000000001"), LIMITS, now=NOW, ttl_s=60)).id)
+    refused = await _refusal(store, "0.021", BudgetLimits(daily=D("0.0500")))
+    assert "(limit $0.05, spent $0.03, held by requests in flight $0)" in str(refused)
+
+
 async def test_the_monthly_budget_counts_earlier_days_of_the_month(store: SQLiteStore) -> None:
     """Spend from earlier days of the month fills the monthly budget while today is untouched."""
     await store.commit(None, _row("earlier", "0.99", ts=_at(2026, 8, 1, 9)))
