@@ -32,7 +32,7 @@ from bench.common import (
     sandbox_process,
     table,
 )
-from bench.contenders import DESCRIPTIONS, available, factory, missing
+from bench.contenders import DESCRIPTIONS, factory, installed_only
 from modelyard.server.tuning import tune_gc
 
 NAME = "http"
@@ -233,11 +233,7 @@ def main() -> None:
         return
     sizes = {k: v for k, v in (SMOKE if args.smoke else FULL).items() if not args.scenario or k in args.scenario}
     rounds = args.rounds or (1 if args.smoke else 3)
-    wanted = list(args.only or CONTENDERS)
-    skipped = {name: missing(name) for name in wanted if not available(name)}
-    contenders = [name for name in wanted if name not in skipped]
-    for name, dists in skipped.items():
-        print(f"skipping {name}: not installed ({', '.join(dists)}); `pip install -e '.[bench]'` adds it")
+    contenders, skipped = installed_only(args.only or CONTENDERS)
     started = time.monotonic()
     results = measure(contenders, sizes, rounds)
     body = render(results, skipped, sizes, rounds)

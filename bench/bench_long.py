@@ -35,7 +35,7 @@ from bench.common import (
     sandbox_process,
     table,
 )
-from bench.contenders import DESCRIPTIONS, PROMPT, Call, available, factory, missing, modelyard_router
+from bench.contenders import DESCRIPTIONS, PROMPT, Call, factory, installed_only, modelyard_router
 from modelyard.server.tuning import tune_gc
 
 NAME = "long"
@@ -208,11 +208,7 @@ def main() -> None:
         return
     sizes = SMOKE if args.smoke else FULL
     rounds = args.rounds or (1 if args.smoke else 3)
-    wanted = list(args.only or CONTENDERS)
-    skipped = {name: missing(name) for name in wanted if name in DESCRIPTIONS and not available(name)}
-    contenders = [name for name in wanted if name not in skipped]
-    for name, dists in skipped.items():
-        print(f"skipping {name}: not installed ({', '.join(dists)}); `pip install -e '.[bench]'` adds it")
+    contenders, skipped = installed_only(args.only or CONTENDERS)
     started = time.monotonic()
     results = measure(contenders, sizes, rounds)
     body = render(results, skipped, sizes, rounds)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -67,12 +67,17 @@ DESCRIPTIONS = {
 }
 
 
-def available(name: str) -> bool:
-    return all(installed(dist) for dist in REQUIRES[name])
-
-
 def missing(name: str) -> list[str]:
-    return [dist for dist in REQUIRES[name] if not installed(dist)]
+    """The distributions contender `name` needs that are not installed (none for one `REQUIRES` omits)."""
+    return [dist for dist in REQUIRES.get(name, ()) if not installed(dist)]
+
+
+def installed_only(wanted: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The wanted contenders that can run, and the skipped ones with what they miss (each said on stdout)."""
+    skipped = {name: dists for name in wanted if (dists := missing(name))}
+    for name, dists in skipped.items():
+        print(f"skipping {name}: not installed ({', '.join(dists)}); `pip install -e '.[bench]'` adds it")
+    return [name for name in wanted if name not in skipped], skipped
 
 
 # ---------------------------------------------------------------------------------------- raw clients
