@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["CAPABILITIES", "Capability", "RouteRequest"]
+__all__ = ["CAPABILITIES", "MAX_JSON_DEPTH", "Capability", "RouteRequest"]
 
 Capability = Literal["vision", "tools", "json_mode", "structured_outputs", "reasoning"]
 CAPABILITIES: tuple[Capability, ...] = ("vision", "tools", "json_mode", "structured_outputs", "reasoning")
@@ -133,8 +133,8 @@ class _NotWireJSON(Exception):
 def _walk_json(value: Any, depth: int) -> None:
     """Raise `_NotWireJSON` where encoding `value` as JSON (allow_nan=False), then UTF-8, would fail.
 
-    Dispatches on the real type and reads through the base types' methods, as the json encoder does,
-    so a subclass's overrides cannot hide a bad value.
+    Dispatches on the real type and reads through the base types' methods, so a subclass's overrides
+    (`isascii`, `__iter__`, `items`) cannot hide a bad value from the check.
     """
     kind = type(value)
     if issubclass(kind, str):
