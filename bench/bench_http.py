@@ -25,14 +25,12 @@ from bench.common import (
     machine,
     machine_line,
     median,
-    parser,
-    publish,
     run_load,
     run_worker,
     sandbox_process,
     table,
 )
-from bench.contenders import DESCRIPTIONS, factory, installed_only
+from bench.contenders import DESCRIPTIONS, factory, run_side_by_side, side_by_side_parser
 from modelyard.server.tuning import tune_gc
 
 NAME = "http"
@@ -219,27 +217,15 @@ def render(results: dict[str, Any], skipped: dict[str, list[str]], sizes: dict[s
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=None, help="rounds per contender (default 3; 1 with --smoke)")
-    p.add_argument("--only", nargs="*", default=None, help="contenders to run (default all)")
+    p = side_by_side_parser(__doc__.splitlines()[0], "scenarios", CONTENDERS)
     p.add_argument("--scenario", nargs="*", default=None, choices=list(FULL), help="scenarios (default all)")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--url", help=argparse.SUPPRESS)
-    p.add_argument("--sandbox-pid", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--scenarios", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker_main(args)
         return
+    title = "Upstream HTTP: throughput and latency, side by side"
     sizes = {k: v for k, v in (SMOKE if args.smoke else FULL).items() if not args.scenario or k in args.scenario}
-    rounds = args.rounds or (1 if args.smoke else 3)
-    contenders, skipped = installed_only(args.only or CONTENDERS)
-    started = time.monotonic()
-    results = measure(contenders, sizes, rounds)
-    body = render(results, skipped, sizes, rounds)
-    figures = {"machine": machine(), "sizes": sizes, "rounds": rounds, "results": results, "skipped": skipped}
-    publish(args, NAME, "Upstream HTTP: throughput and latency, side by side", body, figures)
-    print(f"({time.monotonic() - started:.0f} s)")
+    run_side_by_side(args, name=NAME, title=title, sizes=sizes, default=CONTENDERS, measure=measure, render=render)
 
 
 if __name__ == "__main__":

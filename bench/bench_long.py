@@ -28,14 +28,20 @@ from bench.common import (
     machine,
     machine_line,
     median,
-    parser,
-    publish,
     run_load,
     run_worker,
     sandbox_process,
     table,
 )
-from bench.contenders import DESCRIPTIONS, PROMPT, Call, factory, installed_only, modelyard_router
+from bench.contenders import (
+    DESCRIPTIONS,
+    PROMPT,
+    Call,
+    factory,
+    modelyard_router,
+    run_side_by_side,
+    side_by_side_parser,
+)
 from modelyard.server.tuning import tune_gc
 
 NAME = "long"
@@ -195,26 +201,13 @@ _CACHE_HIT = 'modelyard `Router.execute` with `cache="on"`: every timed call a h
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=None, help="rounds per contender (default 3; 1 with --smoke)")
-    p.add_argument("--only", nargs="*", default=None, help="contenders to run (default all)")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--url", help=argparse.SUPPRESS)
-    p.add_argument("--sandbox-pid", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--sizes", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = side_by_side_parser(__doc__.splitlines()[0], "sizes", CONTENDERS).parse_args()
     if args.worker:
         worker_main(args)
         return
+    title = "Long conversations: what a prompt's size costs, side by side"
     sizes = SMOKE if args.smoke else FULL
-    rounds = args.rounds or (1 if args.smoke else 3)
-    contenders, skipped = installed_only(args.only or CONTENDERS)
-    started = time.monotonic()
-    results = measure(contenders, sizes, rounds)
-    body = render(results, skipped, sizes, rounds)
-    figures = {"machine": machine(), "sizes": sizes, "rounds": rounds, "results": results, "skipped": skipped}
-    publish(args, NAME, "Long conversations: what a prompt's size costs, side by side", body, figures)
-    print(f"({time.monotonic() - started:.0f} s)")
+    run_side_by_side(args, name=NAME, title=title, sizes=sizes, default=CONTENDERS, measure=measure, render=render)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,18 @@ LiteLLM) are imported inside their factory: a missing one makes only that conten
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.common import FALLBACK_MODEL, KEY, MESSAGES, MODEL, installed
+from bench.common import FALLBACK_MODEL, KEY, MESSAGES, MODEL, installed, machine, parser, publish
 
 Call = Callable[[], Awaitable[str]]
 Factory = Callable[[str], contextlib.AbstractAsyncContextManager[Call]]
@@ -78,6 +80,37 @@ def installed_only(wanted: Sequence[str]) -> tuple[list[str], dict[str, list[str
     for name, dists in skipped.items():
         print(f"skipping {name}: not installed ({', '.join(dists)}); `pip install -e '.[bench]'` adds it")
     return [name for name in wanted if name not in skipped], skipped
+
+
+def side_by_side_parser(description: str, sizes_flag: str, contenders: Sequence[str]) -> argparse.ArgumentParser:
+    """The flags of a script that runs each of `contenders` in a worker process (`--<sizes_flag>` is the worker's)."""
+    p = parser(description)
+    p.add_argument("--rounds", type=int, default=None, help="rounds per contender (default 3; 1 with --smoke)")
+    p.add_argument("--only", nargs="*", default=None, choices=list(contenders), help="contenders (default all)")
+    for hidden in ("--worker", "--url", f"--{sizes_flag}"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
+    p.add_argument("--sandbox-pid", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+def run_side_by_side(
+    args: argparse.Namespace,
+    *,
+    name: str,
+    title: str,
+    sizes: dict[str, Any],
+    default: Sequence[str],
+    measure: Callable[[list[str], dict[str, Any], int], dict[str, Any]],
+    render: Callable[[dict[str, Any], dict[str, list[str]], dict[str, Any], int], str],
+) -> None:
+    """Measure the installed contenders (`--only`, else `default`) in rounds and publish the section."""
+    rounds = args.rounds or (1 if args.smoke else 3)
+    contenders, skipped = installed_only(args.only or default)
+    started = time.monotonic()
+    results = measure(contenders, sizes, rounds)
+    figures = {"machine": machine(), "sizes": sizes, "rounds": rounds, "results": results, "skipped": skipped}
+    publish(args, name, title, render(results, skipped, sizes, rounds), figures)
+    print(f"({time.monotonic() - started:.0f} s)")
 
 
 # ---------------------------------------------------------------------------------------- raw clients
