@@ -26,11 +26,9 @@ from bench.common import (
     machine_line,
     median,
     run_load,
-    run_worker,
-    sandbox_process,
     table,
 )
-from bench.contenders import DESCRIPTIONS, factory, run_side_by_side, side_by_side_parser
+from bench.contenders import DESCRIPTIONS, factory, run_rounds, run_side_by_side, side_by_side_parser
 from modelyard.server.tuning import tune_gc
 
 NAME = "http"
@@ -100,18 +98,8 @@ def worker_main(args: argparse.Namespace) -> None:
 
 
 def measure(contenders: list[str], sizes: dict[str, tuple[int, ...]], rounds: int) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
-    with sandbox_process() as sandbox:
-        for index in range(rounds):
-            # Rotate the order each round so no contender always runs first (or last) on a noisy machine.
-            order = contenders[index % len(contenders) :] + contenders[: index % len(contenders)]
-            for name in order:
-                args = [
-                    "--worker", name, "--url", sandbox.url, "--sandbox-pid", str(sandbox.pid),
-                    "--scenarios", json.dumps(sizes),
-                ]  # fmt: skip
-                runs[name].append(run_worker("bench.bench_http", args, timeout_s=900))
-                print(f"round {index + 1}/{rounds}: {name} done", flush=True)
+    """Each contender's figures per scenario: the medians of `rounds` runs, each in a fresh interpreter."""
+    runs = run_rounds("bench.bench_http", contenders, "scenarios", sizes, rounds)
     return {name: _medians(name_runs) for name, name_runs in runs.items()}
 
 

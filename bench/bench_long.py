@@ -29,8 +29,6 @@ from bench.common import (
     machine_line,
     median,
     run_load,
-    run_worker,
-    sandbox_process,
     table,
 )
 from bench.contenders import (
@@ -39,6 +37,7 @@ from bench.contenders import (
     Call,
     factory,
     modelyard_router,
+    run_rounds,
     run_side_by_side,
     side_by_side_parser,
 )
@@ -132,17 +131,7 @@ def worker_main(args: argparse.Namespace) -> None:
 
 def measure(contenders: list[str], sizes: dict[str, int], rounds: int) -> dict[str, Any]:
     """Each contender's figures per size: the medians of `rounds` runs, each in a fresh interpreter."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
-    with sandbox_process() as sandbox:
-        for index in range(rounds):
-            order = contenders[index % len(contenders) :] + contenders[: index % len(contenders)]
-            for name in order:
-                args = [
-                    "--worker", name, "--url", sandbox.url, "--sandbox-pid", str(sandbox.pid),
-                    "--sizes", json.dumps(sizes),
-                ]  # fmt: skip
-                runs[name].append(run_worker("bench.bench_long", args, timeout_s=900))
-                print(f"round {index + 1}/{rounds}: {name} done", flush=True)
+    runs = run_rounds("bench.bench_long", contenders, "sizes", sizes, rounds)
     return {
         name: {kb: {key: median([r[kb][key] for r in name_runs]) for key in name_runs[0][kb]} for kb in sizes}
         for name, name_runs in runs.items()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import tempfile
 import time
@@ -18,7 +19,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.common import FALLBACK_MODEL, KEY, MESSAGES, MODEL, installed, machine, parser, publish
+from bench.common import (
+    FALLBACK_MODEL,
+    KEY,
+    MESSAGES,
+    MODEL,
+    installed,
+    machine,
+    parser,
+    publish,
+    run_worker,
+    sandbox_process,
+)
 
 Call = Callable[[], Awaitable[str]]
 Factory = Callable[[str], contextlib.AbstractAsyncContextManager[Call]]
@@ -91,6 +103,26 @@ def side_by_side_parser(description: str, sizes_flag: str, contenders: Sequence[
         p.add_argument(hidden, help=argparse.SUPPRESS)
     p.add_argument("--sandbox-pid", type=int, help=argparse.SUPPRESS)
     return p
+
+
+def run_rounds(
+    module: str, contenders: list[str], sizes_flag: str, sizes: dict[str, Any], rounds: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Each contender's figures from `rounds` runs of `module`'s worker, each in a fresh interpreter, against
+    one sandbox process."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
+    with sandbox_process() as sandbox:
+        for index in range(rounds):
+            # Rotate the order each round so no contender always runs first (or last) on a noisy machine.
+            order = contenders[index % len(contenders) :] + contenders[: index % len(contenders)]
+            for name in order:
+                args = [
+                    "--worker", name, "--url", sandbox.url, "--sandbox-pid", str(sandbox.pid),
+                    f"--{sizes_flag}", json.dumps(sizes),
+                ]  # fmt: skip
+                runs[name].append(run_worker(module, args, timeout_s=900))
+                print(f"round {index + 1}/{rounds}: {name} done", flush=True)
+    return runs
 
 
 def run_side_by_side(
