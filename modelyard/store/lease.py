@@ -12,7 +12,10 @@ What it costs: room a lease holds is unavailable to other processes until it is 
 expired. So a lease takes at most 1/`LEASE_SHARE` of what remains under each limit; closer to a limit
 than that, every request is reserved exactly, as without leases. A lease is resized from scratch at
 each grant (to what is drawn plus fresh room), given back when the store closes, and, when its
-process dies, expires like any reservation: at most twice the reservation TTL after its last grant.
+process dies, expires like any reservation: twice the reservation TTL after its last grant, or when
+the last request drawn from it expires, if that is later. A draw expires like a reservation too: one
+never settled stops being held at its expiry. A request's cost leaves the lease up to what it drew;
+more than that is spend beyond its hold, never the room other requests drew.
 """
 
 from __future__ import annotations
@@ -85,7 +88,6 @@ class Lease:
         self.expires_at = 0.0
         self.drawn = _ZERO
         self._spent: set[str] = set()  # draws whose cost a committed transaction moved to the spend
-        self._orphans: dict[str, float] = {}  # draws whose commit failed: held until they expire
         self._limits: tuple[Decimal | None, Decimal | None] | None = None
         self._draws: dict[str, tuple[Decimal, float]] = {}  # amount, expiry
         self._count = 0
@@ -107,8 +109,7 @@ class Lease:
 
     def draw_granting(self, amount: Decimal, limits: BudgetLimits, *, now: float, ttl_s: float) -> Reservation | None:
         """`draw`, by the holder of `granting`."""
-        if self._orphans:
-            self.drop_orphans(now)
+        self.expire(now)
         if (limits.daily, limits.monthly) != self._limits or self.expires_at < now + ttl_s:
             return None
         if self.drawn + amount > self.amount:
@@ -122,19 +123,27 @@ class Lease:
     def owns(self, reservation_id: str) -> bool:
         return reservation_id in self._draws
 
+    def drawn_amount(self, reservation_id: str) -> Decimal | None:
+        """The worst case `reservation_id` drew, or None when its draw is over (or expired)."""
+        draw = self._draws.get(reservation_id)
+        return None if draw is None else draw[0]
+
     def undraw(self, reservation_id: str) -> None:
-        """The request is over (committed or released): its worst case is no longer drawn."""
-        self.drawn -= self._draws.pop(reservation_id)[0]
+        """The request is over (committed or released): its worst case is no longer drawn. Nothing
+        happens for a draw that has ended already (it expired meanwhile)."""
+        draw = self._draws.pop(reservation_id, None)
         self._spent.discard(reservation_id)
-        self._orphans.pop(reservation_id, None)
+        if draw is not None:
+            self.drawn -= draw[0]
 
-    def orphan(self, reservation_id: str) -> None:
-        """Its commit failed, so what it cost is unknown: it stays held until it expires, as a
-        reservation row of its own would."""
-        self._orphans[reservation_id] = self._draws[reservation_id][1]
+    def expire(self, now: float) -> None:
+        """End the draws whose reservation has expired, as a reservation row of their own would be
+        purged: one never settled (its commit failed, or its caller vanished) stops being held.
 
-    def drop_orphans(self, now: float) -> None:
-        for reservation_id, expires_at in list(self._orphans.items()):
+        A late commit of an expired draw only adds its cost to the spend (`spend` leaves the lease
+        alone), as a late commit of a purged reservation does.
+        """
+        for reservation_id, (_, expires_at) in list(self._draws.items()):
             if expires_at <= now:
                 self.undraw(reservation_id)
 
@@ -143,9 +152,15 @@ class Lease:
         draws = list(self._draws.items())  # a snapshot: the loop may end draws meanwhile (thread path)
         return sum((amount for rid, (amount, _) in draws if rid not in self._spent), _ZERO)
 
+    def last_expiry(self) -> float:
+        """When the last draw still in flight expires (0 with none): the row must be held until then."""
+        draws = list(self._draws.items())  # a snapshot, as in `outstanding`
+        return max((expiry for rid, (_, expiry) in draws if rid not in self._spent), default=0.0)
+
     def spent(self, reservation_id: str) -> None:
         """The transaction that moved this draw's cost to the spend has committed (an `AFTER_COMMIT` hook)."""
-        self._spent.add(reservation_id)
+        if reservation_id in self._draws:
+            self._spent.add(reservation_id)
 
     def next_seq(self) -> int:
         """Called inside a transaction that writes the row, in the order the writes run."""
@@ -222,15 +237,17 @@ def grant(
     others = writes.EXACT.subtract(tally.reserved, held_here)
     room = amount * LEASE_DRAWS
     drawn = lease.outstanding()
+    # Never shorter than a draw in flight: other processes must count it until it expires.
+    last_draw = lease.last_expiry()
     if _leaves_room(room, drawn, others, tally, limits):
-        size, expires_at = drawn + room, now + 2 * ttl_s
+        size, expires_at = drawn + room, max(now + 2 * ttl_s, last_draw)
         _set(conn, tally, others, lease.id, size, expires_at)
         return Grant(lease.next_seq(), size, expires_at, None)
     # The room no request drew goes back to everyone before this request is reserved on its own. Only
     # back: `drawn` may still count a draw whose cost just moved, and a row this grant did not check
     # against the limits must not grow.
     drawn = min(drawn, held_here)
-    expires_at = max(lease.expires_at, now + ttl_s)
+    expires_at = max(lease.expires_at, now + ttl_s, last_draw)
     _set(conn, tally, others, lease.id, drawn, expires_at)
     exact = writes.reserve(conn, memo, amount=amount, limits=limits, now=now, ttl_s=ttl_s)
     return Grant(lease.next_seq(), drawn, expires_at, exact)
@@ -267,14 +284,23 @@ def spend(
 ) -> tuple[int, Decimal | None] | None:
     """Append the ledger row of a request drawn from the lease and move its cost from the lease to
     the spend. Returns the sequence number and the lease's new amount (None: its row is gone), or
-    None when the lease did not change (no cost, or the row was in the ledger already)."""
+    None when the lease did not change (no cost, the row was in the ledger already, or the draw
+    expired meanwhile).
+
+    The lease gives up at most what the draw held: a cost over its worst case is spend beyond the
+    hold, and must not use up the room the other requests in flight drew.
+    """
     if not (writes.append_row(conn, memo, row, params) and row.cost):
         return None
+    held = lease.drawn_amount(reservation_id)
+    if held is None:  # expired: the lease stopped holding it, as a purged reservation row would
+        return None
     memo.pop("tally", None)  # its holds change by an amount this transaction does not read
+    moved = str(min(row.cost, held))
     if writes.RETURNING:
-        found = conn.execute(_SPEND_FROM_LEASE_RETURNING, (str(row.cost), lease.id)).fetchone()
+        found = conn.execute(_SPEND_FROM_LEASE_RETURNING, (moved, lease.id)).fetchone()
     else:  # SQLite before 3.35 has no RETURNING
-        conn.execute(_SPEND_FROM_LEASE, (str(row.cost), lease.id))
+        conn.execute(_SPEND_FROM_LEASE, (moved, lease.id))
         found = conn.execute(LEASE_AMOUNT, (lease.id,)).fetchone()
     after_commit = cast(list[Callable[[], None]], memo.setdefault(AFTER_COMMIT, []))
     after_commit.append(partial(lease.spent, reservation_id))

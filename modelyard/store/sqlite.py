@@ -229,8 +229,7 @@ class SQLiteStore:
             work = partial(leases.spend, lease=lease, reservation_id=reservation_id, row=row, params=params)
             moved = await self._writes.submit(work, first=True)
         except BaseException:
-            lease.forget()
-            lease.orphan(reservation_id)  # what it cost is unknown: held until it expires
+            lease.forget()  # what it cost is unknown: its draw stays held until it expires
             raise
         # The new amount and the end of the draw in one loop step: no draw sees the cost twice or not at all.
         if moved is not None:
@@ -239,7 +238,10 @@ class SQLiteStore:
 
     async def totals(self, *, now: float) -> SpendTotals:
         """Spend of the UTC day and month of `now`, and the reservations still live at `now`."""
-        lease_id, drawn = (self._lease.id, self._lease.drawn) if self._lease is not None else ("", Decimal(0))
+        lease_id, drawn = "", Decimal(0)
+        if self._lease is not None:
+            self._lease.expire(now)
+            lease_id, drawn = self._lease.id, self._lease.drawn
         return await self._run(partial(writes.read_totals, self._conn, now, lease_id, drawn))
 
     async def rows(self, *, since: float | None = None, limit: int | None = None) -> list[LedgerRow]:
@@ -270,23 +272,25 @@ class SQLiteStore:
         """Give the lease back and close the connections; calling it again does nothing."""
         lease, self._lease = self._lease, None
         if lease is not None:
-            with contextlib.suppress(sqlite3.Error):  # closed already, or locked: the row expires on its own
-                await self._run(partial(_give_back, self._conn, lease.id, lease.outstanding()))
+            # A grant under way may still draw for its request: what to keep is read once it is done.
+            async with lease.granting:
+                with contextlib.suppress(sqlite3.Error):  # closed already, or locked: the row expires on its own
+                    await self._run(partial(_give_back, self._conn, lease))
         if self._inline is not self._conn:
             self._inline.close()
         await self._run(self._conn.close)
 
 
-def _give_back(conn: sqlite3.Connection, lease_id: str, keep: Decimal) -> None:
+def _give_back(conn: sqlite3.Connection, lease: Lease) -> None:
     """Shrink the lease to what requests still in flight hold (they keep it until it expires), or drop it."""
     with immediate(conn):
-        found = conn.execute(leases.LEASE_AMOUNT, (lease_id,)).fetchone()
+        found = conn.execute(leases.LEASE_AMOUNT, (lease.id,)).fetchone()
         if found is None:
             return
-        if keep:
-            conn.execute(leases.SHRINK_LEASE, (str(min(keep, Decimal(found[0]))), lease_id))
+        if keep := lease.outstanding():
+            conn.execute(leases.SHRINK_LEASE, (str(min(keep, Decimal(found[0]))), lease.id))
         else:
-            conn.execute(leases.DROP_LEASE, (lease_id,))
+            conn.execute(leases.DROP_LEASE, (lease.id,))
 
 
 def _begin(conn: sqlite3.Connection, memo: dict[str, object]) -> None:

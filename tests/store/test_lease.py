@@ -274,3 +274,85 @@ async def test_closing_with_a_request_in_flight_keeps_its_hold_and_gives_back_th
         await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
     async with SQLiteStore(db_path, lease=False) as reopened:
         assert (await reopened.totals(now=NOW)).reserved == A
+
+
+async def test_a_grant_for_a_shorter_lived_request_keeps_holding_a_longer_one_in_flight(
+    store: SQLiteStore, observer: SQLiteStore
+) -> None:
+    """A request drawn to live 600 s, then a grant for one that lives 10 s: the lease row must not expire
+    before the first request does, or other processes stop counting it and can spend its money."""
+    limits = BudgetLimits(daily=D(1000))
+    long = await store.reserve(A, limits, now=NOW, ttl_s=600)
+    await store.reserve(A * (LEASE_DRAWS + 4), limits, now=NOW + 1, ttl_s=10)  # more than the room: a grant
+    seen = await observer.totals(now=NOW + 30)  # the second has expired; the first is still in flight
+    assert seen.reserved >= A
+    await observer.reserve(D(1000) - seen.reserved, limits, now=NOW + 30, ttl_s=600)
+    await store.commit(long.id, _row("long", str(A)))
+    final = await observer.totals(now=NOW + 31)
+    assert final.spent_today + final.reserved <= D(1000)
+
+
+@pytest.mark.parametrize("lease", [False, True])
+async def test_a_cost_over_its_worst_case_does_not_free_what_other_requests_in_flight_hold(
+    db_path: Path, lease: bool
+) -> None:
+    """A request billed 16 times its worst case (a reconciled cost, a price that rose) spends beyond its
+    hold; the 4 requests still in flight must stay held for other processes, with or without a lease."""
+    limits = BudgetLimits(daily=D(1000))
+    async with SQLiteStore(db_path, lease=lease) as store, SQLiteStore(db_path, lease=False) as other:
+        first = await store.reserve(A, limits, now=NOW, ttl_s=60)
+        in_flight = [await store.reserve(A, limits, now=NOW, ttl_s=60) for _ in range(4)]
+        await store.commit(first.id, _row("first", str(16 * A)))
+        seen = await other.totals(now=NOW)
+        assert seen.reserved >= 4 * A
+        await other.reserve(D(1000) - seen.spent_today - seen.reserved, limits, now=NOW, ttl_s=60)
+        for index, hold in enumerate(in_flight):
+            await store.commit(hold.id, _row(f"r{index}", str(A)))
+        final = await other.totals(now=NOW)
+    assert final.spent_today + final.reserved <= D(1000)
+    assert final.spent_today == 20 * A
+
+
+@pytest.mark.parametrize("lease", [False, True])
+async def test_a_reservation_never_settled_stops_counting_once_it_expires(db_path: Path, lease: bool) -> None:
+    """A caller that vanished between `reserve` and its commit: its hold expires, drawn from a lease or not,
+    for this process and for the others."""
+    async with SQLiteStore(db_path, lease=lease) as store, SQLiteStore(db_path, lease=False) as other:
+        await store.reserve(D("0.01"), ROOMY, now=NOW, ttl_s=10)
+        later = NOW + 3600
+        await store.reserve(A, ROOMY, now=later, ttl_s=10)
+        assert (await store.totals(now=later)).reserved == A
+        assert (await other.totals(now=later)).reserved <= A * LEASE_DRAWS
+
+
+async def test_a_late_commit_of_an_expired_draw_adds_its_cost_and_leaves_the_lease_alone(
+    store: SQLiteStore, observer: SQLiteStore
+) -> None:
+    """As with a reservation row purged at its expiry: the cost joins the spend, and the room the lease
+    holds for the requests drawn since is untouched."""
+    late = await store.reserve(A, ROOMY, now=NOW, ttl_s=10)
+    await store.reserve(A, ROOMY, now=NOW + 11, ttl_s=60)  # ends the expired draw
+    held = (await observer.totals(now=NOW + 11)).reserved
+    await store.commit(late.id, _row("late", str(A)))
+    seen = await observer.totals(now=NOW + 11)
+    assert (seen.spent_today, seen.reserved) == (A, held)
+
+
+async def test_closing_while_a_request_is_being_granted_keeps_the_hold_it_drew(db_path: Path) -> None:
+    """`aclose` reads what to keep once a grant under way has drawn for its request, not before."""
+    store = SQLiteStore(db_path)
+    await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    await store.reserve(A, ROOMY, now=NOW, ttl_s=60)  # two in flight: the grant's leader yields once
+    granted: list[object] = []
+
+    async def reserve_beyond_the_room() -> None:
+        with contextlib.suppress(sqlite3.Error):
+            granted.append(await store.reserve(D("0.01"), ROOMY, now=NOW, ttl_s=60))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(reserve_beyond_the_room)
+        await anyio.lowlevel.checkpoint()
+        await store.aclose()
+    held = sum((amount for _, amount, _ in _holds(db_path)), D(0))
+    assert granted
+    assert held >= 2 * A + D("0.01")
