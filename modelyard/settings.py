@@ -14,13 +14,35 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import platformdirs
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from modelyard.errors import ConfigurationError
 
-__all__ = ["BudgetSettings", "CacheSettings", "Settings", "default_config_path", "env_values", "load_settings"]
+__all__ = [
+    "BudgetSettings",
+    "CacheSettings",
+    "Settings",
+    "clean_secret",
+    "default_config_path",
+    "env_values",
+    "load_settings",
+]
 
 APP = "modelyard"
+
+
+def clean_secret(value: str, name: str) -> str:
+    """`value` without the whitespace around it: a key pasted with its newline, or read from a file
+    with Windows line ends, still works.
+
+    Raises:
+        ValueError: what is left holds a space, a control character or a non-ASCII character, which
+            cannot go in an HTTP header. The message names `name`, never the value.
+    """
+    stripped = value.strip()
+    if stripped.isascii() and stripped.isprintable() and " " not in stripped:
+        return stripped
+    raise ValueError(f"{name} holds a space, a control character or a non-ASCII character inside it: copy it again")
 
 
 def default_config_path() -> Path:
@@ -115,6 +137,13 @@ class Settings(BaseModel):
     behind a round-robin balancer with no sticky sessions (`MODELYARD_HTTP_STATELESS`)."""
     debug: bool = False
     """Verbose logging to stderr."""
+
+    @field_validator("openrouter_api_key", "http_token", mode="before")
+    @classmethod
+    def _clean_secret(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return clean_secret(value, "the value") if isinstance(value, str) else value
 
     @property
     def api_key(self) -> str | None:

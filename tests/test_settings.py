@@ -111,6 +111,23 @@ def test_an_invalid_variable_is_named_with_what_is_wrong(monkeypatch: pytest.Mon
     assert "budget.daily from MODELYARD_BUDGET__DAILY" in message and "'lots'" in message
 
 
+def test_a_key_read_with_its_line_end_is_used_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-abc\r\n")
+    monkeypatch.setenv("MODELYARD_HTTP_TOKEN", " token-1 ")
+    settings = load_settings()
+    assert settings.api_key == "sk-or-v1-abc"
+    assert settings.http_token is not None and settings.http_token.get_secret_value() == "token-1"
+
+
+def test_a_key_with_a_space_inside_is_refused_naming_the_variable_not_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-abc def")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "OPENROUTER_API_KEY" in message and "copy it again" in message
+    assert "abc" not in message
+
+
 def test_an_invalid_value_in_the_file_names_the_file(tmp_path: Path) -> None:
     path = _config(tmp_path, 'quality = "best"\n')
     with pytest.raises(ConfigurationError, match=rf"quality from {path}: Input should be 'low', 'medium' or 'high'"):

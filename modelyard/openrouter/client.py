@@ -37,6 +37,7 @@ from modelyard.openrouter.schemas import (
 )
 from modelyard.openrouter.sse import DONE, iter_lines, iter_sse_data
 from modelyard.openrouter.transport import AiohttpTransport, default_transport, on_asyncio
+from modelyard.settings import clean_secret
 
 if TYPE_CHECKING:
     import aiohttp
@@ -59,7 +60,8 @@ class OpenRouterClient:
     """Async client for OpenRouter's REST API.
 
     Args:
-        api_key: the OpenRouter key; only `list_models` and `model_endpoints` work without one.
+        api_key: the OpenRouter key (whitespace around it is dropped); only `list_models` and
+            `model_endpoints` work without one.
         base_url: API root, e.g. the sandbox's `http://127.0.0.1:PORT/api/v1`.
         transport: an httpx2 transport to use instead of the default (tests, custom stacks). The
             default sends through aiohttp's pool on asyncio (`AiohttpTransport`), httpx2's elsewhere.
@@ -84,7 +86,7 @@ class OpenRouterClient:
         app_url: str = "https://github.com/modelyard/modelyard",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._api_key = api_key or None
+        self._api_key = _checked_key(api_key)
         self._scrub = Scrubber(self._api_key)
         self._clock = clock
         self.base_url = base_url.rstrip("/")
@@ -392,3 +394,14 @@ def _announce(on_generation: GenerationHook | None, status: int, headers: Mappin
     """Tell `on_generation` the id of a 200 answer whose headers have arrived."""
     if on_generation is not None and status == 200 and (generation_id := headers.get("x-generation-id")):
         on_generation(generation_id)
+
+
+def _checked_key(api_key: str | None) -> str | None:
+    """The key without the whitespace around it, or None; one that cannot go in a header is refused here,
+    before any request (where the HTTP library would quote it in its error)."""
+    if not api_key:
+        return None
+    try:
+        return clean_secret(api_key, "The OpenRouter API key") or None
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None

@@ -293,6 +293,29 @@ async def test_the_api_key_never_appears_in_errors_reprs_or_logs(caplog: pytest.
 
 
 @pytest.mark.anyio
+async def test_a_key_pasted_with_its_line_end_is_sent_without_it() -> None:
+    """A key copied with its newline, or read from a file with Windows line ends, still works."""
+    seen: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.headers["authorization"])
+        return httpx2.Response(401, json={"error": {"message": "no", "code": 401}})
+
+    async with _client(handler, key=f"  {KEY}\r\n") as client:
+        with pytest.raises(errors.AuthenticationError):
+            await client.chat(REQUEST)
+    assert seen == [f"Bearer {KEY}"]
+
+
+@pytest.mark.parametrize("inside", ["\n", " ", "\x00", "é"])
+def test_a_key_with_a_character_no_header_can_carry_is_refused_at_once_without_echoing_it(inside: str) -> None:
+    """Where the HTTP library would refuse the header at the first request, quoting the key in its error."""
+    with pytest.raises(errors.ConfigurationError, match="copy it again") as caught:
+        OpenRouterClient(KEY[:10] + inside + KEY[10:])
+    assert KEY[:10] not in str(caught.value) and KEY[10:] not in str(caught.value)
+
+
+@pytest.mark.anyio
 async def test_chat_without_a_key_says_how_to_set_one() -> None:
     """With no key, chat raises ConfigurationError naming OPENROUTER_API_KEY and the sandbox."""
     async with _client(lambda r: httpx2.Response(200), key=None) as client:
