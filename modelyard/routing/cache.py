@@ -24,6 +24,7 @@ import pydantic_core
 __all__ = [
     "CacheMode",
     "CacheStats",
+    "CoalescedFailure",
     "ResponseCache",
     "cache_allowed",
     "canonical_key",
@@ -104,6 +105,17 @@ def _normalise(value: Any, exponents: list[float]) -> Any:
     raise TypeError(f"canonical_key cannot encode a value of type {kind.__name__}")
 
 
+async def _wait_for(flight: _Flight[Any], deadline: float | None) -> None:
+    """Wait for `flight` to end, or raise `CoalescedFailure(TimeoutError)` at `deadline`."""
+    if deadline is None:
+        await flight.done.wait()
+        return
+    with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+        await flight.done.wait()
+    if not flight.done.is_set():
+        raise CoalescedFailure(TimeoutError("gave up waiting for an identical request's answer"))
+
+
 def _by_key(item: tuple[str, Any]) -> str:
     return item[0]
 
@@ -165,14 +177,29 @@ def _always(_: object) -> bool:
     return True
 
 
-class _Flight(Generic[V]):
-    """One in-flight compute: waiters block on `done`; `result` is set only if it succeeded."""
+def _never(_: object) -> bool:
+    return False
 
-    __slots__ = ("done", "result")
+
+class CoalescedFailure(Exception):
+    """A caller that waited for another's compute gets no value: `error` is that compute's failure
+    (one `share_failure` accepted), or a `TimeoutError` when the caller stopped waiting at `wait_s`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Flight(Generic[V]):
+    """One in-flight compute: waiters block on `done`; `result` is set only if it succeeded, `error`
+    only if it failed in a way its waiters share."""
+
+    __slots__ = ("done", "error", "result")
 
     def __init__(self) -> None:
         self.done = anyio.Event()
         self.result: tuple[V] | None = None
+        self.error: Exception | None = None
 
 
 class ResponseCache(Generic[V]):
@@ -236,24 +263,33 @@ class ResponseCache(Generic[V]):
         compute: Callable[[], Awaitable[V]],
         *,
         cacheable: Callable[[V], bool] = _always,
+        share_failure: Callable[[Exception], bool] = _never,
+        wait_s: float | None = None,
     ) -> tuple[V, bool]:
         """Return the value for `key`, computing it at most once at a time.
 
         While one caller (the leader) computes `key`, other callers wait and receive its value
-        (counted as coalesced), whether or not it is cacheable. If the leader's compute raises or
-        is cancelled, the leader sees that and the waiters retry: one becomes the new leader.
+        (counted as coalesced), whether or not it is cacheable. If the leader's compute raises an
+        error `share_failure` accepts, its waiters get that error too (so N identical requests to a
+        failing upstream fail once, together, not one after another). If it raises another error or
+        is cancelled, the waiters retry: one becomes the new leader.
 
         Args:
             key: The cache key, usually from `canonical_key`.
             compute: Produces the value on a miss.
             cacheable: Whether a computed value may be stored.
+            share_failure: Whether a compute's error is the answer for its waiters as well.
+            wait_s: The longest this caller waits for another's compute (None: no limit).
 
         Returns:
             `(value, hit)`, where `hit` is False only for the caller that ran `compute`.
 
         Raises:
+            CoalescedFailure: this caller waited for another's compute, which failed with an error
+                `share_failure` accepts, or did not finish within `wait_s`.
             Exception: Whatever `compute` raised, to the caller that ran it.
         """
+        deadline = None if wait_s is None else anyio.current_time() + wait_s
         while True:
             entry = self._lookup(key)
             if entry is not None:
@@ -262,20 +298,33 @@ class ResponseCache(Generic[V]):
             flight = self._flights.get(key)
             if flight is None:
                 break
-            await flight.done.wait()
+            await _wait_for(flight, deadline)
             if flight.result is not None:
                 self._coalesced += 1
                 return flight.result[0], True
+            if flight.error is not None:
+                raise CoalescedFailure(flight.error)
         # No checkpoint since the lookup above, so no other task can have become leader meanwhile.
         self._misses += 1
-        return await self._lead(key, compute, cacheable), False
+        return await self._lead(key, compute, cacheable, share_failure), False
 
-    async def _lead(self, key: str, compute: Callable[[], Awaitable[V]], cacheable: Callable[[V], bool]) -> V:
+    async def _lead(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[V]],
+        cacheable: Callable[[V], bool],
+        share_failure: Callable[[Exception], bool],
+    ) -> V:
         """Run `compute` as the single flight for `key`, always releasing the waiters."""
         flight: _Flight[V] = _Flight()
         self._flights[key] = flight
         try:
-            value = await compute()
+            try:
+                value = await compute()
+            except Exception as exc:
+                if share_failure(exc):
+                    flight.error = exc
+                raise
             store = cacheable(value)
             flight.result = (value,)
             if store:

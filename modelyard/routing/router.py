@@ -17,13 +17,15 @@ from typing import Any
 import anyio
 
 from modelyard.errors import (
+    BudgetExceededError,
     ModelyardError,
     NoCandidatesError,
+    UpstreamTimeoutError,
 )
 from modelyard.openrouter.client import OpenRouterClient
 from modelyard.openrouter.schemas import EndpointsInfo
 from modelyard.routing.budget import BudgetManager
-from modelyard.routing.cache import ResponseCache, cache_allowed, canonical_key
+from modelyard.routing.cache import CoalescedFailure, ResponseCache, cache_allowed, canonical_key
 from modelyard.routing.catalog import Catalog, CatalogService
 from modelyard.routing.circuit import CircuitBreakers
 from modelyard.routing.events import EventSink, StreamEvent, TextDelta
@@ -149,7 +151,13 @@ class Router:
             return await answer()
         # The key holds the model or the selection constraints, not the plan: a hit needs no planning.
         key = canonical_key(self._cache_payload(request))
-        result, hit = await self.cache.get_or_compute(key, answer)
+        wait_s = None if request.timeout_s is None else self.fallback.time_left(request, started)
+        try:
+            result, hit = await self.cache.get_or_compute(
+                key, answer, share_failure=_failure_sharer(request), wait_s=wait_s
+            )
+        except CoalescedFailure as failure:
+            raise await self._coalesced_failure(request, failure.error, started) from None
         if not hit:
             return result
         return await self._cache_hit(request, result, sink, started)
@@ -319,8 +327,48 @@ class Router:
         )
         return result
 
+    async def _coalesced_failure(self, request: RouteRequest, error: Exception, started: float) -> Exception:
+        """The ledger row and the error of a request that waited for an identical one which failed (or
+        did not finish within this request's `timeout_s`). It spent nothing."""
+        if isinstance(error, TimeoutError):
+            error = UpstreamTimeoutError(
+                f"No complete answer within timeout_s={request.timeout_s:g}: "
+                "an identical request was still being answered"
+            )
+        refused = isinstance(error, BudgetExceededError | NoCandidatesError)
+        await self._record(
+            LedgerRow(
+                id=new_id(),
+                ts=self.clock.now(),
+                requested_model=request.model,
+                cost=Decimal(0),
+                latency_ms=(self.clock.monotonic() - started) * 1000,
+                status="refused" if refused else "error",
+                error=str(error)[:2000],
+                streamed=request.stream,
+                detail={"coalesced": True},
+            )
+        )
+        return error
+
     async def _record(self, row: LedgerRow) -> None:
         await self.budgets.settle(None, row)
+
+
+def _failure_sharer(request: RouteRequest) -> Callable[[Exception], bool]:
+    """Whether this request's failure is also the answer for identical requests waiting on it: only
+    when nothing outside the cache key (its own deadline or cost cap) may have caused it."""
+    if request.timeout_s is not None or request.max_cost is not None:
+        return _share_nothing
+    return _is_routing_failure
+
+
+def _share_nothing(error: Exception) -> bool:
+    return False
+
+
+def _is_routing_failure(error: Exception) -> bool:
+    return isinstance(error, ModelyardError)
 
 
 async def _discard(event: StreamEvent) -> None:

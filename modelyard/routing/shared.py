@@ -270,10 +270,18 @@ class SharedResponseCache(ResponseCache[RouteResult]):
         compute: Callable[[], Awaitable[RouteResult]],
         *,
         cacheable: Callable[[RouteResult], bool] = lambda _: True,
+        share_failure: Callable[[Exception], bool] = lambda _: False,
+        wait_s: float | None = None,
     ) -> tuple[RouteResult, bool]:
-        """As `ResponseCache.get_or_compute`; a value another instance computed counts as a hit."""
+        """As `ResponseCache.get_or_compute`; a value another instance computed counts as a hit.
+
+        `share_failure` and `wait_s` apply to the callers of this instance; across instances a
+        caller waits for the instance computing the value as long as that one holds the lock.
+        """
         if not self._enabled:
-            return await super().get_or_compute(key, compute, cacheable=cacheable)
+            return await super().get_or_compute(
+                key, compute, cacheable=cacheable, share_failure=share_failure, wait_s=wait_s
+            )
         from_fleet = False
 
         async def through_redis() -> RouteResult:
@@ -281,7 +289,9 @@ class SharedResponseCache(ResponseCache[RouteResult]):
             value, from_fleet = await self._fleet_get_or_compute(key, compute, cacheable)
             return value
 
-        value, hit = await super().get_or_compute(key, through_redis, cacheable=cacheable)
+        value, hit = await super().get_or_compute(
+            key, through_redis, cacheable=cacheable, share_failure=share_failure, wait_s=wait_s
+        )
         if from_fleet and not hit:
             self._misses -= 1
             self._hits += 1

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from modelyard.routing.cache import (
     CacheStats,
+    CoalescedFailure,
     ResponseCache,
     cache_allowed,
     canonical_key,
@@ -407,6 +408,56 @@ async def test_failing_leader_raises_and_exactly_one_waiter_recomputes() -> None
     assert gate.calls == 2
     assert sorted(results) == [("fresh", False)] + [("fresh", True)] * 4
     assert (cache.stats.misses, cache.stats.coalesced) == (2, 4)
+
+
+async def test_a_failure_the_leader_shares_reaches_every_waiter_and_nothing_computes_again() -> None:
+    """N identical requests to a failing upstream fail once, together, not one after another."""
+    cache = _cache()
+    gate = Gate(RuntimeError("upstream down"), "never used")
+    shared: list[Exception] = []
+
+    async def leader() -> None:
+        with pytest.raises(RuntimeError, match="upstream down"):
+            await cache.get_or_compute("k", gate, share_failure=lambda exc: isinstance(exc, RuntimeError))
+
+    async def waiter() -> None:
+        with pytest.raises(CoalescedFailure) as caught:
+            await cache.get_or_compute("k", gate)
+        shared.append(caught.value.error)
+
+    with anyio.fail_after(1):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leader)
+            await gate.started.wait()
+            for _ in range(5):
+                tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            gate.release()
+    assert gate.calls == 1
+    assert [str(error) for error in shared] == ["upstream down"] * 5
+
+
+async def test_a_waiter_gives_up_at_its_wait_s_and_the_leader_goes_on() -> None:
+    cache = _cache()
+    gate = Gate("slow")
+    outcomes: list[object] = []
+
+    async def leader() -> None:
+        outcomes.append(await cache.get_or_compute("k", gate))
+
+    async def impatient() -> None:
+        with pytest.raises(CoalescedFailure) as caught:
+            await cache.get_or_compute("k", gate, wait_s=0.05)
+        outcomes.append(type(caught.value.error))
+        gate.release()
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leader)
+            await gate.started.wait()
+            tg.start_soon(impatient)
+    assert outcomes == [TimeoutError, ("slow", False)]
+    assert gate.calls == 1
 
 
 async def test_cancelled_leader_releases_waiters_and_one_becomes_leader() -> None:

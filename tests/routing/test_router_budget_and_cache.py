@@ -159,3 +159,53 @@ async def test_a_cancelled_request_releases_its_reservation(rig_factory: RigFact
         await rig.router.execute(rig.ask(model=MODEL))
     totals = await rig.router.budgets.totals()
     assert totals.reserved == 0 and totals.spent_today == 0
+
+
+async def test_a_request_waiting_for_an_identical_one_gives_up_at_its_own_timeout(rig: Rig) -> None:
+    """`timeout_s` is not in the cache key: a request that waits for an identical one still gets its
+    answer, or its timeout, within its own `timeout_s`, and the ledger records it."""
+    rig.sandbox.state.faults.add(model=MODEL, kind="latency", latency_ms=2000, count=None)
+    outcomes: dict[str, object] = {}
+
+    async def first() -> None:
+        outcomes["first"] = (await rig.router.execute(rig.ask("same", model=MODEL, temperature=0))).content
+
+    async def impatient() -> None:
+        await anyio.sleep(0.2)
+        began = anyio.current_time()
+        with pytest.raises(errors.UpstreamTimeoutError, match=r"timeout_s=0\.5"):
+            await rig.router.execute(rig.ask("same", model=MODEL, temperature=0, timeout_s=0.5))
+        outcomes["impatient"] = anyio.current_time() - began
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            group.start_soon(first)
+            group.start_soon(impatient)
+    assert isinstance(outcomes["first"], str)
+    assert isinstance(outcomes["impatient"], float) and outcomes["impatient"] < 1.5
+    rows = await rig.store.rows()
+    assert sorted((row.status, row.detail.get("coalesced", False)) for row in rows) == [("error", True), ("ok", False)]
+
+
+async def test_identical_requests_to_a_failing_model_fail_together_on_one_upstream_call(
+    rig_factory: RigFactory,
+) -> None:
+    """They used to wait for each other: each became the next to try, so the last failed after N tries."""
+    rig: Rig = await rig_factory(max_retries=0, max_attempts=1)
+    rig.sandbox.state.faults.add(model=MODEL, kind="latency", latency_ms=500, count=None)
+    rig.sandbox.state.faults.add(model=MODEL, kind="server_error", count=None)
+    failures: list[type[Exception]] = []
+
+    async def one() -> None:
+        with pytest.raises(errors.ModelyardError) as caught:
+            await rig.router.execute(rig.ask("same", model=MODEL, temperature=0))
+        failures.append(type(caught.value))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(one)
+    assert rig.received() == 1
+    assert len(set(failures)) == 1 and len(failures) == 5
+    rows = await rig.store.rows()
+    assert [row.status for row in rows] == ["error"] * 5
