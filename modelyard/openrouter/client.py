@@ -368,7 +368,9 @@ class OpenRouterClient:
 
 
 def _event_stream(content_type: str) -> bool:
-    return content_type.startswith("text/event-stream")
+    """Whether a Content-Type names an event stream, in any case: media types are case-insensitive
+    (RFC 9110 §8.3.1), and httpx2 hands the header over as sent (aiohttp lower-cases it)."""
+    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
 
 def _encoded(response: aiohttp.ClientResponse) -> bool:

@@ -56,6 +56,8 @@ def _gzipped(reply: Reply) -> Reply:
 
 
 WHOLE_STREAM = (_chunk("Ol"), _chunk("á"), _chunk("", "stop"), _chunk("", "stop", usage=USAGE), "[DONE]")
+# Media types are case-insensitive (RFC 9110 §8.3.1); aiohttp lower-cases them, httpx2 does not.
+MIXED_CASE_STREAM: Reply = (200, {"content-type": "Text/Event-Stream; Charset=UTF-8"}, _sse(*WHOLE_STREAM)[2])
 CHAT_REPLIES: dict[str, Reply] = {
     "an answer": _json(200, ANSWER),
     "an answer after keep-alive blanks": (200, _JSON_TYPE, b"\n   \n" + json.dumps(ANSWER).encode()),
@@ -78,6 +80,7 @@ STREAM_REPLIES: dict[str, Reply] = {
         _sse(_chunk("line\u2028separated", "stop", usage=USAGE).replace("\\u2028", "\u2028"), "[DONE]")
     ),
     "a compressed stream": _gzipped(_sse(*WHOLE_STREAM)),
+    "a stream whose media type is in mixed case": MIXED_CASE_STREAM,
     "a mid-stream error chunk": _sse(_chunk("Ol"), json.dumps({"error": {"code": 502, "message": "gone"}})),
     "a stream without a finish reason": _sse(_chunk("Ol"), "[DONE]"),
     "an undecodable chunk": _sse(_chunk("Ol"), "{not json"),
@@ -96,7 +99,9 @@ def _mock_client(reply: Reply, seen: list[tuple[dict[str, str], bytes]]) -> Open
 
 
 @asynccontextmanager
-async def _loopback_client(reply: Reply, seen: list[tuple[dict[str, str], bytes]]) -> AsyncIterator[OpenRouterClient]:
+async def _loopback_server(reply: Reply, seen: list[tuple[dict[str, str], bytes]]) -> AsyncIterator[str]:
+    """A loopback HTTP server that answers every chat call with `reply`; yields its base URL."""
+
     async def handle(request: web.Request) -> web.Response:
         seen.append((dict(request.headers), await request.read()))
         status, headers, body = reply
@@ -110,11 +115,16 @@ async def _loopback_client(reply: Reply, seen: list[tuple[dict[str, str], bytes]
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        async with OpenRouterClient(KEY, base_url=f"http://127.0.0.1:{port}/api/v1") as client:
-            assert isinstance(client._direct, AiohttpTransport)  # the path under test
-            yield client
+        yield f"http://127.0.0.1:{port}/api/v1"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def _loopback_client(reply: Reply, seen: list[tuple[dict[str, str], bytes]]) -> AsyncIterator[OpenRouterClient]:
+    async with _loopback_server(reply, seen) as base_url, OpenRouterClient(KEY, base_url=base_url) as client:
+        assert isinstance(client._direct, AiohttpTransport)  # the path under test
+        yield client
 
 
 async def _outcome(call: Callable[[], Any]) -> object:
@@ -159,6 +169,21 @@ async def test_a_chat_reply_gets_the_same_answer_or_error_on_both_paths(name: st
 @pytest.mark.parametrize("name", STREAM_REPLIES)
 async def test_a_stream_reply_gets_the_same_chunks_or_error_on_both_paths(name: str) -> None:
     await _assert_both_paths_agree(STREAM_REPLIES[name], _stream)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["httpx2", "direct"])
+async def test_an_event_stream_whose_media_type_is_in_mixed_case_is_read_as_a_stream(path: str) -> None:
+    """`Text/Event-Stream` is a stream on both paths, through plain httpx2's transport and aiohttp's."""
+    transport = httpx2.AsyncHTTPTransport() if path == "httpx2" else None
+    async with (
+        _loopback_server(MIXED_CASE_STREAM, []) as base_url,
+        OpenRouterClient(KEY, base_url=base_url, transport=transport) as client,
+    ):
+        assert (client._direct is None) == (path == "httpx2")
+        chunks = [chunk async for chunk in client.stream_chat(REQUEST)]
+    assert "".join(chunk.text for chunk in chunks) == "Olá"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 26
 
 
 @pytest.mark.anyio

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -33,6 +34,41 @@ async def test_a_crlf_split_between_two_chunks_is_one_line_end() -> None:
 async def test_a_character_split_between_two_chunks_is_decoded_whole() -> None:
     encoded = "data: Olá 🌍\n".encode()
     assert await _lines(*(encoded[i : i + 1] for i in range(len(encoded)))) == ["data: Olá 🌍"]
+
+
+# Chunks cut where the splitter must hold something back, and the lines they must give, exactly.
+CUT_STREAMS: dict[str, tuple[tuple[bytes, ...], list[str]]] = {
+    "a line in many chunks": ((b"da", b"ta: ", b"abc", b"\n"), ["data: abc"]),
+    "CR | LF after a line in many chunks": ((b"data: a", b"bc\r", b"\ndata: d\r"), ["data: abc", "data: d"]),
+    "CR | empty chunk | LF": ((b"data: a\r", b"", b"\ndata: b\n"), ["data: a", "data: b"]),
+    "CR | half a character | its rest": ((b"data: a\r", b"\xc3", b"\xa9\n"), ["data: a", "é"]),
+    "CR | CR": ((b"data: a\r", b"\r", b"data: b"), ["data: a", "", "data: b"]),
+    "a character split 1 | 3 in a line split at its CRLF": (
+        (b"data: \xf0", b"\x9f\x8c\x8d x\r", b"\n"),
+        ["data: \U0001f30d x"],
+    ),
+    "a character cut off by the end of a line": ((b"data: a", b"\xf0\x9f"), ["data: a\ufffd"]),
+    "a character cut off by the end after a CR": ((b"data: a\r\xc3",), ["data: a", "\ufffd"]),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", CUT_STREAMS)
+async def test_lines_cut_anywhere_between_chunks_come_out_exactly_as_sent(name: str) -> None:
+    chunks, expected = CUT_STREAMS[name]
+    assert await _lines(*chunks) == expected
+
+
+@pytest.mark.anyio
+async def test_a_two_megabyte_line_is_split_in_linear_time() -> None:
+    """An image model's base64 line, 16 KiB at a time: each chunk is searched once, not the whole line again."""
+    line = b"data: " + b"A" * (2 * 1024 * 1024)
+    chunks = [line[i : i + 16 * 1024] for i in range(0, len(line), 16 * 1024)] + [b"\n\n"]
+    started = time.process_time()
+    lines = await _lines(*chunks)
+    spent = time.process_time() - started
+    assert lines == [line.decode(), ""]
+    assert spent < 0.3, f"{spent:.3f} s of CPU for one 2 MiB line"
 
 
 @pytest.mark.anyio
