@@ -21,7 +21,7 @@ import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import httpx2
 
@@ -38,6 +38,9 @@ def default_transport(limits: httpx2.Limits) -> httpx2.AsyncBaseTransport | None
     if urllib.request.getproxies() or importlib.util.find_spec("aiohttp") is None:
         return None
     return AiohttpTransport(limits=limits)
+
+
+_MAX_HEADER_BYTES: Final = 65536
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
@@ -149,6 +152,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             connector=connector,
             auto_decompress=False,  # httpx2 decodes Content-Encoding itself
             cookie_jar=aiohttp.DummyCookieJar(),  # and keeps the cookies
+            # httpx2 (h11) reads header lines of any length within 64 KiB; aiohttp stops at 8 KiB by default.
+            max_line_size=_MAX_HEADER_BYTES,
+            max_field_size=_MAX_HEADER_BYTES,
             # No skip_auto_headers: httpx2's Accept, Accept-Encoding and User-Agent are always set, so
             # aiohttp adds none of its own; skipping them costs a header copy per request.
         )

@@ -5,14 +5,17 @@ Against OpenRouter a new connection is a new TLS handshake, tens of milliseconds
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.abc
 import httpx2
 import pytest
 from aiohttp import web
 
+from modelyard import errors
 from modelyard.openrouter import ChatRequest, OpenRouterClient
 from modelyard.sandbox import Sandbox, SandboxConfig
 
@@ -92,3 +95,47 @@ async def test_a_body_that_does_not_end_after_done_is_dropped_without_waiting_fo
     finally:
         stalled.set()
         await runner.cleanup()
+
+
+async def _read_request(stream: anyio.abc.ByteStream) -> bytes:
+    """One HTTP request's bytes: its head, then its Content-Length of body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive()
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += await stream.receive()
+    return body
+
+
+@contextlib.asynccontextmanager
+async def _server_that_drops_every_request() -> AsyncIterator[tuple[str, list[int]]]:
+    """Reads each request whole, then closes its connection without answering. Yields its URL and
+    [connections, requests]."""
+    counts = [0, 0]
+
+    async def handle(stream: anyio.abc.ByteStream) -> None:
+        counts[0] += 1
+        async with stream:
+            await _read_request(stream)
+            counts[1] += 1
+
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        yield f"http://127.0.0.1:{port}/api/v1", counts
+        tg.cancel_scope.cancel()
+
+
+async def test_a_request_the_server_received_and_dropped_is_never_sent_twice() -> None:
+    """A POST that reached the server may have been billed: it is not sent again, whatever happens."""
+    async with (
+        _server_that_drops_every_request() as (url, counts),
+        OpenRouterClient(KEY, base_url=url) as client,
+    ):
+        with pytest.raises(errors.UpstreamError):
+            await client.chat(REQUEST)
+    assert counts == [1, 1]

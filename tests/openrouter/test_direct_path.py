@@ -62,6 +62,7 @@ CHAT_REPLIES: dict[str, Reply] = {
     "an answer": _json(200, ANSWER),
     "an answer after keep-alive blanks": (200, _JSON_TYPE, b"\n   \n" + json.dumps(ANSWER).encode()),
     "a compressed answer": _gzipped(_json(200, ANSWER)),
+    "an answer with a 9 KB header": _json(200, ANSWER, **{"x-trace": "a" * 9000}),
     "a 429 with Retry-After": _json(429, {"error": {"code": 429, "message": "slow down"}}, **{"retry-after": "7"}),
     "a 502 HTML page": (502, {"content-type": "text/html"}, b"<html>Bad gateway</html>"),
     "a 402": _json(402, {"error": {"code": 402, "message": "Insufficient credits"}}),
