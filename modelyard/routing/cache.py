@@ -238,13 +238,24 @@ class ResponseCache(Generic[V]):
         self._hits += 1
         return entry[1]
 
-    def put(self, key: str, value: V) -> None:
-        """Store `value` under `key` as the most recently used entry, evicting beyond `max_entries`."""
+    def put(self, key: str, value: V, *, ttl_s: float | None = None) -> None:
+        """Store `value` under `key` as the most recently used entry, evicting beyond `max_entries`.
+
+        Args:
+            key: The cache key.
+            value: The value to store.
+            ttl_s: Seconds this entry lives, capped at the cache's TTL (its default): a value that was
+                fresh elsewhere for part of its life keeps only what is left of it.
+        """
         if not self._enabled:
             return
-        now = self._clock()
+        lifetime = self._ttl_s if ttl_s is None else min(ttl_s, self._ttl_s)
         entries = self._entries
-        entries[key] = (now + self._ttl_s, value)
+        if lifetime <= 0:  # already stale: nothing to keep, not even an older value
+            entries.pop(key, None)
+            return
+        now = self._clock()
+        entries[key] = (now + lifetime, value)
         entries.move_to_end(key)
         while len(entries) > self._max_entries:
             expires_at, _ = entries.popitem(last=False)[1]

@@ -11,7 +11,8 @@ cache for these subclasses, which keep the same interface and the same local fas
   times are wall-clock seconds so that instances can compare them. Two instances may each let one
   half-open trial through at the same moment; a trial is still claimed in Redis, so a third waits.
 - `SharedResponseCache`: after the in-process cache misses, the Redis tier is read (the serialized
-  `RouteResult` under the canonical key, expiring after the cache TTL). On a miss there too, one
+  `RouteResult` under the canonical key, expiring after the cache TTL; an entry read from there is kept
+  in process only for what is left of its TTL, so no instance serves it longer). On a miss there too, one
   instance computes under a lock with a lease (renewed while it computes, so a dead holder blocks
   the others for at most `lease_s`) while the others poll for its result: identical requests across
   the fleet make one upstream call. Local single-flight still coalesces within an instance first.
@@ -74,6 +75,10 @@ _LEASE_LUA: Final = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '0' then return redis.call('DEL', KEYS[1]) end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+# KEYS: entry, lock. The entry's text (nil when absent), its milliseconds to live, whether the lock is held.
+_READ_LUA: Final = """
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), redis.call('EXISTS', KEYS[2])}
 """
 
 
@@ -242,7 +247,8 @@ class SharedResponseCache(ResponseCache[RouteResult]):
     Args:
         store: the fleet's RedisStore.
         max_entries: entries kept in this process (Redis keeps each for `ttl_s`).
-        ttl_s: seconds an entry lives, here and in Redis.
+        ttl_s: seconds an entry lives from when it is computed, here and in Redis (an entry another
+            instance computed lives here only as long as it has left in Redis).
         clock: monotonic seconds for the in-process tier.
         lease_s: how long a computing instance's lock outlives it if it dies.
         poll_s: how often a waiting instance looks for the result.
@@ -263,6 +269,7 @@ class SharedResponseCache(ResponseCache[RouteResult]):
         self._lease_ms = max(1, int(lease_s * 1000))
         self._poll_s = poll_s
         self._lease = store.redis.register_script(_LEASE_LUA)
+        self._read = store.redis.register_script(_READ_LUA)
 
     async def get_or_compute(
         self,
@@ -286,11 +293,17 @@ class SharedResponseCache(ResponseCache[RouteResult]):
 
         async def through_redis() -> RouteResult:
             nonlocal from_fleet
-            value, from_fleet = await self._fleet_get_or_compute(key, compute, cacheable)
+            value, left_s = await self._fleet_get_or_compute(key, compute, cacheable)
+            from_fleet = left_s is not None
+            if left_s is not None and cacheable(value):  # kept here no longer than Redis keeps it
+                self.put(key, value, ttl_s=left_s)
             return value
 
+        def computed_here_and_cacheable(value: RouteResult) -> bool:  # a fleet value was stored above
+            return not from_fleet and cacheable(value)
+
         value, hit = await super().get_or_compute(
-            key, through_redis, cacheable=cacheable, share_failure=share_failure, wait_s=wait_s
+            key, through_redis, cacheable=computed_here_and_cacheable, share_failure=share_failure, wait_s=wait_s
         )
         if from_fleet and not hit:
             self._misses -= 1
@@ -300,27 +313,28 @@ class SharedResponseCache(ResponseCache[RouteResult]):
 
     async def _fleet_get_or_compute(
         self, key: str, compute: Callable[[], Awaitable[RouteResult]], cacheable: Callable[[RouteResult], bool]
-    ) -> tuple[RouteResult, bool]:
-        """The Redis tier: a stored value, or one computed once across the fleet (`True` = stored before)."""
+    ) -> tuple[RouteResult, float | None]:
+        """The Redis tier: a stored value with the seconds it has left there, or one computed once across
+        the fleet (with None)."""
         redis = self._store.redis
         entry, lock = self._store.key(f"cache:{key}"), self._store.key(f"cache_lock:{key}")
         token = uuid.uuid4().hex
         while True:
-            text = cast(str | None, await redis.get(entry))
-            if text is not None:
-                return RouteResult.model_validate_json(text), True
+            found, _ = await self._read_fleet(entry, lock)
+            if found is not None:
+                return found
             if await redis.set(lock, token, nx=True, px=self._lease_ms):
                 break
             found = await self._await_holder(entry, lock)
             if found is not None:
-                return found, True
+                return found
         # The renewal runs beside `compute` as a plain task, so `compute`'s errors reach the caller unwrapped.
         renewal = asyncio.get_running_loop().create_task(self._renew(lock, token))
         try:
             value = await compute()
             if cacheable(value):
                 await self._put_fleet(entry, value)
-            return value, False
+            return value, None
         finally:
             renewal.cancel()
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
@@ -334,20 +348,27 @@ class SharedResponseCache(ResponseCache[RouteResult]):
         except Exception as exc:  # the answer is paid for and returned regardless
             log.warning("could not store a response in the shared cache: %s", exc)
 
-    async def _await_holder(self, entry: str, lock: str) -> RouteResult | None:
-        """Wait while another instance holds the lock: its stored result, or None once the lock is gone."""
+    async def _await_holder(self, entry: str, lock: str) -> tuple[RouteResult, float] | None:
+        """Wait while another instance holds the lock: its stored result with the seconds it has left, or
+        None once the lock is gone."""
         delay = self._poll_s
         while True:
             await anyio.sleep(delay)
             delay = min(delay * 1.5, 0.25)
-            async with self._store.redis.pipeline(transaction=False) as pipe:
-                pipe.get(entry)
-                pipe.exists(lock)
-                text, held = await pipe.execute()
-            if text is not None:
-                return RouteResult.model_validate_json(text)
+            found, held = await self._read_fleet(entry, lock)
+            if found is not None:
+                return found
             if not held:
                 return None
+
+    async def _read_fleet(self, entry: str, lock: str) -> tuple[tuple[RouteResult, float] | None, bool]:
+        """The stored value with the seconds it has left in Redis (or None), and whether the lock is held:
+        one atomic round trip, so the lifetime is the value's own."""
+        text, left_ms, held = cast(tuple[str | None, int, int], await self._read(keys=(entry, lock)))
+        if text is None:
+            return None, bool(held)
+        left_s = self._ttl_s if left_ms < 0 else left_ms / 1000  # -1: stored without an expiry
+        return (RouteResult.model_validate_json(text), left_s), bool(held)
 
     async def _renew(self, lock: str, token: str) -> None:
         """Extend the lease every third of it while the compute runs (a missed renewal is retried)."""

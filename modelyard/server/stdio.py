@@ -12,7 +12,8 @@ Here a SIGTERM, which is how many hosts stop their servers (and how the Python S
 a server has not exited 2 s after its stdin closed), ends the server as closing stdin does: in-flight
 calls are cancelled, the store is closed (its last ledger rows written, its lease given back). Without
 this, the signal's default action killed the process on the spot (as it still does on the SDK's
-transport, whose reader thread a cancellation cannot stop).
+transport, whose reader thread a cancellation cannot stop). A host that closes its end of stdout (the
+next write fails with EPIPE, or a socket is reset) ends the server the same way, and exits 0.
 
 Like the SDK, it claims the wire: it serves it from private duplicates of fds 0 and 1, points fd 0
 at the null device and fd 1 at stderr while serving (a child process or a stray `print` cannot reach
@@ -32,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final
 
 import anyio
+import anyio.lowlevel
 from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
 
@@ -42,8 +44,8 @@ _READ_SIZE: Final = 1 << 16
 
 
 async def run_stdio(server: MCPServer[Any]) -> None:
-    """Serve `server` over this process's stdin and stdout until stdin closes (or a SIGTERM arrives: see the
-    module's docstring)."""
+    """Serve `server` over this process's stdin and stdout until stdin closes (or the host closes stdout, or
+    a SIGTERM arrives: see the module's docstring)."""
     lowlevel = getattr(server, "_lowlevel_server", None)
     if lowlevel is None or not wire_is_pollable():
         log.debug("stdio: the SDK's transport (threads)")
@@ -55,8 +57,18 @@ async def run_stdio(server: MCPServer[Any]) -> None:
 
 async def _serve_on_fds(lowlevel: Any) -> None:
     sys.stdout.flush()  # what was printed before goes out ahead of the protocol, not into it
-    with _claimed(0, _open_null) as wire_in, _claimed(1, _open_stderr) as wire_out:
-        async with stdio_server(stdin=FdLines(wire_in), stdout=FdWriter(wire_out)) as (read, write):  # type: ignore[arg-type]
+    with (
+        _claimed(0, _open_null) as wire_in,
+        _claimed(1, _open_stderr) as wire_out,
+        anyio.CancelScope() as serving,
+    ):
+
+        def hung_up() -> None:  # nobody reads the answers any more: stop as when stdin closes
+            log.info("stdout closed by the host: shutting down")
+            serving.cancel()
+
+        wire = FdWriter(wire_out, on_closed=hung_up)
+        async with stdio_server(stdin=FdLines(wire_in), stdout=wire) as (read, write):  # type: ignore[arg-type]
             await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
@@ -100,7 +112,8 @@ def wire_is_pollable() -> bool:
 class FdLines:
     """The lines of a file descriptor, as UTF-8 text (undecodable bytes replaced), read without blocking.
 
-    The last line is returned even without its newline; the iteration ends at end of file.
+    The last line is returned even without its newline; the iteration ends at end of file (or when the
+    peer of a socket resets it).
     """
 
     def __init__(self, fd: int) -> None:
@@ -132,21 +145,38 @@ class FdLines:
                 return os.read(self._fd, _READ_SIZE)
             except BlockingIOError:
                 await anyio.wait_readable(self._fd)
+            except ConnectionResetError:  # the peer is gone: the end of the wire, as an end of file
+                return b""
 
 
 class FdWriter:
-    """Text written whole to a file descriptor, waiting (not blocking) while the pipe is full."""
+    """Text written whole to a file descriptor, waiting (not blocking) while the pipe is full.
 
-    def __init__(self, fd: int) -> None:
+    Args:
+        fd: A non-blocking file descriptor.
+        on_closed: Called once, the first time a write finds that nobody reads the descriptor any more
+            (a pipe whose read end is closed, a reset socket): the end of the wire. That text, and any
+            written afterwards, is dropped instead of raising.
+    """
+
+    def __init__(self, fd: int, *, on_closed: Callable[[], None] | None = None) -> None:
         self._fd = fd
+        self._on_closed = on_closed
+        self._closed = False
 
     async def write(self, text: str) -> None:
+        """Write `text` whole, waiting while the descriptor is full (dropped once the wire is closed)."""
         data = memoryview(text.encode("utf-8"))
-        while data:
+        while data and not self._closed:
             try:
                 data = data[os.write(self._fd, data) :]
             except BlockingIOError:
                 await anyio.wait_writable(self._fd)
+            except (BrokenPipeError, ConnectionResetError):
+                self._closed = True
+                if self._on_closed is not None:
+                    self._on_closed()
+                await anyio.lowlevel.checkpoint()  # where a cancellation `on_closed` asked for takes effect
 
     async def flush(self) -> None:
         """Nothing is buffered here."""

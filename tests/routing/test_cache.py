@@ -289,6 +289,21 @@ def test_entry_expires_at_ttl_on_the_injected_clock() -> None:
     assert cache.stats.size == 0
 
 
+def test_an_entry_put_with_a_shorter_lifetime_lives_only_that_long_and_never_beyond_the_ttl() -> None:
+    """A value with part of its life spent elsewhere keeps only what is left; a longer lifetime is capped
+    at the cache's TTL, and none at all drops the key, an older value included."""
+    clock = FakeClock()
+    cache = _cache(ttl_s=10, clock=clock)
+    cache.put("short", "v", ttl_s=2)
+    cache.put("long", "v", ttl_s=60)
+    cache.put("spent", "old")
+    cache.put("spent", "new", ttl_s=0)
+    clock.now = 2.0
+    assert (cache.get("short"), cache.get("long"), cache.get("spent")) == (None, "v", None)
+    clock.now = 10.0
+    assert cache.get("long") is None
+
+
 def test_put_again_replaces_value_and_restarts_ttl() -> None:
     """Storing a key again replaces its value and its expiry."""
     clock = FakeClock()

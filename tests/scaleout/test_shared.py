@@ -238,6 +238,22 @@ async def test_a_long_compute_keeps_its_lease_alive(stores: tuple[RedisStore, Re
     assert calls == 1
 
 
+async def test_an_entry_read_from_another_instance_expires_here_when_it_does_in_redis(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """B keeps A's entry no longer than it had left in Redis: read at 0.8 s of a 1 s TTL, it is gone by
+    1.5 s and B computes afresh, instead of serving it until 1.8 s on a TTL of its own."""
+    a, b = (SharedResponseCache(store, max_entries=10, ttl_s=1.0) for store in stores)
+    stored_at = anyio.current_time()
+    await a.get_or_compute("k", lambda: _async(_result("from A")))
+    await anyio.sleep(stored_at + 0.8 - anyio.current_time())
+    early, early_hit = await b.get_or_compute("k", lambda: _async(_result("from B")))
+    await anyio.sleep(stored_at + 1.5 - anyio.current_time())
+    late, late_hit = await b.get_or_compute("k", lambda: _async(_result("from B")))
+    assert (early.content, early_hit) == ("from A", True)
+    assert (late.content, late_hit) == ("from B", False)
+
+
 async def _async(value: RouteResult) -> RouteResult:
     return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from decimal import Decimal
@@ -254,3 +255,59 @@ async def test_a_sigterm_during_a_call_shuts_the_server_down_cleanly_and_the_cal
     finally:
         conn.close()
     assert rows == [(None, sandbox.state.ledger[0].generation_id)], stderr.decode(errors="replace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="modelyard's own transport serves POSIX pipes only")
+async def test_a_host_closing_the_servers_stdout_ends_it_cleanly_and_the_call_in_flight_is_in_the_ledger(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A host that stops reading (it closed its end of the server's stdout) ends the server as closing stdin
+    does: the next answer finds the wire gone, the server exits 0 without a traceback, and the call in
+    flight, whose answer had begun, has its ledger row instead of vanishing with the process."""
+    import os
+    import sqlite3
+
+    from modelyard.server.stdio import FdLines
+
+    model = "openai/gpt-4o-mini"
+    sandbox.state.faults.add(model=model, kind="latency", count=1, latency_ms=20_000)
+    execute = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "execute", "arguments": {
+        "prompt": "hi", "model": model}}}  # fmt: skip
+    get_budget = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "get_budget", "arguments": {}}}
+    stdout_end, server_stdout = os.pipe()  # a pipe of our own: its read end can really be closed
+    os.set_blocking(stdout_end, False)
+    env = server_env(tmp_path, sandbox.base_url)
+    try:
+        with anyio.fail_after(30):
+            process = await anyio.open_process([sys.executable, *SERVE], env=env, stdout=server_stdout)
+        os.close(server_stdout)
+        async with process:
+            try:
+                assert process.stdin and process.stderr
+                await process.stdin.send(_line(_HANDSHAKE[0]))
+                with anyio.fail_after(30):
+                    assert '"id":1' in (await anext(aiter(FdLines(stdout_end)))).replace(" ", "")
+                await process.stdin.send(_line(_HANDSHAKE[1]) + _line(execute))
+                for _ in range(500):  # until the request reached the upstream
+                    if sandbox.state.ledger:
+                        break
+                    await anyio.sleep(0.02)
+                await anyio.sleep(1.0)  # its headers (sent at once) reach the child; the answer is 20 s away
+                os.close(stdout_end)  # the host stops reading
+                await process.stdin.send(_line(get_budget))  # answered at once, into a closed pipe
+                with anyio.fail_after(10):
+                    code = await process.wait()
+                stderr = b"".join([chunk async for chunk in process.stderr]).decode(errors="replace")
+            finally:
+                if process.returncode is None:
+                    process.kill()
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(stdout_end)
+    assert code == 0 and "Traceback" not in stderr, stderr
+    conn = sqlite3.connect(tmp_path / "s.db")
+    try:
+        rows = conn.execute("SELECT cost, json_extract(detail, '$.generation_id') FROM ledger").fetchall()
+    finally:
+        conn.close()
+    assert rows == [(None, sandbox.state.ledger[0].generation_id)], stderr

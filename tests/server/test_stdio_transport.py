@@ -89,6 +89,30 @@ async def test_a_writer_waits_for_a_slow_reader_instead_of_failing(pipe: tuple[i
     assert received.decode() == text
 
 
+async def test_a_writer_whose_reader_has_gone_reports_it_once_and_drops_the_text(pipe: tuple[int, int]) -> None:
+    """The host closed its end: no BrokenPipeError, but one call of `on_closed`, the end of the wire."""
+    read, write = pipe
+    os.close(read)
+    closed: list[str] = []
+    writer = FdWriter(write, on_closed=lambda: closed.append("wire closed"))
+    await writer.write("an answer nobody reads\n")
+    await writer.write("and another\n")
+    assert closed == ["wire closed"]
+
+
+async def test_lines_from_a_socket_its_peer_reset_end_as_at_end_of_file() -> None:
+    """A reset (the peer closed with our data unread) ends the lines like an end of file, without an error."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        theirs.sendall(b"last words\n")
+        ours.sendall(b"never read")
+        theirs.close()
+        assert await _lines(ours.fileno()) == ["last words\n"]
+
+
 def _line(message: dict[str, object]) -> bytes:
     return (json.dumps(message) + "\n").encode()
 
