@@ -110,6 +110,8 @@ def check_json(content: str | None, response_format: dict[str, Any] | None, mode
         value = json.loads(content or "")
     except json.JSONDecodeError as exc:
         raise SchemaValidationError(f"{model} did not answer with JSON ({exc.msg})") from None
+    except RecursionError:
+        raise SchemaValidationError(f"{model} answered JSON nested too deeply to read") from None
     schema = (response_format or {}).get("json_schema", {}).get("schema") if kind == "json_schema" else None
     if kind == "json_object" and not isinstance(value, dict):
         raise SchemaValidationError(f"{model} answered JSON that is not an object")
@@ -122,3 +124,5 @@ def check_json(content: str | None, response_format: dict[str, Any] | None, mode
             raise SchemaValidationError(f"{model} answered JSON that fails the schema: {exc.message}") from None
         except jsonschema.SchemaError as exc:
             raise SchemaValidationError(f"the requested json_schema is itself invalid: {exc.message}") from None
+        except RecursionError:
+            raise SchemaValidationError(f"{model}'s answer is nested too deeply to check against the schema") from None

@@ -206,3 +206,7 @@ def _check_response_format(response_format: dict[str, Any] | None) -> None:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ValueError(f"response_format.json_schema.schema is not a valid JSON Schema: {exc.message}") from None
+    except RecursionError:
+        raise ValueError(
+            "response_format.json_schema.schema is nested too deeply to check: flatten it, e.g. with $defs and $ref"
+        ) from None

@@ -150,7 +150,10 @@ class Router:
         if not cache_allowed(mode, temperature=request.temperature, seed=request.seed):
             return await answer()
         # The key holds the model or the selection constraints, not the plan: a hit needs no planning.
-        key = canonical_key(self._cache_payload(request))
+        try:
+            key = canonical_key(self._cache_payload(request))
+        except (TypeError, ValueError):  # keys JSON would write as text, a lone surrogate: not cacheable
+            return await answer()
         wait_s = None if request.timeout_s is None else self.fallback.time_left(request, started)
         try:
             result, hit = await self.cache.get_or_compute(
@@ -290,6 +293,10 @@ class Router:
         payload = request.keyed_fields()
         payload["max_tokens"] = request.max_tokens or self.settings.default_max_tokens
         payload["capabilities"] = sorted(request.capabilities)
+        if request.max_cost is not None:
+            # A cap can exclude the model an uncapped request would get: the answer is not the same one.
+            # (Keyed only when set, so every other key is the one earlier releases computed.)
+            payload["max_cost"] = request.max_cost.normalize()
         return payload
 
     # ------------------------------------------------------------------ running

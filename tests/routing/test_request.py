@@ -131,3 +131,19 @@ def test_a_value_is_refused_exactly_when_json_dumps_as_utf8_would_fail(part: Any
     except (ValueError, TypeError):
         json_fails = True
     assert (_refusal(part) is not None) == json_fails
+
+
+def _nested_array_schema(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "array", "items": schema}
+    return {"type": "object", "properties": {"a": schema}}
+
+
+def test_a_schema_too_deep_to_check_is_refused_with_what_to_do_not_a_crash() -> None:
+    """jsonschema checks a schema recursively: about 125 levels of `items` exhaust Python's stack."""
+    deep = {"type": "json_schema", "json_schema": {"name": "deep", "schema": _nested_array_schema(150)}}
+    with pytest.raises(ValidationError, match="nested too deeply to check: flatten it"):
+        RouteRequest(messages=[{"role": "user", "content": "x"}], response_format=deep)
+    shallow = {"type": "json_schema", "json_schema": {"name": "ok", "schema": _nested_array_schema(60)}}
+    RouteRequest(messages=[{"role": "user", "content": "x"}], response_format=shallow)

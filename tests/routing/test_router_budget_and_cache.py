@@ -79,15 +79,16 @@ async def test_an_identical_deterministic_request_is_served_from_the_cache_for_f
 
 
 async def test_a_requests_cache_key_is_pinned_so_a_shared_cache_outlives_upgrades(rig: Rig) -> None:
-    """Every field but stream, cache, timeout_s and max_cost is keyed; the digest was computed from
-    `model_dump` by the build that keyed that way, and instances sharing a Redis cache rely on it."""
+    """Every field but stream, cache and timeout_s is keyed, and max_cost only when set; the digest was
+    computed from `model_dump` by the build that keyed that way, and instances sharing a Redis cache
+    rely on it."""
     request = RouteRequest(
         messages=[
             {"role": "system", "content": "Be brief. \u00e9"},
             {"role": "user", "content": [{"type": "text", "text": "hi"}]},
         ],
         models=[MODEL], quality="high", speed="fast", capabilities=["tools", "json_mode"], provider=["openai"],
-        tier="balanced", max_cost_per_1k=Decimal("0.50"), max_cost=Decimal("0.1"), max_tokens=300,
+        tier="balanced", max_cost_per_1k=Decimal("0.50"), max_tokens=300,
         temperature=0.0, top_p=1.0, stop=["\n\n"], seed=7,
         tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}],
         tool_choice="auto", response_format={"type": "json_object"}, reasoning={"effort": "low"},
@@ -95,8 +96,32 @@ async def test_a_requests_cache_key_is_pinned_so_a_shared_cache_outlives_upgrade
     )  # fmt: skip
     key = canonical_key(rig.router._cache_payload(request))
     assert key == "398496d2d04d7d83e3c68e5a4174d276b9221d2bf3e8a625225e9e70a840e1f1"
-    unkeyed = request.model_copy(update={"stream": False, "cache": None, "timeout_s": None, "max_cost": None})
+    unkeyed = request.model_copy(update={"stream": False, "cache": None, "timeout_s": None})
     assert canonical_key(rig.router._cache_payload(unkeyed)) == key
+    capped = [request.model_copy(update={"max_cost": Decimal(cap)}) for cap in ("0.1", "0.10", "0.2")]
+    keys = [canonical_key(rig.router._cache_payload(each)) for each in capped]
+    assert keys[0] == keys[1] != keys[2] and key not in keys
+
+
+async def test_a_capped_request_does_not_decide_the_model_of_uncapped_identical_ones(rig: Rig) -> None:
+    """`max_cost` can exclude the model selection would pick without it: its answer is not theirs."""
+    ask = {"model": "auto", "quality": "high", "temperature": 0}
+    capped = rig.ask("explain entropy", max_cost=Decimal("0.0005"), **ask)
+    free = rig.ask("explain entropy", **ask)
+    top_capped = (await rig.router.plan(capped)).candidates[0].model
+    top_free = (await rig.router.plan(free)).candidates[0].model
+    assert top_capped != top_free
+    assert (await rig.router.execute(capped)).resolved_model == top_capped
+    second = await rig.router.execute(free)
+    assert (second.resolved_model, second.cached) == (top_free, False)
+
+
+async def test_a_request_the_cache_cannot_key_is_answered_without_it(rig: Rig) -> None:
+    """A library caller's integer dict key (JSON writes it as text, so `1` and `"1"` would collide)."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": "hi", "meta": {1: "x"}}]}]
+    for _ in range(2):
+        result = await rig.router.execute(RouteRequest(messages=messages, model=MODEL, temperature=0))
+        assert result.content and not result.cached
 
 
 async def test_a_sampled_request_is_never_cached_under_auto(rig: Rig) -> None:
