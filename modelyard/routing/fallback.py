@@ -97,8 +97,12 @@ class FallbackLoop:
         refusals: list[tuple[str, BudgetExceededError]] = []
         budget_left = self.max_attempts
         cap = tightest(request.max_cost, (await self.budgets.limits()).per_request)
+        out_of_time = False
         for candidate in plan.candidates:
-            if budget_left <= 0 or self.time_left(request, started) <= 0:
+            if budget_left <= 0:
+                break
+            if self.time_left(request, started) <= 0:
+                out_of_time = True
                 break
             if not self.breakers.allow(candidate.id):
                 attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
@@ -124,7 +128,10 @@ class FallbackLoop:
             if outcome.final is not None:
                 await self.budgets.settle(None, failure_row(request, plan, attempts, outcome.final, self._now()))
                 raise outcome.final
-        error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"))
+        if out_of_time and not failures and not refusals:  # `timeout_s` ran out before any attempt was sent
+            error: ModelyardError = _timed_out(request, plan.candidates[0])
+        else:
+            error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"))
         refused = not failures and bool(refusals)
         row = failure_row(request, plan, attempts, error, self._now(), status="refused" if refused else "error")
         await self.budgets.settle(None, row)

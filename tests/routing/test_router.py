@@ -428,3 +428,12 @@ async def test_speed_fast_fetches_endpoint_stats_for_candidates_and_prefers_the_
     assert rig.router.speed.get(runner_up) is not None and rig.router.speed.get(runner_up).tier == "fast"
     unprobed = ranked[-1] if len(ranked) > 8 else None
     assert unprobed is None or not rig.router.speed.has_endpoint_stats(unprobed)
+
+
+async def test_a_timeout_that_runs_out_before_any_attempt_is_a_timeout_error_that_names_it(rig: Rig) -> None:
+    """Not "all candidates failed (0 attempts)": nothing failed, the time ran out."""
+    with pytest.raises(errors.UpstreamTimeoutError, match=r"timeout_s=1e-09"):
+        await rig.router.execute(rig.ask(model="openai/gpt-4o-mini", timeout_s=1e-9))
+    assert rig.received() == 0
+    [row] = await rig.store.rows()
+    assert row.status == "error" and "timeout_s" in (row.error or "")
