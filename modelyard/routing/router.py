@@ -291,7 +291,13 @@ class Router:
 
     def _cache_payload(self, request: RouteRequest) -> dict[str, Any]:
         payload = request.keyed_fields()
-        payload["max_tokens"] = request.max_tokens or self.settings.default_max_tokens
+        default = self.settings.default_max_tokens
+        payload["max_tokens"] = request.max_tokens or default
+        if request.max_tokens == default:
+            # Asked for, it excludes models whose limit is lower; by default it is capped to their limit,
+            # so the two may be answered by different models. (Only this case needs the mark: every
+            # other key is the one earlier releases computed.)
+            payload["max_tokens_asked"] = True
         payload["capabilities"] = sorted(request.capabilities)
         if request.max_cost is not None:
             # A cap can exclude the model an uncapped request would get: the answer is not the same one.

@@ -234,3 +234,18 @@ async def test_identical_requests_to_a_failing_model_fail_together_on_one_upstre
     assert len(set(failures)) == 1 and len(failures) == 5
     rows = await rig.store.rows()
     assert [row.status for row in rows] == ["error"] * 5
+
+
+async def test_max_tokens_asked_for_is_not_answered_from_a_default_capped_to_a_smaller_model(
+    rig_factory: RigFactory,
+) -> None:
+    """The default (here 20,000) is capped to each model's limit; asked for, 20,000 excludes smaller models."""
+    rig: Rig = await rig_factory(default_max_tokens=20000)
+    ask = {"model": "auto", "provider": ["qwen"], "quality": "low", "temperature": 0}
+    by_default, asked = rig.ask("explain entropy", **ask), rig.ask("explain entropy", max_tokens=20000, **ask)
+    top_by_default = (await rig.router.plan(by_default)).candidates[0].model
+    allowed = {c.model for c in (await rig.router.plan(asked)).candidates}
+    assert top_by_default not in allowed
+    await rig.router.execute(by_default)
+    answer = await rig.router.execute(asked)
+    assert answer.resolved_model in allowed and not answer.cached
