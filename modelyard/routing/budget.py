@@ -5,6 +5,7 @@ reserving each request's worst case in the store before it is sent.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -13,10 +14,15 @@ from decimal import Decimal
 from modelyard.errors import ModelyardError
 from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, Store
 
-__all__ = ["BudgetManager", "BudgetRaiseRefusedError"]
+__all__ = ["MAX_LIMIT", "BudgetManager", "BudgetRaiseRefusedError"]
+
+log = logging.getLogger(__name__)
 
 _OVERRIDES_KEY = "budget:overrides:v1"
 _FIELDS = ("daily", "monthly", "per_request")
+MAX_LIMIT = Decimal(10) ** 9
+"""The largest limit `tighten` takes, USD. Far larger values (`1e9999999`) break the Decimal sums a
+budget check does, and a limit stored once is read by every later session."""
 _REFRESH_S = 1.0
 
 
@@ -116,8 +122,8 @@ class BudgetManager:
         for name, value in wanted.items():
             if value is None:
                 continue
-            if value < 0:
-                raise BudgetRaiseRefusedError(f"{name} must be zero or more, not {value}.")
+            if not value.is_finite() or value < 0 or value > MAX_LIMIT:
+                raise BudgetRaiseRefusedError(f"{name} must be a number of USD from 0 to {MAX_LIMIT:,}, not {value}.")
             limit = getattr(current, name)
             if limit is not None and value > limit:
                 raise BudgetRaiseRefusedError(
@@ -174,7 +180,7 @@ class BudgetManager:
         if not text:
             return BudgetLimits()
         data = json.loads(text)
-        return BudgetLimits(**{n: Decimal(data[n]) if data.get(n) is not None else None for n in _FIELDS})
+        return BudgetLimits(**{n: _stored_limit(data, n) for n in _FIELDS})
 
 
 def _tightest(a: BudgetLimits, b: BudgetLimits) -> BudgetLimits:
@@ -188,3 +194,15 @@ def _tightest(a: BudgetLimits, b: BudgetLimits) -> BudgetLimits:
 
 def _dump(limits: BudgetLimits) -> str:
     return json.dumps({n: str(v) if (v := getattr(limits, n)) is not None else None for n in _FIELDS})
+
+
+def _stored_limit(data: dict[str, object], name: str) -> Decimal | None:
+    """A tightened limit as stored; one out of range (stored by an older release, which took any value)
+    is ignored, with a warning, rather than breaking every budget check."""
+    if data.get(name) is None:
+        return None
+    value = Decimal(str(data[name]))
+    if value.is_finite() and 0 <= value <= MAX_LIMIT:
+        return value
+    log.warning("ignoring the stored %s limit %s: out of range (0 to %s USD)", name, value, MAX_LIMIT)
+    return None

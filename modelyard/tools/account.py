@@ -14,7 +14,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from modelyard.errors import ModelyardError
-from modelyard.routing.budget import BudgetRaiseRefusedError
+from modelyard.routing.budget import MAX_LIMIT, BudgetRaiseRefusedError
 from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
 from modelyard.routing.money import Usd
 from modelyard.routing.schema import ResultModel
@@ -101,10 +101,14 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
     async def set_budget(
         ctx: Context[AppContextOnDemand],
-        daily: Annotated[Decimal | None, Field(ge=0, description="New daily limit, USD (only lower).")] = None,
-        monthly: Annotated[Decimal | None, Field(ge=0, description="New monthly limit, USD (only lower).")] = None,
+        daily: Annotated[
+            Decimal | None, Field(ge=0, le=MAX_LIMIT, description="New daily limit, USD (only lower).")
+        ] = None,
+        monthly: Annotated[
+            Decimal | None, Field(ge=0, le=MAX_LIMIT, description="New monthly limit, USD (only lower).")
+        ] = None,
         per_request: Annotated[
-            Decimal | None, Field(ge=0, description="New per-request limit, USD (only lower).")
+            Decimal | None, Field(ge=0, le=MAX_LIMIT, description="New per-request limit, USD (only lower).")
         ] = None,
     ) -> BudgetStatus:
         """Tighten the budget. Limits can only be lowered here; raising one needs the operator's config, so an

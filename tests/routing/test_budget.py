@@ -90,7 +90,7 @@ async def test_setting_a_limit_that_was_unlimited_is_a_tightening(store: SQLiteS
 @pytest.mark.anyio
 async def test_a_negative_limit_is_refused(store: SQLiteStore) -> None:
     """A limit below zero is not a budget."""
-    with pytest.raises(BudgetRaiseRefusedError, match="zero or more"):
+    with pytest.raises(BudgetRaiseRefusedError, match="from 0 to"):
         await _manager(store).tighten(per_request=Decimal("-1"))
 
 
@@ -160,3 +160,16 @@ async def test_a_limit_tightened_by_another_instance_holds_here_at_once(store: S
     assert (await server.limits()).daily == Decimal("0.3")
     with pytest.raises(BudgetExceededError, match="daily"):
         await server.reserve(Decimal("0.5"))
+
+
+@pytest.mark.anyio
+async def test_a_limit_beyond_the_largest_is_refused_by_the_library_too(store: SQLiteStore) -> None:
+    with pytest.raises(BudgetRaiseRefusedError, match="from 0 to 1,000,000,000"):
+        await _manager(store, BudgetLimits()).tighten(daily=Decimal("1e9999999"))
+
+
+@pytest.mark.anyio
+async def test_an_out_of_range_limit_an_older_release_stored_is_ignored_not_fatal(store: SQLiteStore) -> None:
+    await store.set_value("budget:overrides:v1", '{"daily": "1E+9999999", "monthly": "5", "per_request": null}')
+    limits = await _manager(store, BudgetLimits()).limits()
+    assert (limits.daily, limits.monthly) == (None, Decimal(5))

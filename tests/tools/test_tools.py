@@ -209,6 +209,14 @@ async def test_budget_can_be_tightened_but_never_raised(client: Client) -> None:
     assert "at least one" in await _error(client, "set_budget")
 
 
+async def test_a_limit_too_large_for_the_budget_arithmetic_is_refused_and_breaks_nothing(client: Client) -> None:
+    """`1e9999999` used to be stored, after which every budget check and every execute crashed, in every
+    later session on that store, until the operator reset it."""
+    assert "less than or equal to 1000000000" in await _error(client, "set_budget", daily="1e9999999")
+    assert (await _call(client, "get_budget"))["daily"] is None
+    await _call(client, "execute", prompt="hi", model="gpt-4o-mini")
+
+
 async def test_a_budget_refusal_says_what_is_left_and_the_estimate(client: Client, sandbox: Sandbox) -> None:
     """With a tiny daily budget, execute is refused before anything is sent."""
     await _call(client, "set_budget", daily=0.000001)
