@@ -96,7 +96,7 @@ class FallbackLoop:
         failures: list[tuple[str, BaseException]] = []
         refusals: list[tuple[str, BudgetExceededError]] = []
         budget_left = self.max_attempts
-        cap = tightest(request.max_cost, (await self.budgets.limits()).per_request)
+        spent = _Spent(tightest(request.max_cost, (await self.budgets.limits()).per_request))
         out_of_time = False
         for candidate in plan.candidates:
             if budget_left <= 0:
@@ -104,16 +104,19 @@ class FallbackLoop:
             if self.time_left(request, started) <= 0:
                 out_of_time = True
                 break
-            if not self.breakers.allow(candidate.id):
-                attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
-                continue
             try:
-                reservation = await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=cap)
+                reservation = await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=spent.cap_left())
             except BudgetExceededError as refusal:
                 refusals.append((candidate.id, refusal))
                 attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error=str(refusal)))
                 continue
-            outcome = _Outcome()
+            # After the reservation: a half-open breaker's one trial is claimed only for a request that is sent.
+            if not self.breakers.allow(candidate.id):
+                with anyio.CancelScope(shield=True):
+                    await self.budgets.release(reservation)
+                attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
+                continue
+            outcome = _Outcome(spent)
             tries = self._try_candidate(
                 request, plan, catalog, candidate, reservation, streamed, attempts, budget_left, started, outcome
             )
@@ -161,7 +164,7 @@ class FallbackLoop:
         try:
             while outcome.used < budget_left:
                 if hold is None:  # the attempt before kept its hold: this one needs its own
-                    hold = await self._hold_again(request, candidate)
+                    hold = await self._hold_again(candidate, outcome.spent)
                 outcome.used += 1
                 began = self._monotonic()
                 billed: Decimal | None = None
@@ -191,6 +194,7 @@ class FallbackLoop:
                         billed = await self._settle_rejected(
                             request, plan, catalog, candidate, hold, response, rejected
                         )
+                        outcome.spent.add(hold.amount if billed is None else billed)
                         raise
                 except (UpstreamError, SchemaValidationError) as exc:
                     attempts.append(attempt_record(candidate.id, exc, (self._monotonic() - began) * 1000))
@@ -201,6 +205,7 @@ class FallbackLoop:
                         and isinstance(exc, _MAY_BE_BILLED)
                         and self._hand_over(request, candidate, hold, begun, streamed, exc)
                     ):
+                        outcome.spent.add(hold.amount)  # it may be billed up to its worst case
                         hold = None
                     begun.clear()
                     if is_final(exc):
@@ -303,14 +308,14 @@ class FallbackLoop:
         await self.budgets.settle(reservation, row)
         return result
 
-    async def _hold_again(self, request: RouteRequest, candidate: Candidate) -> Reservation:
+    async def _hold_again(self, candidate: Candidate, spent: _Spent) -> Reservation:
         """A hold for a retry on `candidate`: the abandoned attempt before it kept its own.
 
         Raises:
-            BudgetExceededError: the retry's worst case no longer fits.
+            BudgetExceededError: the retry's worst case no longer fits (the limits, or what is left
+                of the request's cap).
         """
-        cap = tightest(request.max_cost, (await self.budgets.limits()).per_request)
-        return await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=cap)
+        return await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=spent.cap_left())
 
     async def _let_go(
         self, request: RouteRequest, candidate: Candidate, hold: Reservation, begun: list[str], streamed: bool
@@ -372,8 +377,27 @@ class FallbackLoop:
         return row.cost
 
 
+class _Spent:
+    """What one request's earlier attempts cost or may cost (answers billed and rejected, holds of
+    abandoned answers), so that together with the next attempt's worst case it stays within the
+    request's cap (`max_cost`, or the per-request limit): the cap is for the request, not each attempt."""
+
+    def __init__(self, cap: Decimal | None) -> None:
+        self.cap = cap
+        self.amount = Decimal(0)
+
+    def add(self, amount: Decimal) -> None:
+        self.amount += amount
+
+    def cap_left(self) -> Decimal | None:
+        if self.cap is None:
+            return None
+        return max(self.cap - self.amount, Decimal(0))
+
+
 @dataclass
 class _Outcome:
+    spent: _Spent
     used: int = 0
     result: RouteResult | None = None
     final: UpstreamError | SchemaValidationError | None = None

@@ -437,3 +437,41 @@ async def test_a_timeout_that_runs_out_before_any_attempt_is_a_timeout_error_tha
     assert rig.received() == 0
     [row] = await rig.store.rows()
     assert row.status == "error" and "timeout_s" in (row.error or "")
+
+
+async def test_a_request_is_never_billed_above_its_max_cost_across_its_attempts(rig: Rig) -> None:
+    """`max_cost` caps the request: an answer billed and then rejected (here: not JSON) leaves only the
+    rest of the cap for the next candidate, which is skipped when its worst case no longer fits."""
+    first, second = "openai/gpt-5.5", "anthropic/claude-opus-4.7"
+    ask = {"model": first, "models": [second], "response_format": {"type": "json_object"}, "max_tokens": 32,
+           "reasoning": {"effort": "max"}, "cache": "off"}  # fmt: skip
+    plan = await rig.router.plan(rig.ask("hi", **ask))
+    assert [c.model for c in plan.candidates] == [first, second]
+    cap = max(c.worst_case_cost for c in plan.candidates if c.worst_case_cost is not None)
+    with pytest.raises(errors.ModelyardError):
+        await rig.router.execute(rig.ask("hi", max_cost=cap, **ask))
+    assert 0 < rig.billed() <= cap
+    rows = await rig.store.rows()
+    assert sum(row.cost for row in rows if row.cost is not None) == rig.billed()
+
+
+async def test_a_budget_refusal_does_not_use_up_a_half_open_breakers_one_trial(rig_factory: RigFactory) -> None:
+    """The trial is claimed only for a request that is sent: refused by the budget, the model is tried at the
+    next request, not one cooldown later."""
+    cheap = "meta-llama/llama-3.1-8b-instruct"
+    now = [1000.0]
+    rig: Rig = await rig_factory(budget={"daily": "1"})
+    rig.router.breakers._clock = lambda: now[0]
+    rig.sandbox.state.faults.add(model=cheap, kind="server_error", count=None)
+    for _ in range(2):
+        with pytest.raises(errors.ModelyardError):
+            await rig.router.execute(rig.ask(model=cheap, cache="off"))
+    assert rig.router.breakers.state(cheap) == "open"
+    rig.sandbox.state.faults.clear()
+    now[0] += 31
+    blocker = await rig.router.budgets.reserve(Decimal("1"))
+    with pytest.raises(errors.BudgetExceededError):
+        await rig.router.execute(rig.ask(model=cheap, cache="off"))
+    await rig.router.budgets.release(blocker)
+    now[0] += 1
+    assert (await rig.router.execute(rig.ask(model=cheap, cache="off"))).resolved_model == cheap
