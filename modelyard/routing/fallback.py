@@ -88,11 +88,32 @@ class FallbackLoop:
     ) -> AsyncGenerator[StreamEvent | RouteResult]:
         """The attempts, candidate after candidate: their stream events, then the result (last).
 
+        Every request gets its ledger row: the answer's, the failure's, or, when the caller cancels it
+        or stops reading first, one with status `cancelled` (an answer it abandoned gets its own row
+        from the reconciler).
+
         Raises:
             AllCandidatesFailedError: no candidate answered (each one's failure is listed).
             UpstreamError: a failure no fallback can fix (`is_final`).
         """
-        attempts: list[AttemptRecord] = []
+        progress = _Progress()
+        try:
+            async with aclosing(self._attempts(request, plan, catalog, streamed, started, progress)) as items:
+                async for item in items:
+                    yield item
+        except BaseException as exc:
+            if not progress.recorded and isinstance(exc, GeneratorExit | anyio.get_cancelled_exc_class()):
+                row = failure_row(request, plan, progress.attempts, exc, self._now(), status="cancelled")
+                row.error = "cancelled by the caller"
+                with anyio.CancelScope(shield=True):
+                    await self.budgets.settle(None, row)
+            raise
+
+    async def _attempts(
+        self, request: RouteRequest, plan: Plan, catalog: Catalog, streamed: bool, started: float, progress: _Progress
+    ) -> AsyncGenerator[StreamEvent | RouteResult]:
+        """`run`'s body; `progress` says whether a ledger row was written for the request."""
+        attempts = progress.attempts
         failures: list[tuple[str, BaseException]] = []
         refusals: list[tuple[str, BudgetExceededError]] = []
         budget_left = self.max_attempts
@@ -116,7 +137,7 @@ class FallbackLoop:
                     await self.budgets.release(reservation)
                 attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
                 continue
-            outcome = _Outcome(spent)
+            outcome = progress.outcome = _Outcome(spent)
             tries = self._try_candidate(
                 request, plan, catalog, candidate, reservation, streamed, attempts, budget_left, started, outcome
             )
@@ -129,6 +150,7 @@ class FallbackLoop:
                 return
             failures.extend(outcome.failures)
             if outcome.final is not None:
+                progress.recorded = True
                 await self.budgets.settle(None, failure_row(request, plan, attempts, outcome.final, self._now()))
                 raise outcome.final
         if out_of_time and not failures and not refusals:  # `timeout_s` ran out before any attempt was sent
@@ -137,6 +159,7 @@ class FallbackLoop:
             error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"))
         refused = not failures and bool(refusals)
         row = failure_row(request, plan, attempts, error, self._now(), status="refused" if refused else "error")
+        progress.recorded = True
         await self.budgets.settle(None, row)
         raise error
 
@@ -305,7 +328,8 @@ class FallbackLoop:
         )
         completion = response.usage.completion_tokens if response.usage else 0
         self.speed.observe(candidate.id, latency_ms=latency_ms, completion_tokens=completion, duration_ms=latency_ms)
-        await self.budgets.settle(reservation, row)
+        with anyio.CancelScope(shield=True):  # the answer is billed: its row is written whatever the caller does
+            await self.budgets.settle(reservation, row)
         return result
 
     async def _hold_again(self, candidate: Candidate, spent: _Spent) -> Reservation:
@@ -375,6 +399,24 @@ class FallbackLoop:
         billed.detail = {"billed_attempt": True, "resolved": candidate.id, "generation_id": response.id}
         await self.budgets.settle(reservation, billed)
         return row.cost
+
+
+class _Progress:
+    """How far one request got: its attempts so far, and whether its ledger row is written (or its
+    answer's, which `_succeed` commits before the result is set)."""
+
+    def __init__(self) -> None:
+        self.attempts: list[AttemptRecord] = []
+        self.outcome: _Outcome | None = None
+        self._recorded = False
+
+    @property
+    def recorded(self) -> bool:
+        return self._recorded or (self.outcome is not None and self.outcome.result is not None)
+
+    @recorded.setter
+    def recorded(self, value: bool) -> None:
+        self._recorded = value
 
 
 class _Spent:

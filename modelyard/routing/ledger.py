@@ -113,7 +113,7 @@ def failure_row(
     error: BaseException,
     now: float,
     *,
-    status: Literal["error", "refused"] = "error",
+    status: Literal["error", "refused", "cancelled"] = "error",
 ) -> LedgerRow:
     """The ledger row for a request that got no answer (refused before sending, or all attempts failed)."""
     return LedgerRow(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from decimal import Decimal
 from typing import Any
 
@@ -475,3 +476,34 @@ async def test_a_budget_refusal_does_not_use_up_a_half_open_breakers_one_trial(r
     await rig.router.budgets.release(blocker)
     now[0] += 1
     assert (await rig.router.execute(rig.ask(model=cheap, cache="off"))).resolved_model == cheap
+
+
+class _SleepForever(FakeSleep):
+    """A retry's back-off that never ends: the caller gives up during it."""
+
+    async def __call__(self, seconds: float) -> None:
+        await super().__call__(seconds)
+        await anyio.sleep_forever()
+
+
+async def test_a_request_its_caller_cancels_still_gets_its_ledger_row(rig_factory: RigFactory) -> None:
+    cheap, backup = "meta-llama/llama-3.1-8b-instruct", "openai/gpt-4o-mini"
+    rig: Rig = await rig_factory(sleep=_SleepForever())
+    rig.sandbox.state.faults.add(model=cheap, kind="rate_limit", count=None, retry_after=3)
+    with anyio.move_on_after(1.0) as scope:
+        await rig.router.execute(rig.ask(model=cheap, models=[backup], cache="off"))
+    assert scope.cancelled_caught and rig.received() == 1
+    [row] = await rig.store.rows()
+    assert (row.status, row.error, row.attempts) == ("cancelled", "cancelled by the caller", 1)
+    metrics = await rig.router.metrics("all")
+    assert (metrics.total_requests, metrics.failures) == (1, 1)
+    assert (await rig.router.budgets.totals()).reserved == 0
+
+
+async def test_a_stream_read_to_its_answer_writes_one_row_and_no_cancelled_one(rig: Rig) -> None:
+    """The consumer leaving once it has the result is not a cancellation."""
+    async with aclosing(rig.router.stream(rig.ask(model="openai/gpt-4o-mini", cache="off"))) as items:
+        async for item in items:
+            if isinstance(item, RouteResult):
+                break
+    assert [row.status for row in await rig.store.rows()] == ["ok"]
