@@ -8,7 +8,7 @@ from typing import Literal
 from modelyard.errors import UpstreamError
 from modelyard.openrouter.schemas import ChatResponse, Usage
 from modelyard.routing.catalog import Catalog
-from modelyard.routing.pricing import cost_of_usage, per_million
+from modelyard.routing.pricing import asks_for_1h_cache, cost_of_usage, per_million
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import (
     AttemptRecord,
@@ -34,9 +34,19 @@ def attempt_record(model: str, error: BaseException, latency_ms: float) -> Attem
 
 
 def _cost(
-    catalog: Catalog, candidate: Candidate, response: ChatResponse, usage: Usage | None, request: RouteRequest
+    catalog: Catalog,
+    candidate: Candidate,
+    response: ChatResponse,
+    usage: Usage | None,
+    request: RouteRequest,
+    now: float,
 ) -> tuple[Decimal | None, Literal["upstream", "computed"] | None]:
-    """OpenRouter's `usage.cost` when given, else computed at the served model's prices, else unknown."""
+    """OpenRouter's `usage.cost` when given, else computed at the served model's prices, else unknown.
+
+    A computed cost uses the prices in force when the answer was made: its `created` time, else `now`
+    (else, when `now` is 0 as from a caller without a clock, the current time), and the 1-hour cache-write
+    price when the request marked a breakpoint with a 1-hour TTL.
+    """
     if usage is None:
         return None, None
     if usage.cost is not None:
@@ -44,7 +54,15 @@ def _cost(
     served = catalog.get(response.model) or candidate.entry
     if served.info.pricing.is_dynamic:
         return None, None
-    return cost_of_usage(served.info.pricing, usage, images=request.image_count()), "computed"
+    at = float(response.created) if response.created is not None else now or None
+    cost = cost_of_usage(
+        served.info.pricing,
+        usage,
+        images=request.image_count(),
+        cache_ttl_1h=asks_for_1h_cache(request.messages),
+        at=at,
+    )
+    return cost, "computed"
 
 
 def success_row(
@@ -61,7 +79,7 @@ def success_row(
 ) -> tuple[LedgerRow, RouteResult]:
     """The ledger row and the result for an answered request."""
     usage = response.usage
-    cost, source = _cost(catalog, candidate, response, usage, request)
+    cost, source = _cost(catalog, candidate, response, usage, request, now)
     attempts.append(AttemptRecord(model=candidate.id, outcome="ok", latency_ms=round(latency_ms, 3), cost=cost))
     tokens = _tokens(usage)
     choice = response.choices[0]

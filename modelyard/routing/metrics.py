@@ -1,16 +1,25 @@
 """Usage metrics computed from ledger rows (so they survive restarts), plus live breaker state.
 
 Counting rules:
-- every row in the window is a request: status `ok` is a success, `error` and `cancelled` are
-  failures, `refused` (stopped before sending, e.g. by a budget) is counted apart;
+- every row in the window is a request, except a billed attempt's row (below): status `ok` is a
+  success, `error` and `cancelled` are failures, `refused` (stopped before sending, e.g. by a budget)
+  is counted apart;
+- a billed attempt's row (`detail["billed_attempt"]`: an answer the JSON schema rejected, or one
+  abandoned after it began and priced later by the reconciler, `detail["abandoned"]`) is money and
+  tokens of the request that made the attempt, not a request or a call of its own: its cost and tokens
+  add to the totals and to its model; the call itself is counted from the request's own row;
 - a cache hit is a row with `cache_hit`; it costs nothing and `saved` holds what it would have cost;
 - an unknown cost (`None`) adds nothing to any total and is left out of the average's denominator;
-- per-model figures, latencies and tokens describe upstream calls only, so refused rows and cache
-  hits are left out of them; a row counts under the catalog id it was sent to (`detail["resolved"]`,
-  the id breakers and attempts use, not the dated id OpenRouter reports back), else `model`, else
-  `requested_model`; its per-model latency is its last attempt's own, without the failed attempts
-  and backoff before it; each failed attempt listed in its `detail` counts as a failed call of the
-  model it tried;
+- per-model figures describe upstream calls only, so refused rows and cache hits are left out of them.
+  A request's calls are the attempts its `detail["attempts"]` lists (`ok` a success, `error` a
+  failure, `skipped` no call), each under the model it tried, with that attempt's own latency (not the
+  failed attempts and backoff before it); a failed request's row is no call of its own, so one that
+  made no attempt made no call. A row without an attempts list (hand-written, or from before they were
+  recorded) stands for one call, except a request that waited for an identical one
+  (`detail["coalesced"]`), which sent nothing;
+- a row's money and tokens count under the catalog id it was sent to (`detail["resolved"]`, the id
+  breakers and attempts use, not the dated id OpenRouter reports back), else `model`, else
+  `requested_model`; so when every cost is known the models' costs add up to `total_cost`;
 - token `total` is prompt + completion (cached tokens are part of the prompt, reasoning tokens part
   of the completion, as OpenRouter reports them).
 """
@@ -152,7 +161,7 @@ def _remaining(limit: Decimal | None, used: Decimal) -> Decimal | None:
 
 @dataclass(slots=True)
 class _Tally:
-    """Running counts for one model (or for all rows)."""
+    """Running counts for one model."""
 
     successes: int = 0
     failures: int = 0
@@ -160,21 +169,25 @@ class _Tally:
     tokens: int = 0
     latencies: list[float] = field(default_factory=list)
 
-    def add(self, row: LedgerRow, latency_ms: float | None) -> None:
-        if row.status == "ok":
+    def add_call(self, ok: bool, latency_ms: object) -> None:
+        """One upstream call, with its own latency when it is known."""
+        if ok:
             self.successes += 1
         else:
             self.failures += 1
+        if isinstance(latency_ms, int | float) and not isinstance(latency_ms, bool):
+            self.latencies.append(float(latency_ms))
+
+    def add_spend(self, row: LedgerRow) -> None:
+        """The row's money (when known) and tokens."""
         if row.cost is not None:
             self.cost += row.cost
         self.tokens += row.prompt_tokens + row.completion_tokens
-        if latency_ms is not None:
-            self.latencies.append(latency_ms)
 
-    def add_failed_attempt(self, latency_ms: object) -> None:
-        self.failures += 1
-        if isinstance(latency_ms, int | float):
-            self.latencies.append(float(latency_ms))
+
+def _is_billed_attempt(row: LedgerRow) -> bool:
+    """A row for one attempt's bill (a rejected or an abandoned answer), not for a request."""
+    return "billed_attempt" in row.detail or bool(row.detail.get("abandoned"))
 
 
 def _row_model(row: LedgerRow) -> str:
@@ -182,25 +195,21 @@ def _row_model(row: LedgerRow) -> str:
     return resolved if isinstance(resolved, str) and resolved else row.model or row.requested_model
 
 
-def _last_attempt_latency(row: LedgerRow) -> float | None:
-    """The latency of the attempt that gave the row its outcome, else the row's whole latency."""
-    attempts = row.detail.get("attempts")
-    if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict):
-        latency = attempts[-1].get("latency_ms")
-        if isinstance(latency, int | float):
-            return float(latency)
-    return row.latency_ms
+def _calls(row: LedgerRow) -> list[tuple[str, bool, object]]:
+    """(model, succeeded, latency) of each upstream call a request's row made.
 
-
-def _failed_attempts(row: LedgerRow) -> list[tuple[str, object]]:
-    """(model, latency) of the attempts that failed before the row's final outcome, from its detail."""
+    The attempts its detail lists, `skipped` ones left out; without a list, the row itself is one call
+    (none for a request that only waited for an identical one)."""
     attempts = row.detail.get("attempts")
-    if not isinstance(attempts, list):
+    if isinstance(attempts, list):
+        return [
+            (str(a.get("model")), a["outcome"] == "ok", a.get("latency_ms"))
+            for a in attempts
+            if isinstance(a, dict) and a.get("outcome") in ("ok", "error")
+        ]
+    if row.detail.get("coalesced"):
         return []
-    failed = [a for a in attempts if isinstance(a, dict) and a.get("outcome") == "error"]
-    if row.status != "ok" and failed:
-        failed = failed[:-1]  # the row itself stands for the last failure
-    return [(str(a.get("model")), a.get("latency_ms")) for a in failed]
+    return [(_row_model(row), row.status == "ok", row.latency_ms)]
 
 
 def compute_metrics(
@@ -223,15 +232,15 @@ def compute_metrics(
     """
     start = window_start(window, now)
     in_window = [row for row in rows if start is None or row.ts >= start]
-    # An abandoned attempt's row (its cost learned later) is money and tokens, not a request of its own.
-    selected = [row for row in in_window if not row.detail.get("abandoned")]
+    # A billed attempt's row (a rejected answer, or an abandoned one priced later) is money and tokens, not a request.
+    billed = [row for row in in_window if _is_billed_attempt(row)]
+    selected = [row for row in in_window if not _is_billed_attempt(row)]
     upstream = [row for row in selected if row.status != "refused" and not row.cache_hit]
     states = breakers or {}
-    by_model = _by_model(upstream, states)
+    by_model = _by_model(upstream, billed, states)
     latencies = [row.latency_ms for row in upstream if row.latency_ms is not None]
     priced = [row.cost for row in selected if row.cost is not None and row.status != "refused"]
-    abandoned = [row for row in in_window if row.detail.get("abandoned")]
-    total_cost = sum(priced, _ZERO) + sum((row.cost for row in abandoned if row.cost is not None), _ZERO)
+    total_cost = sum(priced, _ZERO) + sum((row.cost for row in billed if row.cost is not None), _ZERO)
     successes = sum(1 for row in selected if row.status == "ok")
     failures = sum(1 for row in selected if row.status in ("error", "cancelled"))
     hits = [row for row in selected if row.cache_hit]
@@ -245,7 +254,7 @@ def compute_metrics(
         cache_savings=sum((row.saved for row in hits if row.saved is not None), _ZERO),
         total_cost=total_cost,
         average_cost_per_request=total_cost / len(priced) if priced else None,
-        tokens=_token_totals([*upstream, *abandoned]),
+        tokens=_token_totals([*upstream, *billed]),
         by_model=by_model,
         top_models=[m.model for m in by_model if m.calls > 0][:_TOP],
         p50_latency_ms=percentile(latencies, 50),
@@ -255,12 +264,18 @@ def compute_metrics(
     )
 
 
-def _by_model(rows: Iterable[LedgerRow], states: Mapping[str, BreakerState]) -> list[ModelMetrics]:
+def _by_model(
+    requests: Iterable[LedgerRow], billed: Iterable[LedgerRow], states: Mapping[str, BreakerState]
+) -> list[ModelMetrics]:
+    """Per-model calls from the requests' attempts, and spend from every row that has any."""
     tallies: dict[str, _Tally] = {model: _Tally() for model in states}
-    for row in rows:
-        tallies.setdefault(_row_model(row), _Tally()).add(row, _last_attempt_latency(row))
-        for model, latency in _failed_attempts(row):
-            tallies.setdefault(model, _Tally()).add_failed_attempt(latency)
+    for row in requests:
+        for model, ok, latency in _calls(row):
+            tallies.setdefault(model, _Tally()).add_call(ok, latency)
+        if row.cost or row.prompt_tokens or row.completion_tokens:  # a failed request's row mostly has neither
+            tallies.setdefault(_row_model(row), _Tally()).add_spend(row)
+    for row in billed:
+        tallies.setdefault(_row_model(row), _Tally()).add_spend(row)
     models = [
         ModelMetrics(
             model=model,

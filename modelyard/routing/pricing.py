@@ -10,7 +10,9 @@ Three different numbers, kept apart on purpose:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PER_1K",
+    "asks_for_1h_cache",
     "cost_of_usage",
     "per_1k",
     "per_million",
@@ -101,35 +104,124 @@ def prompt_token_counts(messages: Sequence[Mapping[str, Any]], *extras: Any) -> 
     return bound, estimate
 
 
-def _effective(pricing: Pricing, prompt_tokens: int) -> dict[str, Decimal]:
-    """Base prices with every matching `min_prompt_tokens` override applied (later entries win)."""
-    prices = {
-        "prompt": pricing.prompt,
-        "completion": pricing.completion,
-        "internal_reasoning": pricing.internal_reasoning,
-        "input_cache_read": pricing.input_cache_read if pricing.input_cache_read is not None else pricing.prompt,
-        "input_cache_write": pricing.input_cache_write if pricing.input_cache_write is not None else pricing.prompt,
-        "input_cache_write_1h": (
-            pricing.input_cache_write_1h if pricing.input_cache_write_1h is not None else pricing.prompt
-        ),
-        "request": pricing.request,
-        "image": pricing.image,
-    }
-    for override in pricing.overrides:
-        threshold = override.get("min_prompt_tokens")
-        if isinstance(threshold, int | float) and prompt_tokens > threshold:
-            prices.update({k: Decimal(str(v)) for k, v in override.items() if k in prices})
+# The prices an override may change; `discount` is kept apart (a worst case assumes none).
+_PRICE_KEYS = (
+    "prompt",
+    "completion",
+    "internal_reasoning",
+    "input_cache_read",
+    "input_cache_write",
+    "input_cache_write_1h",
+    "request",
+    "image",
+)
+_ONE_HOUR = "1h"
+
+
+def asks_for_1h_cache(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any message, or any part of one, marks a cache breakpoint with a 1-hour TTL
+    (`cache_control: {"type": "ephemeral", "ttl": "1h"}`): its cache writes cost `input_cache_write_1h`."""
+    for message in messages:
+        marks = [message.get("cache_control")]
+        content = message.get("content")
+        if isinstance(content, list):
+            marks += [part.get("cache_control") for part in content if isinstance(part, Mapping)]
+        if any(isinstance(mark, Mapping) and mark.get("ttl") == _ONE_HOUR for mark in marks):
+            return True
+    return False
+
+
+def _utc_hhmm(at: float) -> int:
+    """The UTC time of day of epoch second `at` as HHMM (14:05 is 1405), as overrides' windows write it."""
+    moment = datetime.fromtimestamp(at, UTC)
+    return moment.hour * 100 + moment.minute
+
+
+def _decimal(value: object) -> Decimal | None:
+    """A catalog number (string, int or float) as a Decimal; None when absent or not a number."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return number if number.is_finite() else None
+
+
+def _listed(pricing: Pricing) -> dict[str, Decimal]:
+    """The base prices the catalog lists (the optional cache prices only when it lists them)."""
+    prices = {key: getattr(pricing, key) for key in _PRICE_KEYS}
+    return {key: value for key, value in prices.items() if value is not None}
+
+
+def _resolved(listed: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """Every price: unlisted cache reads and writes at the prompt price, an unlisted 1-hour cache write
+    at the (5-minute) cache-write price."""
+    prices = dict(listed)
+    prices.setdefault("input_cache_read", prices["prompt"])
+    prices.setdefault("input_cache_write", prices["prompt"])
+    prices.setdefault("input_cache_write_1h", prices["input_cache_write"])
     return prices
+
+
+def _within(start: int, end: int, hhmm: int) -> bool:
+    """Whether `hhmm` is in the half-open window [start, end), which wraps past midnight when end < start."""
+    if start <= end:
+        return start <= hhmm < end
+    return hhmm >= start or hhmm < end
+
+
+def _applies(override: Mapping[str, Any], prompt_tokens: int, hhmm: int) -> bool:
+    """Whether every condition `override` has holds (reference §2.1): more prompt tokens than its
+    `min_prompt_tokens`, and a time of day inside its `utc_start`/`utc_end` window (one bound alone is
+    open to the start or the end of the day). A condition that is not a number never holds."""
+    if not _passes_minimum(override, prompt_tokens):
+        return False
+    start, end = override.get("utc_start"), override.get("utc_end")
+    if start is None and end is None:
+        return True
+    first, last = _decimal(0 if start is None else start), _decimal(2400 if end is None else end)
+    return first is not None and last is not None and _within(int(first), int(last), hhmm)
+
+
+def _passes_minimum(override: Mapping[str, Any], prompt_tokens: int) -> bool:
+    """Whether `prompt_tokens` is strictly more than the override's `min_prompt_tokens`, if it has one."""
+    if override.get("min_prompt_tokens") is None:
+        return True
+    minimum = _decimal(override["min_prompt_tokens"])
+    return minimum is not None and prompt_tokens > minimum
+
+
+def _effective(pricing: Pricing, prompt_tokens: int, hhmm: int) -> tuple[dict[str, Decimal], Decimal]:
+    """The prices and the discount for this many prompt tokens at UTC time of day `hhmm`: the base ones
+    with every override whose conditions hold applied in order (later entries win; keys an override
+    lacks are inherited)."""
+    listed, discount = _listed(pricing), pricing.discount
+    for override in pricing.overrides:
+        if not _applies(override, prompt_tokens, hhmm):
+            continue
+        for key, value in override.items():
+            price = _decimal(value)
+            if price is None:
+                continue
+            if key in _PRICE_KEYS:
+                listed[key] = price
+            elif key == "discount":
+                discount = price
+    return _resolved(listed), discount
 
 
 def _dearest(pricing: Pricing, prompt_tokens: int) -> dict[str, Decimal]:
     """The highest price of each kind that may apply: the base, every time-of-day override (the hour
     the provider bills at is not known in advance) and every `min_prompt_tokens` override passed."""
-    prices = _effective(pricing, 0)
+    prices = _resolved(_listed(pricing))
     for override in pricing.overrides:
-        threshold = override.get("min_prompt_tokens")
-        if threshold is None or (isinstance(threshold, int | float) and prompt_tokens > threshold):
-            prices.update({k: max(prices[k], Decimal(str(v))) for k, v in override.items() if k in prices})
+        if not _passes_minimum(override, prompt_tokens):
+            continue
+        for key, value in override.items():
+            price = _decimal(value)
+            if key in prices and price is not None:
+                prices[key] = max(prices[key], price)
     return prices
 
 
@@ -149,15 +241,28 @@ def worst_case_cost(pricing: Pricing, *, prompt_tokens: int, max_tokens: int, im
     return prompt_tokens * prompt + max_tokens * completion + prices["request"] + images * prices["image"]
 
 
-def cost_of_usage(pricing: Pricing, usage: Usage, *, images: int = 0) -> Decimal:
-    """What OpenRouter charges for `usage` at `pricing` (reference §8.2), for when `usage.cost` is absent."""
-    prices = _effective(pricing, usage.prompt_tokens)
+def cost_of_usage(
+    pricing: Pricing, usage: Usage, *, images: int = 0, cache_ttl_1h: bool = False, at: float | None = None
+) -> Decimal:
+    """What OpenRouter charges for `usage` at `pricing` (reference §8.2), for when `usage.cost` is absent.
+
+    Args:
+        pricing: the served model's catalog prices, `overrides` and `discount` included.
+        usage: the answer's token counts.
+        images: image parts in the request (each costs `pricing.image`).
+        cache_ttl_1h: the request asked for a 1-hour cache TTL (`asks_for_1h_cache`): its cache writes
+            cost `input_cache_write_1h` (the 5-minute `input_cache_write` when that is not listed).
+        at: epoch seconds the answer was made at (its `created`), which decides the time-of-day
+            overrides that apply; None: now.
+    """
+    moment = time.time() if at is None else at
+    prices, discount = _effective(pricing, usage.prompt_tokens, _utc_hhmm(moment))
     cached, written = usage.cached_tokens, usage.cache_write_tokens
     uncached = max(0, usage.prompt_tokens - cached - written)
     prompt_cost = uncached * prices["prompt"] + cached * prices["input_cache_read"]
-    prompt_cost += written * prices["input_cache_write"]
+    prompt_cost += written * prices["input_cache_write_1h" if cache_ttl_1h else "input_cache_write"]
     reasoning = usage.reasoning_tokens if prices["internal_reasoning"] > 0 else 0
     completion_cost = (usage.completion_tokens - reasoning) * prices["completion"]
     completion_cost += reasoning * prices["internal_reasoning"]
     total = prompt_cost + completion_cost + prices["request"] + images * prices["image"]
-    return total * (1 - pricing.discount)
+    return total * (1 - discount)

@@ -8,6 +8,9 @@ from decimal import Decimal
 from itertools import count
 from typing import Any
 
+import pytest
+
+from modelyard import errors
 from modelyard.routing.circuit import BreakerState
 from modelyard.routing.metrics import (
     BudgetStatus,
@@ -17,11 +20,14 @@ from modelyard.routing.metrics import (
     window_start,
 )
 from modelyard.store.base import BudgetLimits, LedgerRow, SpendTotals
+from tests.routing.conftest import Rig
 
 # 00:30 UTC on 10 March 2025: half an hour after midnight, so "yesterday" is close by.
 NOW = datetime(2025, 3, 10, 0, 30, tzinfo=UTC).timestamp()
 MIDNIGHT = datetime(2025, 3, 10, tzinfo=UTC).timestamp()
 DAY = 86_400.0
+CHEAP, BACKUP = "meta-llama/llama-3.1-8b-instruct", "openai/gpt-4o-mini"
+NEVER = {"type": "json_schema", "json_schema": {"name": "never", "schema": {"not": {}}}}
 _ids = count()
 
 
@@ -277,3 +283,111 @@ def test_an_abandoned_attempts_row_adds_its_cost_and_tokens_but_is_not_a_request
     assert (metrics.total_requests, metrics.successes, metrics.failures) == (1, 1, 0)
     assert metrics.total_cost == Decimal("0.003") and metrics.average_cost_per_request == Decimal("0.003")
     assert (metrics.tokens.prompt, metrics.tokens.completion) == (20, 8)
+
+
+def _failed(model: str, latency_ms: float, kind: str = "server_error") -> dict[str, Any]:
+    return {"model": model, "outcome": "error", "error_kind": kind, "latency_ms": latency_ms}
+
+
+def test_answers_the_schema_rejected_are_money_of_their_request_not_requests_or_calls() -> None:
+    """Two rejected answers are billed rows of the one request that made them: its money and tokens."""
+    rejected = [
+        row(
+            model=f"{model}-2506",
+            status="error",
+            cost=Decimal(cost),
+            prompt_tokens=10,
+            completion_tokens=4,
+            attempts=1,
+            detail={"billed_attempt": True, "resolved": model, "generation_id": f"gen-{model}"},
+        )
+        for model, cost in ((BACKUP, "0.002"), (CHEAP, "0.001"))
+    ]
+    attempts = [_failed(BACKUP, 300.0, "schema_validation"), _failed(CHEAP, 100.0, "schema_validation")]
+    request = row(requested_model=BACKUP, model=BACKUP, status="error", attempts=2, detail={"attempts": attempts})
+    metrics = compute_metrics([*rejected, request], window="all", now=NOW)
+    by = {m.model: m for m in metrics.by_model}
+    assert (metrics.total_requests, metrics.successes, metrics.failures) == (1, 0, 1)
+    assert (by[BACKUP].calls, by[BACKUP].failures, by[CHEAP].calls, by[CHEAP].failures) == (1, 1, 1, 1)
+    assert metrics.total_cost == Decimal("0.003") and (by[BACKUP].cost, by[CHEAP].cost) == (
+        Decimal("0.002"),
+        Decimal("0.001"),
+    )
+    assert (metrics.tokens.total, by[BACKUP].tokens, by[CHEAP].tokens) == (28, 14, 14)
+    assert (by[BACKUP].p50_latency_ms, by[CHEAP].p50_latency_ms) == (300.0, 100.0)
+
+
+def test_a_failed_requests_calls_count_against_each_model_it_tried_not_its_first_candidate() -> None:
+    """Three failed calls to each of two models are (3, 3) and (3, 3): the row itself is no extra call."""
+    attempts = [_failed(CHEAP, 10.0), _failed(CHEAP, 20.0), _failed(CHEAP, 30.0)]
+    attempts += [_failed(BACKUP, 40.0), _failed(BACKUP, 50.0), _failed(BACKUP, 60.0)]
+    request = row(requested_model=CHEAP, model=CHEAP, status="error", attempts=6, detail={"attempts": attempts})
+    metrics = compute_metrics([request], window="all", now=NOW)
+    by = {m.model: (m.calls, m.failures, m.p50_latency_ms) for m in metrics.by_model}
+    assert by == {CHEAP: (3, 3, 20.0), BACKUP: (3, 3, 50.0)}
+    assert (metrics.total_requests, metrics.failures) == (1, 1)
+
+
+def test_a_request_that_made_no_attempt_made_no_call() -> None:
+    """Skipped candidates (open breaker, refused hold) and a request that only waited send nothing upstream."""
+    skipped = [{"model": CHEAP, "outcome": "skipped", "error": "circuit breaker open"}]
+    rows = [
+        row(requested_model=CHEAP, model=CHEAP, status="error", detail={"attempts": skipped}),
+        row(requested_model=BACKUP, model=BACKUP, status="error", detail={"attempts": []}),
+        row(requested_model="auto", model=None, status="error", cost=Decimal(0), detail={"coalesced": True}),
+    ]
+    metrics = compute_metrics(rows, window="all", now=NOW)
+    assert (metrics.total_requests, metrics.failures) == (3, 3)
+    assert metrics.by_model == [] and metrics.top_models == []
+
+
+def test_per_model_costs_add_up_to_the_total_with_an_abandoned_attempts_cost() -> None:
+    """The cost the reconciler found for an abandoned attempt counts under the model it was sent to."""
+    attempts = [_failed(CHEAP, 300.0, "timeout"), {"model": BACKUP, "outcome": "ok", "latency_ms": 50.0}]
+    rows = [
+        row(
+            requested_model=CHEAP,
+            model=BACKUP,
+            cost=Decimal("0.002"),
+            latency_ms=360.0,
+            prompt_tokens=10,
+            completion_tokens=5,
+            detail={"resolved": BACKUP, "attempts": attempts},
+        ),
+        row(
+            requested_model=CHEAP,
+            model=CHEAP,
+            status="error",
+            cost=Decimal("0.001"),
+            prompt_tokens=10,
+            completion_tokens=3,
+            detail={"billed_attempt": True, "abandoned": True, "generation_id": "gen-1", "resolved": CHEAP},
+        ),
+    ]
+    metrics = compute_metrics(rows, window="all", now=NOW)
+    by = {m.model: m for m in metrics.by_model}
+    assert metrics.total_cost == Decimal("0.003") == sum(m.cost for m in metrics.by_model)
+    assert (by[CHEAP].cost, by[CHEAP].tokens, by[CHEAP].calls, by[CHEAP].failures) == (Decimal("0.001"), 13, 1, 1)
+    assert (by[BACKUP].cost, by[BACKUP].tokens, by[BACKUP].calls) == (Decimal("0.002"), 15, 1)
+
+
+@pytest.mark.anyio
+async def test_a_request_whose_answers_fail_the_schema_counts_once_in_get_metrics(rig: Rig) -> None:
+    """Through the router: one request, one call to each model, and every billed cent in the totals."""
+    with pytest.raises(errors.AllCandidatesFailedError):
+        await rig.router.execute(rig.ask(model=BACKUP, models=[CHEAP], response_format=NEVER, cache="off"))
+    metrics = await rig.router.metrics("all")
+    by = {m.model: m for m in metrics.by_model}
+    assert rig.received() == 2 and (metrics.total_requests, metrics.failures) == (1, 1)
+    assert (by[BACKUP].calls, by[CHEAP].calls) == (1, 1)
+    assert metrics.total_cost == rig.billed() == sum(m.cost for m in metrics.by_model)
+
+
+@pytest.mark.anyio
+async def test_a_request_whose_every_call_failed_charges_each_failure_to_its_model(rig: Rig) -> None:
+    """Through the router: three failed calls to each of two models, each counted once where it went."""
+    rig.sandbox.state.faults.add(model="*", kind="server_error", count=None)
+    with pytest.raises(errors.AllCandidatesFailedError):
+        await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP], cache="off"))
+    by = {m.model: (m.calls, m.failures) for m in (await rig.router.metrics("all")).by_model}
+    assert by == {CHEAP: (3, 3), BACKUP: (3, 3)}
