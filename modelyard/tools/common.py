@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import ValidationError
 
-from modelyard.errors import InsufficientCreditsError, ModelyardError, UpstreamError
+from modelyard.errors import InsufficientCreditsError, ModelNotFoundError, ModelyardError, UpstreamError
 from modelyard.routing.events import Restart, StreamEvent, TextDelta
 from modelyard.server.context import AppContext, AppContextOnDemand
 
-__all__ = ["Progress", "app_of", "compact", "tool_errors", "with_keepalive"]
+if TYPE_CHECKING:
+    from modelyard.routing.router import Router
+
+__all__ = ["Progress", "app_of", "check_model", "compact", "tool_errors", "with_keepalive"]
 
 T = TypeVar("T")
 
@@ -32,6 +35,23 @@ async def app_of(ctx: Context[AppContextOnDemand]) -> AppContext:
     """
     with tool_errors():
         return await ctx.request_context.lifespan_context.get()
+
+
+async def check_model(router: Router, reference: str, argument: str) -> None:
+    """Refuse, before anything is spent, a model reference that names no model or several.
+
+    `reference` is read the way the router reads `model`: an id, a short name, a tier or 'auto'.
+
+    Raises:
+        ToolError: naming `argument` and the closest model ids.
+        ModelyardError: no catalog could be fetched (`tool_errors` translates it).
+    """
+    from modelyard.routing.resolve import resolve_reference  # here: the catalog modules stay out of cold start
+
+    try:
+        resolve_reference(await router.catalogs.current(), reference)
+    except ModelNotFoundError as exc:
+        raise ToolError(f"{argument}: {exc}") from None
 
 
 @contextmanager

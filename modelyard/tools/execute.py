@@ -11,11 +11,12 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from modelyard.errors import ModelyardError
 from modelyard.routing.request import Capability, RouteRequest
 from modelyard.routing.result import PlanView, RouteResult
 from modelyard.routing.supervise import Supervision, supervise
 from modelyard.server.context import AppContext, AppContextOnDemand
-from modelyard.tools.common import Progress, app_of, tool_errors, with_keepalive
+from modelyard.tools.common import Progress, app_of, check_model, tool_errors, with_keepalive
 from modelyard.tools.inputs import build_messages, translate_functions
 
 __all__ = ["ExecuteResult", "register"]
@@ -58,11 +59,15 @@ class ExecuteResult(RouteResult):
     """The answer, plus the supervisor's review when `supervisor` was given."""
 
     supervision: Supervision | None = None
+    supervision_error: str | None = Field(
+        default=None,
+        description="Why the supervisor's review failed; the answer above stands, unreviewed. Null otherwise.",
+    )
 
 
-def _request(app: AppContext, **fields: Any) -> RouteRequest:
+async def _request(app: AppContext, **fields: Any) -> RouteRequest:
     settings = app.settings
-    messages = build_messages(
+    messages = await build_messages(
         fields.pop("prompt"),
         fields.pop("messages"),
         fields.pop("system"),
@@ -132,13 +137,20 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         for name in ("ctx", "app", "supervisor", "server"):
             arguments.pop(name, None)
         with tool_errors():
-            request = _request(app, **arguments)
+            request = await _request(app, **arguments)
+            if supervisor:  # an unknown supervisor is refused before the answer is paid for
+                await check_model(app.router, supervisor, "supervisor")
             reporter = Progress(ctx)
             sink = reporter.on_event if stream else None
             result = await with_keepalive(app, reporter, lambda: app.router.execute(request, on_event=sink))
-            review = await supervise(app.router, request, result, supervisor) if supervisor else None
+        review, failure = None, None
+        if supervisor:
+            try:
+                review = await supervise(app.router, request, result, supervisor)
+            except ModelyardError as exc:  # the answer is paid for: return it, and say why it was not reviewed
+                failure = f"The supervisor's review failed: {exc}"
         # The router's result is already valid: copy its fields over instead of validating them again.
-        answer = ExecuteResult.model_construct(**dict(result), supervision=review)
+        answer = ExecuteResult.model_construct(**dict(result), supervision=review, supervision_error=failure)
         if review is not None and review.revised_content is not None:
             answer.content = review.revised_content
         return answer
@@ -167,7 +179,7 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         model was excluded. Sends nothing upstream and spends nothing."""
         app = await app_of(ctx)
         with tool_errors():
-            request = _request(
+            request = await _request(
                 app,
                 prompt=prompt,
                 messages=messages,

@@ -19,7 +19,7 @@ from modelyard.routing.request import Capability, RouteRequest
 from modelyard.routing.result import RouteResult
 from modelyard.routing.schema import ResultModel
 from modelyard.server.context import AppContextOnDemand
-from modelyard.tools.common import Progress, app_of, tool_errors, with_keepalive
+from modelyard.tools.common import Progress, app_of, check_model, tool_errors, with_keepalive
 from modelyard.tools.inputs import build_messages
 
 if TYPE_CHECKING:
@@ -45,6 +45,9 @@ class CompareResult(ResultModel):
     total_cost: Usd | None = Field(description="USD over all answers (and the judge); null if any is unknown.")
     best: str | None = Field(default=None, description="The label the judge picked.")
     judge: RouteResult | None = None
+    judge_error: str | None = Field(
+        default=None, description="Why the judge gave no verdict; the answers above stand. Null otherwise."
+    )
 
 
 class BatchTask(BaseModel):
@@ -55,7 +58,7 @@ class BatchTask(BaseModel):
     system: str | None = None
     model: str = "auto"
     capabilities: list[Capability] = Field(default_factory=list)
-    max_cost_per_1k: Decimal | None = None
+    max_cost_per_1k: Decimal | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     response_format: dict[str, Any] | None = None
@@ -105,9 +108,30 @@ async def _judge(
         ],
     )
     verdict = await router.execute(request)
-    text = (verdict.content or "").strip()
-    best = next((o.label for o in answered if o.label in text), None)
-    return best, verdict
+    return _pick(verdict.content or "", [o.label for o in answered]), verdict
+
+
+def _pick(verdict: str, labels: list[str]) -> str | None:
+    """The label the judge's reply names: the reply itself when it is a label, else the longest label in it.
+
+    The longest, so that 'gpt-4o-mini' is not read as 'gpt-4o', nor 'perspective 11' as 'perspective 1'.
+    """
+    text = verdict.strip()
+    if text in labels:
+        return text
+    return max((label for label in labels if label in text), key=len, default=None)
+
+
+async def _task_request(number: int, task: BatchTask) -> RouteRequest | str:
+    """Task `number`'s request, or why it cannot be built (starting `task N:`), so that it fails alone."""
+    try:
+        with tool_errors():
+            return RouteRequest(
+                messages=await build_messages(task.prompt, task.messages, task.system, [], []),
+                **task.model_dump(exclude={"prompt", "messages", "system"}, exclude_none=True),
+            )
+    except ToolError as exc:
+        return f"task {number}: {exc}"
 
 
 def register(server: MCPServer[AppContextOnDemand]) -> None:
@@ -136,6 +160,8 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
             raise ToolError("At most 12 answers per comparison: fewer models or perspectives.")
         views: list[str | None] = list(perspectives) if perspectives else [None]
         with tool_errors():
+            if judge:  # an unknown judge is refused before any answer is paid for
+                await check_model(app.router, judge, "judge")
             labelled = [
                 (
                     name + (f" / perspective {i + 1}" if perspectives else ""),
@@ -143,15 +169,22 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
                         model=name,
                         max_tokens=max_tokens,
                         max_cost=max_cost,
-                        messages=build_messages(prompt, None, view, [], []),
+                        messages=await build_messages(prompt, None, view, [], []),
                     ),
                 )
                 for name in names
                 for i, view in enumerate(views)
             ]
             outcomes = await with_keepalive(app, Progress(ctx), lambda: _run_all(app.router, labelled, _MAX_PARALLEL))
-            best, verdict = await _judge(app.router, prompt, outcomes, judge) if judge else (None, None)
-        return CompareResult(answers=outcomes, total_cost=_total(outcomes, verdict), best=best, judge=verdict)
+        best, verdict, failure = None, None, None
+        if judge:
+            try:
+                best, verdict = await _judge(app.router, prompt, outcomes, judge)
+            except ModelyardError as exc:  # the answers are paid for: return them, and say why there is no pick
+                failure = f"The judge failed: {exc}"
+        return CompareResult(
+            answers=outcomes, total_cost=_total(outcomes, verdict), best=best, judge=verdict, judge_error=failure
+        )
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
     async def execute_batch(
@@ -160,20 +193,17 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         max_parallel: Annotated[int, Field(ge=1, le=16, description="Tasks running at once.")] = 4,
     ) -> BatchResult:
         """Several independent tasks (each with its own prompt and model or constraints) in parallel, with
-        bounded concurrency, all inside the same budget. A failed task does not stop the others."""
+        bounded concurrency, all inside the same budget. A failed task does not stop the others, nor does a
+        malformed one (no prompt, a message without a role): its error starts with its number, `task N:`."""
         app = await app_of(ctx)
+        built = [await _task_request(i + 1, t) for i, t in enumerate(tasks)]
+        labelled = [(f"task {i + 1}", r) for i, r in enumerate(built) if isinstance(r, RouteRequest)]
         with tool_errors():
-            labelled = [
-                (
-                    f"task {i + 1}",
-                    RouteRequest(
-                        messages=build_messages(t.prompt, t.messages, t.system, [], []),
-                        **t.model_dump(exclude={"prompt", "messages", "system"}, exclude_none=True),
-                    ),
-                )
-                for i, t in enumerate(tasks)
-            ]
-            outcomes = await with_keepalive(app, Progress(ctx), lambda: _run_all(app.router, labelled, max_parallel))
+            ran = iter(await with_keepalive(app, Progress(ctx), lambda: _run_all(app.router, labelled, max_parallel)))
+        outcomes = [
+            next(ran) if isinstance(r, RouteRequest) else Outcome(label=f"task {i + 1}", error=r)
+            for i, r in enumerate(built)
+        ]
         failed = sum(1 for o in outcomes if o.error)
         return BatchResult(
             results=outcomes, succeeded=len(outcomes) - failed, failed=failed, total_cost=_total(outcomes)

@@ -1,0 +1,56 @@
+"""`execute`: a supervisor that is refused or fails, and a local file that is no image."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from modelyard.sandbox import CatalogModel, Sandbox, answers
+from modelyard.sandbox.replies import Reply
+from tests.tools.calls import answer, refusal
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_an_unknown_supervisor_is_refused_before_the_answer_is_paid_for(client: Client, sandbox: Sandbox) -> None:
+    """supervisor='nope/nope' is refused up front, saying it is the supervisor and which ids come close."""
+    message = await refusal(client, "execute", prompt="2+2?", model="gpt-4o-mini", supervisor="nope/nope")
+    assert "supervisor: 'nope/nope' is not a known model" in message and "did you mean" in message
+    assert sandbox.state.request_count == 0 and sandbox.state.ledger == []
+
+
+async def test_a_supervisor_that_fails_leaves_the_paid_answer_with_its_error(client: Client, sandbox: Sandbox) -> None:
+    """The supervisor is blocked upstream: the answer still comes back, unreviewed, with the supervisor's error."""
+    sandbox.state.faults.add(model="openai/gpt-4o", kind="moderation")
+    out = await answer(client, "execute", prompt="2+2?", model="gpt-4o-mini", supervisor="openai/gpt-4o")
+    assert out["content"] and out["resolved_model"] == "openai/gpt-4o-mini" and out["supervision"] is None
+    assert out["supervision_error"].startswith("The supervisor's review failed:")
+    assert "openai/gpt-4o" in out["supervision_error"]
+
+
+async def test_a_local_file_that_is_not_an_image_is_refused_and_never_sent(
+    client: Client, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `credentials` file in the image folder (no extension) is not sent as image/png; the refusal names the
+    accepted types and not a byte of the file."""
+    sent: list[str] = []
+    planned = answers.plan_reply
+
+    def plan_reply(
+        body: Mapping[str, Any], messages: Sequence[Mapping[str, Any]], model: CatalogModel, max_tokens: int | None
+    ) -> Reply:
+        sent.append(str(messages))
+        return planned(body, messages, model, max_tokens)
+
+    monkeypatch.setattr(answers, "plan_reply", plan_reply)
+    secret = tmp_path / "credentials"
+    secret.write_text("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG\n")
+    message = await refusal(client, "execute", prompt="describe", images=[str(secret)])
+    assert "PNG, JPEG, GIF or WebP" in message and "wJalrXUtnFEMI" not in message
+    assert sent == [] and sandbox.state.request_count == 0
+    assert base64.b64encode(secret.read_bytes()).decode() not in str(sent)
