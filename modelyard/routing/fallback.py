@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
 from decimal import Decimal
 
 import anyio
@@ -33,7 +32,8 @@ from modelyard.routing.attempt import wire_request as _wire_request
 from modelyard.routing.budget import BudgetManager
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.circuit import CircuitBreakers
-from modelyard.routing.ledger import attempt_record, failure_row, success_row
+from modelyard.routing.ledger import attempt_record, failure_row, rejected_row, success_row
+from modelyard.routing.progress import CandidateOutcome, RequestProgress, RequestSpend
 from modelyard.routing.reconcile import Abandoned, Reconciler
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import AttemptRecord, RouteResult
@@ -96,7 +96,7 @@ class FallbackLoop:
             AllCandidatesFailedError: no candidate answered (each one's failure is listed).
             UpstreamError: a failure no fallback can fix (`is_final`).
         """
-        progress = _Progress()
+        progress = RequestProgress()
         try:
             async with aclosing(self._attempts(request, plan, catalog, streamed, started, progress)) as items:
                 async for item in items:
@@ -110,14 +110,20 @@ class FallbackLoop:
             raise
 
     async def _attempts(
-        self, request: RouteRequest, plan: Plan, catalog: Catalog, streamed: bool, started: float, progress: _Progress
+        self,
+        request: RouteRequest,
+        plan: Plan,
+        catalog: Catalog,
+        streamed: bool,
+        started: float,
+        progress: RequestProgress,
     ) -> AsyncGenerator[StreamEvent | RouteResult]:
         """`run`'s body; `progress` says whether a ledger row was written for the request."""
         attempts = progress.attempts
         failures: list[tuple[str, BaseException]] = []
         refusals: list[tuple[str, BudgetExceededError]] = []
         budget_left = self.max_attempts
-        spent = _Spent(tightest(request.max_cost, (await self.budgets.limits()).per_request))
+        spent = RequestSpend(tightest(request.max_cost, (await self.budgets.limits()).per_request))
         out_of_time = False
         for candidate in plan.candidates:
             if budget_left <= 0:
@@ -137,7 +143,7 @@ class FallbackLoop:
                     await self.budgets.release(reservation)
                 attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
                 continue
-            outcome = progress.outcome = _Outcome(spent)
+            outcome = progress.outcome = CandidateOutcome(spent)
             tries = self._try_candidate(
                 request, plan, catalog, candidate, reservation, streamed, attempts, budget_left, started, outcome
             )
@@ -174,7 +180,7 @@ class FallbackLoop:
         attempts: list[AttemptRecord],
         budget_left: int,
         started: float,
-        outcome: _Outcome,
+        outcome: CandidateOutcome,
     ) -> AsyncGenerator[StreamEvent]:
         """Attempts on one candidate, with same-model retries, holding its reservation throughout.
 
@@ -332,7 +338,7 @@ class FallbackLoop:
             await self.budgets.settle(reservation, row)
         return result
 
-    async def _hold_again(self, candidate: Candidate, spent: _Spent) -> Reservation:
+    async def _hold_again(self, candidate: Candidate, spent: RequestSpend) -> Reservation:
         """A hold for a retry on `candidate`: the abandoned attempt before it kept its own.
 
         Raises:
@@ -390,62 +396,9 @@ class FallbackLoop:
         The answer is not used, but OpenRouter billed it: without this row the ledger would miss the
         money and the budget would stop counting it once the reservation is released. Returns the cost.
         """
-        row, _ = success_row(request, plan, catalog, candidate, response, [], latency_ms=0.0, total_ms=0.0, now=0.0)
-        billed = failure_row(request, plan, [], rejected, self._now())
-        billed.model, billed.provider, billed.attempts = row.model, row.provider, 1
-        billed.cost, billed.cost_source = row.cost, row.cost_source
-        billed.prompt_tokens, billed.completion_tokens = row.prompt_tokens, row.completion_tokens
-        billed.cached_tokens, billed.reasoning_tokens = row.cached_tokens, row.reasoning_tokens
-        billed.detail = {"billed_attempt": True, "resolved": candidate.id, "generation_id": response.id}
+        billed = rejected_row(request, plan, catalog, candidate, response, rejected, now=self._now())
         await self.budgets.settle(reservation, billed)
-        return row.cost
-
-
-class _Progress:
-    """How far one request got: its attempts so far, and whether its ledger row is written (or its
-    answer's, which `_succeed` commits before the result is set)."""
-
-    def __init__(self) -> None:
-        self.attempts: list[AttemptRecord] = []
-        self.outcome: _Outcome | None = None
-        self._recorded = False
-
-    @property
-    def recorded(self) -> bool:
-        return self._recorded or (self.outcome is not None and self.outcome.result is not None)
-
-    @recorded.setter
-    def recorded(self, value: bool) -> None:
-        self._recorded = value
-
-
-class _Spent:
-    """What one request's earlier attempts cost or may cost (answers billed and rejected, holds of
-    abandoned answers), so that together with the next attempt's worst case it stays within the
-    request's cap (`max_cost`, or the per-request limit): the cap is for the request, not each attempt."""
-
-    def __init__(self, cap: Decimal | None) -> None:
-        self.cap = cap
-        self.amount = Decimal(0)
-
-    def add(self, amount: Decimal) -> None:
-        self.amount += amount
-
-    def cap_left(self) -> Decimal | None:
-        if self.cap is None:
-            return None
-        return max(self.cap - self.amount, Decimal(0))
-
-
-@dataclass
-class _Outcome:
-    spent: _Spent
-    used: int = 0
-    result: RouteResult | None = None
-    final: UpstreamError | SchemaValidationError | None = None
-
-    def __post_init__(self) -> None:
-        self.failures: list[tuple[str, BaseException]] = []
+        return billed.cost
 
 
 def _timed_out(request: RouteRequest, candidate: Candidate) -> UpstreamTimeoutError:

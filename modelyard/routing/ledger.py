@@ -21,7 +21,7 @@ from modelyard.routing.result import (
 from modelyard.routing.selection import Candidate, Plan
 from modelyard.store.base import LedgerRow, new_id
 
-__all__ = ["attempt_record", "failure_row", "success_row", "view_of_plan"]
+__all__ = ["attempt_record", "failure_row", "rejected_row", "success_row", "view_of_plan"]
 
 _PLAN_EXCLUSIONS_SHOWN = 60
 
@@ -187,3 +187,25 @@ def view_of_plan(plan: Plan) -> PlanView:
         excluded_total=len(plan.exclusions),
         estimated_cost=candidates[0].worst_case_cost if candidates else None,
     )
+
+
+def rejected_row(
+    request: RouteRequest,
+    plan: Plan,
+    catalog: Catalog,
+    candidate: Candidate,
+    response: ChatResponse,
+    rejected: BaseException,
+    *,
+    now: float,
+) -> LedgerRow:
+    """The ledger row of an answer OpenRouter billed but the request rejected (it failed the JSON schema):
+    its money and tokens, marked `billed_attempt` (money of its request, not a request of its own)."""
+    row, _ = success_row(request, plan, catalog, candidate, response, [], latency_ms=0.0, total_ms=0.0, now=now)
+    billed = failure_row(request, plan, [], rejected, now)
+    billed.model, billed.provider, billed.attempts = row.model, row.provider, 1
+    billed.cost, billed.cost_source = row.cost, row.cost_source
+    billed.prompt_tokens, billed.completion_tokens = row.prompt_tokens, row.completion_tokens
+    billed.cached_tokens, billed.reasoning_tokens = row.cached_tokens, row.reasoning_tokens
+    billed.detail = {"billed_attempt": True, "resolved": candidate.id, "generation_id": response.id}
+    return billed

@@ -1,0 +1,61 @@
+"""What one request's attempts have done so far, as the fallback loop keeps it: the attempts, the money
+they spent or hold against the request's cap, and what came of the candidate being tried."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from modelyard.errors import SchemaValidationError, UpstreamError
+from modelyard.routing.result import AttemptRecord, RouteResult
+
+__all__ = ["CandidateOutcome", "RequestProgress", "RequestSpend"]
+
+
+class RequestProgress:
+    """How far one request got: its attempts so far, and whether its ledger row is written (or its
+    answer's, which is committed before the result is set)."""
+
+    def __init__(self) -> None:
+        self.attempts: list[AttemptRecord] = []
+        self.outcome: CandidateOutcome | None = None
+        self._recorded = False
+
+    @property
+    def recorded(self) -> bool:
+        return self._recorded or (self.outcome is not None and self.outcome.result is not None)
+
+    @recorded.setter
+    def recorded(self, value: bool) -> None:
+        self._recorded = value
+
+
+class RequestSpend:
+    """What one request's earlier attempts cost or may cost (answers billed and rejected, holds of
+    abandoned answers), so that together with the next attempt's worst case it stays within the
+    request's cap (`max_cost`, or the per-request limit): the cap is for the request, not each attempt."""
+
+    def __init__(self, cap: Decimal | None) -> None:
+        self.cap = cap
+        self.amount = Decimal(0)
+
+    def add(self, amount: Decimal) -> None:
+        self.amount += amount
+
+    def cap_left(self) -> Decimal | None:
+        if self.cap is None:
+            return None
+        return max(self.cap - self.amount, Decimal(0))
+
+
+@dataclass
+class CandidateOutcome:
+    """What the attempts on one candidate came to: attempts used, the result or the final error, the failures."""
+
+    spent: RequestSpend
+    used: int = 0
+    result: RouteResult | None = None
+    final: UpstreamError | SchemaValidationError | None = None
+
+    def __post_init__(self) -> None:
+        self.failures: list[tuple[str, BaseException]] = []
