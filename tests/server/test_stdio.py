@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -220,7 +221,6 @@ async def test_a_sigterm_during_a_call_shuts_the_server_down_cleanly_and_the_cal
     exits 0, as when its stdin closes, and the call in flight, whose answer had begun, has its ledger row
     (its cost unknown yet: OpenRouter has not finished it) instead of vanishing with the process."""
     import signal
-    import sqlite3
 
     model = "openai/gpt-4o-mini"
     sandbox.state.faults.add(model=model, kind="latency", count=1, latency_ms=5000)
@@ -249,14 +249,7 @@ async def test_a_sigterm_during_a_call_shuts_the_server_down_cleanly_and_the_cal
             finally:
                 if process.returncode is None:
                     process.kill()
-    conn = sqlite3.connect(tmp_path / "s.db")
-    try:
-        rows = conn.execute("SELECT status, cost, json_extract(detail, '$.generation_id') FROM ledger").fetchall()
-    finally:
-        conn.close()
-    # The request, cancelled; and its abandoned answer, which may be billed (unknown cost, its generation id).
-    expected = [("cancelled", None, None), ("error", None, sandbox.state.ledger[0].generation_id)]
-    assert sorted(rows, key=str) == sorted(expected, key=str), stderr.decode(errors="replace")
+    assert _cancelled_with_its_abandoned_answer(tmp_path / "s.db", sandbox), stderr.decode(errors="replace")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="modelyard's own transport serves POSIX pipes only")
@@ -267,7 +260,6 @@ async def test_a_host_closing_the_servers_stdout_ends_it_cleanly_and_the_call_in
     does: the next answer finds the wire gone, the server exits 0 without a traceback, and the call in
     flight, whose answer had begun, has its ledger row instead of vanishing with the process."""
     import os
-    import sqlite3
 
     from modelyard.server.stdio import FdLines
 
@@ -307,10 +299,16 @@ async def test_a_host_closing_the_servers_stdout_ends_it_cleanly_and_the_call_in
         with contextlib.suppress(OSError):
             os.close(stdout_end)
     assert code == 0 and "Traceback" not in stderr, stderr
-    conn = sqlite3.connect(tmp_path / "s.db")
+    assert _cancelled_with_its_abandoned_answer(tmp_path / "s.db", sandbox), stderr
+
+
+def _cancelled_with_its_abandoned_answer(db: Path, sandbox: Sandbox) -> bool:
+    """The ledger holds the request, cancelled, and its abandoned answer, which may be billed (an unknown
+    cost, with its generation id for the lookup)."""
+    conn = sqlite3.connect(db)
     try:
         rows = conn.execute("SELECT status, cost, json_extract(detail, '$.generation_id') FROM ledger").fetchall()
     finally:
         conn.close()
     expected = [("cancelled", None, None), ("error", None, sandbox.state.ledger[0].generation_id)]
-    assert sorted(rows, key=str) == sorted(expected, key=str), stderr
+    return sorted(rows, key=str) == sorted(expected, key=str)

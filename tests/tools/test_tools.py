@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,10 @@ from modelyard.sandbox import Sandbox
 from modelyard.server import build_server
 from modelyard.settings import Settings
 from modelyard.tools import TOOL_NAMES
+from tests.tools.calls import answer, refusal
+from tests.tools.conftest import KEY
 
 pytestmark = pytest.mark.anyio
-KEY = "sk-or-v1-sandbox"
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    async with Sandbox.running(api_key=KEY) as sb:
-        yield sb
 
 
 def _settings(sandbox: Sandbox, tmp_path: Path, **overrides: Any) -> Settings:
@@ -37,24 +31,7 @@ def _settings(sandbox: Sandbox, tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**fields)
 
 
-@pytest.fixture
-async def client(sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Client]:
-    async with Client(build_server(_settings(sandbox, tmp_path, allowed_image_dirs=[tmp_path]))) as c:
-        yield c
-
-
-async def _call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def _error(client: Client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error
-    text: str = result.content[0].text  # type: ignore[union-attr]
-    return text
+_call, _error = answer, refusal
 
 
 async def test_the_nine_tools_are_listed_with_schemas_and_read_only_hints(client: Client) -> None:
