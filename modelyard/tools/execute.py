@@ -31,11 +31,12 @@ Messages = Annotated[
 ]
 System = Annotated[str | None, Field(description="A system prompt put first.")]
 Model = Annotated[
-    str,
+    str | None,
     Field(
-        description="'auto' (default: chosen by capabilities, cost, speed, quality), a model id "
+        description="'auto' (chosen by capabilities, cost, speed, quality), a model id "
         "('openai/gpt-4o-mini'), a short name ('gpt-4o-mini'), a tier ('economy', 'balanced', "
-        "'premium') or 'openrouter/auto' (OpenRouter's own router)."
+        "'premium') or 'openrouter/auto' (OpenRouter's own router). Default: the server's default "
+        "model (MODELYARD_DEFAULT_MODEL, 'auto' unless set)."
     ),
 ]
 Models = Annotated[list[str] | None, Field(description="Explicit fallback chain tried after `model`, in order.")]
@@ -79,6 +80,7 @@ async def _request(app: AppContext, **fields: Any) -> RouteRequest:
     if functions and not tools:
         tools, tool_choice = translate_functions(functions, function_call)
     cleaned = {k: v for k, v in fields.items() if v is not None}
+    cleaned.setdefault("model", settings.default_model)
     return RouteRequest(messages=messages, tools=tools, tool_choice=tool_choice, **cleaned)
 
 
@@ -91,7 +93,7 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         prompt: Prompt = None,
         messages: Messages = None,
         system: System = None,
-        model: Model = "auto",
+        model: Model = None,
         models: Models = None,
         quality: Annotated[Literal["low", "medium", "high"] | None, Field(description="Quality vs cost.")] = None,
         speed: Annotated[Literal["any", "fast"] | None, Field(description="'fast' favours throughput.")] = None,
@@ -161,7 +163,7 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         prompt: Prompt = None,
         messages: Messages = None,
         system: System = None,
-        model: Model = "auto",
+        model: Model = None,
         models: Models = None,
         quality: Literal["low", "medium", "high"] | None = None,
         speed: Literal["any", "fast"] | None = None,

@@ -56,7 +56,7 @@ class BatchTask(BaseModel):
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
     system: str | None = None
-    model: str = "auto"
+    model: str | None = Field(default=None, description="Default: the server's default model ('auto' unless set).")
     capabilities: list[Capability] = Field(default_factory=list)
     max_cost_per_1k: Decimal | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -122,13 +122,14 @@ def _pick(verdict: str, labels: list[str]) -> str | None:
     return max((label for label in labels if label in text), key=len, default=None)
 
 
-async def _task_request(number: int, task: BatchTask) -> RouteRequest | str:
+async def _task_request(number: int, task: BatchTask, default_model: str) -> RouteRequest | str:
     """Task `number`'s request, or why it cannot be built (starting `task N:`), so that it fails alone."""
     try:
         with tool_errors():
             return RouteRequest(
                 messages=await build_messages(task.prompt, task.messages, task.system, [], []),
-                **task.model_dump(exclude={"prompt", "messages", "system"}, exclude_none=True),
+                model=task.model or default_model,
+                **task.model_dump(exclude={"prompt", "messages", "system", "model"}, exclude_none=True),
             )
     except ToolError as exc:
         return f"task {number}: {exc}"
@@ -153,7 +154,7 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         """The same prompt on several models (or one model per perspective) in parallel; all answers with
         cost and latency; an optional judge picks the best."""
         app = await app_of(ctx)
-        names = models or ["auto"]
+        names = models or [app.settings.default_model]
         if len(names) < 2 and not perspectives:
             raise ToolError("Give at least two models, or perspectives (system prompts) to compare.")
         if len(names) * max(1, len(perspectives or [])) > 12:
@@ -196,7 +197,7 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         bounded concurrency, all inside the same budget. A failed task does not stop the others, nor does a
         malformed one (no prompt, a message without a role): its error starts with its number, `task N:`."""
         app = await app_of(ctx)
-        built = [await _task_request(i + 1, t) for i, t in enumerate(tasks)]
+        built = [await _task_request(i + 1, t, app.settings.default_model) for i, t in enumerate(tasks)]
         labelled = [(f"task {i + 1}", r) for i, r in enumerate(built) if isinstance(r, RouteRequest)]
         with tool_errors():
             ran = iter(await with_keepalive(app, Progress(ctx), lambda: _run_all(app.router, labelled, max_parallel)))

@@ -54,3 +54,25 @@ async def test_a_local_file_that_is_not_an_image_is_refused_and_never_sent(
     assert "PNG, JPEG, GIF or WebP" in message and "wJalrXUtnFEMI" not in message
     assert sent == [] and sandbox.state.request_count == 0
     assert base64.b64encode(secret.read_bytes()).decode() not in str(sent)
+
+
+async def test_a_call_that_names_no_model_uses_the_servers_default_model(sandbox: Sandbox, tmp_path: Path) -> None:
+    """MODELYARD_DEFAULT_MODEL is what a request that names no model gets, from every tool."""
+    from modelyard.server import build_server
+    from modelyard.settings import Settings
+    from tests.tools.conftest import KEY
+
+    settings = Settings(
+        openrouter_api_key=KEY,
+        openrouter_base_url=sandbox.base_url,
+        store=f"sqlite:///{tmp_path / 't.db'}",
+        default_model="openai/gpt-4o-mini",
+    )
+    async with Client(build_server(settings)) as client:
+        plan = await answer(client, "plan_route", prompt="hi")
+        done = await answer(client, "execute", prompt="hi")
+        batch = await answer(client, "execute_batch", tasks=[{"prompt": "one"}, {"prompt": "two", "model": "auto"}])
+    assert plan["candidates"][0]["model"] == "openai/gpt-4o-mini"
+    assert done["resolved_model"] == "openai/gpt-4o-mini"
+    assert batch["results"][0]["result"]["resolved_model"] == "openai/gpt-4o-mini"
+    assert batch["results"][1]["result"]["requested_model"] == "auto"
