@@ -57,6 +57,7 @@ __all__ = [
     "SchemaValidationError",
     "ServerError",
     "ServiceUnavailableError",
+    "StoreUnavailableError",
     "StreamError",
     "UnprocessableError",
     "UpstreamConnectError",
@@ -73,6 +74,11 @@ class ModelyardError(Exception):
 
 class ConfigurationError(ModelyardError):
     """Settings are missing or inconsistent; the message says what to set."""
+
+
+class StoreUnavailableError(ModelyardError):
+    """The store does not answer (a Redis server that is down or unreachable); the message names it,
+    without its password, and what to check."""
 
 
 class UpstreamError(ModelyardError):

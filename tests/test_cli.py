@@ -205,3 +205,12 @@ def test_metrics_reports_requests_spend_and_per_model_rows(env: Path, capsys: py
     assert re.search(r"requests +1 \(ok 1, failed 0, refused 0\)", out)
     assert f"spend         {cost.group(1)} total" in out
     assert re.search(r"^openai/gpt-4\.1-nano\S*\s+1\s", out, re.MULTILINE)
+
+
+def test_budget_with_a_redis_store_that_is_down_says_so_without_a_traceback(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MODELYARD_STORE", "redis://:hunter2pass@127.0.0.1:1/0")
+    assert exit_code(env, "budget") == 1
+    err = capsys.readouterr().err
+    assert "does not answer" in err and "MODELYARD_STORE" in err and "hunter2pass" not in err

@@ -62,14 +62,24 @@ def open_store(url: str) -> Store:
 
 async def open_store_async(url: str) -> Store:
     """`open_store`, with a SQLite file opened in a worker thread: a file another process holds locked
-    makes this wait (up to the busy timeout) without blocking the event loop.
+    makes this wait (up to the busy timeout) without blocking the event loop. A Redis store must answer
+    a PING.
 
     Raises:
-        ConfigurationError: as `open_store`.
+        ConfigurationError: as `open_store`, or a Redis store that does not answer.
     """
     text = url.strip()
-    if not text or _is_redis(text):
-        return open_store(text)  # the empty URL's error, or a RedisStore (it connects at its first call)
+    if not text:
+        return open_store(text)  # the empty URL's error
+    if _is_redis(text):
+        store = open_store(text)
+        if not await store.healthy():  # a server that opens on a Redis that is down would fail every call
+            await store.aclose()
+            raise ConfigurationError(
+                f"The Redis store at {redacted(text.split('?')[0])} does not answer: check that it is running "
+                "and reachable from here, or point MODELYARD_STORE elsewhere."
+            )
+        return store
     from modelyard.store.sqlite import SQLiteStore
 
     return await SQLiteStore.open(_sqlite_path(text))

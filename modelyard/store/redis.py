@@ -36,6 +36,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal, localcontext
 from types import TracebackType
 from typing import Any, Final, cast
@@ -43,9 +45,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from modelyard.errors import BudgetExceededError, ConfigurationError
+from modelyard.errors import BudgetExceededError, ConfigurationError, StoreUnavailableError
 from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, new_id
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
@@ -215,8 +219,11 @@ class RedisStore:
             )
         except ValueError as exc:
             raise ConfigurationError(f"Invalid Redis store URL: {exc}") from None
+        from modelyard.store import redacted
+
         self.prefix = prefix
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._where = redacted(urlunsplit(parts._replace(query="")))
         self._closed = False
         scripts = (_RESERVE_LUA, _RELEASE_LUA, _COMMIT_LUA, _TOTALS_LUA)
         self._reserve, self._release, self._commit, self._totals = (
@@ -258,7 +265,8 @@ class RedisStore:
         args = (repr(now), reservation.id, _text(amount), repr(reservation.expires_at))
         limit_args = tuple("" if limit is None else _text(limit) for limit in (limits.daily, limits.monthly))
         keys = (*self._holds(), self.key(day), self.key(month))
-        verdict, spent_day, spent_month, held = await self._reserve(keys=keys, args=(*args, *limit_args))
+        with self._answering():
+            verdict, spent_day, spent_month, held = await self._reserve(keys=keys, args=(*args, *limit_args))
         if verdict == "ok":
             return reservation
         limit = cast(Decimal, limits.daily if verdict == "daily" else limits.monthly)
@@ -267,7 +275,7 @@ class RedisStore:
 
     async def release(self, reservation_id: str) -> None:
         """Free a reservation without recording spend; nothing happens if it is already gone."""
-        with anyio.CancelScope(shield=True), anyio.fail_after(_WRITE_GRACE_S):
+        with self._answering(), anyio.CancelScope(shield=True), anyio.fail_after(_WRITE_GRACE_S):
             await self._release(keys=self._holds(), args=(reservation_id,))
 
     async def commit(self, reservation_id: str | None, row: LedgerRow) -> None:
@@ -284,14 +292,15 @@ class RedisStore:
         keys = (*self._holds(), *self._ledger(), self.key(day), self.key(month))
         cost = _text(row.cost) if row.cost else ""
         args = (reservation_id or "", row.id, text, repr(row.ts), cost)
-        with anyio.CancelScope(shield=True), anyio.fail_after(_WRITE_GRACE_S):
+        with self._answering(), anyio.CancelScope(shield=True), anyio.fail_after(_WRITE_GRACE_S):
             await self._commit(keys=keys, args=args)
 
     async def totals(self, *, now: float) -> SpendTotals:
         """Spend of the UTC day and month of `now`, and the reservations still live at `now`."""
         day, month = _periods(now)
         keys = (*self._holds()[:2], self.key(day), self.key(month))
-        spent_day, spent_month, held = await self._totals(keys=keys, args=(repr(now),))
+        with self._answering():
+            spent_day, spent_month, held = await self._totals(keys=keys, args=(repr(now),))
         return SpendTotals(spent_today=Decimal(spent_day), spent_month=Decimal(spent_month), reserved=Decimal(held))
 
     async def rows(self, *, since: float | None = None, limit: int | None = None) -> list[LedgerRow]:
@@ -301,21 +310,24 @@ class RedisStore:
         rows_key, index_key, _ = self._ledger()
         lower = "-inf" if since is None else repr(since)
         start, count = (None, None) if limit is None else (0, limit)
-        members = cast(list[str], await self.redis.zrevrangebyscore(index_key, "+inf", lower, start, count))
-        ids = [member.split(":", 1)[1] for member in reversed(members)]
-        found: list[LedgerRow] = []
-        for first in range(0, len(ids), _ROWS_CHUNK):
-            texts = cast(list[str | None], await self.redis.hmget(rows_key, ids[first : first + _ROWS_CHUNK]))
-            found.extend(_decode_row(text) for text in texts if text is not None)
+        with self._answering():
+            members = cast(list[str], await self.redis.zrevrangebyscore(index_key, "+inf", lower, start, count))
+            ids = [member.split(":", 1)[1] for member in reversed(members)]
+            found: list[LedgerRow] = []
+            for first in range(0, len(ids), _ROWS_CHUNK):
+                texts = cast(list[str | None], await self.redis.hmget(rows_key, ids[first : first + _ROWS_CHUNK]))
+                found.extend(_decode_row(text) for text in texts if text is not None)
         return found
 
     async def get_value(self, key: str) -> str | None:
         """The value stored under `key`, or None."""
-        return cast(str | None, await self.redis.hget(self.key("kv"), key))
+        with self._answering():
+            return cast(str | None, await self.redis.hget(self.key("kv"), key))
 
     async def set_value(self, key: str, value: str) -> None:
         """Store `value` under `key`, replacing any old one."""
-        await self.redis.hset(self.key("kv"), key, value)
+        with self._answering():
+            await self.redis.hset(self.key("kv"), key, value)
 
     async def healthy(self) -> bool:
         """True when Redis answers PING (within 5 seconds); False once the store is closed."""
@@ -332,6 +344,17 @@ class RedisStore:
         if not self._closed:
             self._closed = True
             await self.redis.aclose(close_connection_pool=True)
+
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Raise `StoreUnavailableError` for a Redis that does not answer (the call's own errors pass)."""
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+            raise StoreUnavailableError(
+                f"The Redis store at {self._where} does not answer ({type(exc).__name__}): check that it is "
+                "running and reachable from here, or point MODELYARD_STORE elsewhere."
+            ) from exc
 
     def _holds(self) -> tuple[str, str, str]:
         return self.key("holds"), self.key("hold_amounts"), self.key("held")

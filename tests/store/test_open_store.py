@@ -110,15 +110,6 @@ async def test_open_store_async_opens_the_file_a_url_names(tmp_path: Path) -> No
     await memory.aclose()
 
 
-async def test_open_store_async_opens_redis_without_connecting() -> None:
-    """A Redis URL gives a RedisStore at once, as `open_store` does."""
-    from modelyard.store.redis import RedisStore
-
-    store = await open_store_async("redis://localhost:6379/0")
-    assert isinstance(store, RedisStore)
-    await store.aclose()
-
-
 @pytest.mark.parametrize("url", ["", "postgres://db/x", "sqlite://relative.db"])
 async def test_open_store_async_refuses_what_open_store_refuses(url: str) -> None:
     """Bad URLs are the same configuration errors."""
@@ -149,3 +140,25 @@ async def test_a_file_another_process_holds_locked_is_waited_for_without_blockin
     assert ticks >= 10, f"the event loop ran only {ticks} times while the open waited"
     assert waited >= 0.25, "the open did not wait for the lock"
     await store.aclose()
+
+
+_REDIS_DOWN = "redis://:hunter2pass@127.0.0.1:1/0"  # port 1: nothing listens there
+
+
+async def test_a_redis_store_that_does_not_answer_is_refused_at_open_naming_it_without_its_password() -> None:
+    with pytest.raises(ConfigurationError, match="does not answer") as caught:
+        await open_store_async(_REDIS_DOWN)
+    assert "127.0.0.1:1" in str(caught.value) and "hunter2pass" not in str(caught.value)
+    assert "MODELYARD_STORE" in str(caught.value)
+
+
+async def test_each_call_to_a_redis_store_that_went_down_is_a_store_error_not_a_redis_one() -> None:
+    """A server keeps running when its Redis goes away: each call then says which store and what to check."""
+    from modelyard.errors import StoreUnavailableError
+    from modelyard.store.redis import RedisStore
+
+    async with RedisStore(_REDIS_DOWN) as store:
+        for call in (lambda: store.totals(now=0.0), lambda: store.get_value("k"), lambda: store.rows()):
+            with pytest.raises(StoreUnavailableError, match="does not answer") as caught:
+                await call()
+            assert "hunter2pass" not in str(caught.value)

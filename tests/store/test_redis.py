@@ -249,3 +249,11 @@ async def test_the_test_redis_is_reachable() -> None:
     """The Redis these tests use answers (CI's TEST_REDIS_URL or a private redis-server)."""
     async with RedisStore(redis_url()) as store:
         assert await store.healthy()
+
+
+async def test_open_store_async_opens_a_redis_store_that_answers(url: str) -> None:
+    from modelyard.store import open_store_async
+
+    store = await open_store_async(url)
+    assert isinstance(store, RedisStore) and await store.healthy()
+    await store.aclose()
