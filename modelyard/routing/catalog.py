@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 
-from modelyard.errors import ModelyardError, UpstreamError
+from modelyard.errors import MalformedResponseError, ModelyardError, UpstreamError
 from modelyard.openrouter.schemas import ModelInfo
 from modelyard.store.base import Store
 
@@ -38,16 +38,26 @@ _FREE_ESTIMATE = 20.0
 
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
-    """A model with its quality score (0-100 scale of the intelligence index) and tier."""
+    """A model with its quality score (0-100 scale of the intelligence index) and tier.
+
+    `variant` is a routing variant OpenRouter applies to any model without listing it (`:floor`; see
+    `resolve.ROUTING_VARIANTS`): the entry is the listed model's, the variant is kept to be sent.
+    """
 
     info: ModelInfo
     quality: float
     quality_source: QualitySource
     tier: Tier
+    variant: str = ""
 
     @property
     def id(self) -> str:
         return self.info.id
+
+    @property
+    def wire_id(self) -> str:
+        """The model to send upstream: the id, with its routing variant when one was asked for."""
+        return self.info.id + self.variant
 
 
 class Catalog:
@@ -67,15 +77,16 @@ class Catalog:
         self.entries: dict[str, CatalogEntry] = {
             m.id: CatalogEntry(m, scores[m.id][0], scores[m.id][1], _tier(scores[m.id][0], cuts)) for m in infos
         }
-        self.by_canonical = {m.canonical_slug: m.id for m in infos if m.canonical_slug}
+        self.by_canonical = _canonical_index(infos)
+        self._folded = _folded_index(infos, self.by_canonical)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def get(self, model_id: str) -> CatalogEntry | None:
-        """The entry for an exact id or canonical slug."""
+        """The entry for an id or canonical slug: exact first, else in any case (`OpenAI/GPT-4o-mini`)."""
         entry = self.entries.get(model_id)
-        if entry is None and (alias := self.by_canonical.get(model_id)):
+        if entry is None and (alias := self.by_canonical.get(model_id) or self._folded.get(model_id.lower())):
             entry = self.entries.get(alias)
         return entry
 
@@ -92,6 +103,30 @@ class Catalog:
         payload = json.loads(text)
         models = [ModelInfo.model_validate(row) for row in payload["data"]]
         return cls(models, fetched_at=float(payload["fetched_at"]), quality_overrides=quality_overrides)
+
+
+def _canonical_index(infos: Sequence[ModelInfo]) -> dict[str, str]:
+    """Canonical slug -> id. A model and its `:free`/`:batch`/`:thinking` rows share one canonical slug,
+    which chat answers report as their `model`: it names the base model (the id without ':'), and a
+    variant only where no base model is listed."""
+    index: dict[str, str] = {}
+    for info in sorted(infos, key=lambda m: (":" in m.id, m.id)):
+        if info.canonical_slug:
+            index.setdefault(info.canonical_slug, info.id)
+    return index
+
+
+def _folded_index(infos: Sequence[ModelInfo], by_canonical: Mapping[str, str]) -> dict[str, str]:
+    """Lower-cased id or canonical slug -> id: ids first, then canonical slugs (as `by_canonical` maps them)."""
+    index = {info.id.lower(): info.id for info in reversed(infos)}  # the first id wins a case clash
+    for slug, model_id in by_canonical.items():
+        index.setdefault(slug.lower(), model_id)
+    return index
+
+
+def _routable_text(info: ModelInfo) -> bool:
+    """A model selection can route a text chat to: not a router, and answers in text."""
+    return not info.is_router and "text" in info.architecture.output_modalities
 
 
 def _quality_scores(
@@ -194,9 +229,15 @@ class CatalogService:
         """Fetch `/models` now and store it.
 
         Raises:
-            UpstreamError: the fetch failed (the previous catalog stays in use).
+            UpstreamError: the fetch failed, or its answer lists no routable text model (an outage page
+                or a partial deploy answering 200 with an empty list); the previous catalog stays in
+                use, in memory and in the store.
         """
         models = await self._client.list_models()
+        if not any(_routable_text(m) for m in models):
+            raise MalformedResponseError(
+                f"OpenRouter's /models listed {len(models)} models and no routable text model", model=None
+            )
         catalog = Catalog(models, fetched_at=self._clock(), quality_overrides=self._overrides)
         await self._store.set_value(_STORE_KEY, catalog.to_json())
         self._catalog, self.last_error = catalog, None

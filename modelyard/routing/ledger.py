@@ -43,6 +43,10 @@ def _cost(
 ) -> tuple[Decimal | None, Literal["upstream", "computed"] | None]:
     """OpenRouter's `usage.cost` when given, else computed at the served model's prices, else unknown.
 
+    The served model is the answer's `model`: the candidate itself when that is the candidate's id or
+    canonical slug (a canonical slug is shared by a model and its `:free`/`:batch` rows, and the one asked
+    for is the one that answered), else the catalog's model of that name (a router's pick), else the candidate.
+
     A computed cost uses the prices in force when the answer was made: its `created` time, else `now`
     (else, when `now` is 0 as from a caller without a clock, the current time), and the 1-hour cache-write
     price when the request marked a breakpoint with a 1-hour TTL.
@@ -51,7 +55,8 @@ def _cost(
         return None, None
     if usage.cost is not None:
         return usage.cost, "upstream"
-    served = catalog.get(response.model) or candidate.entry
+    own = {candidate.id, candidate.entry.wire_id, candidate.entry.info.canonical_slug}
+    served = candidate.entry if response.model in own else catalog.get(response.model) or candidate.entry
     if served.info.pricing.is_dynamic:
         return None, None
     at = float(response.created) if response.created is not None else now or None

@@ -1,5 +1,6 @@
-"""The catalog: quality scores and their source, tiers in thirds, JSON round trip, and the service
-that fetches `/models`, stores it, refreshes it on a TTL and survives a restart without network."""
+"""The catalog: quality scores and their source, tiers in thirds, lookup by id or canonical slug in any
+case, JSON round trip, and the service that fetches `/models`, stores it, refreshes it on a TTL,
+refuses an answer with nothing to route to, and survives a restart without network."""
 
 from __future__ import annotations
 
@@ -159,6 +160,54 @@ def test_a_model_is_found_by_its_id_or_its_canonical_slug() -> None:
     assert cat.get("claude-sonnet-4.5") is None
 
 
+def test_a_canonical_slug_shared_with_batch_and_free_rows_names_the_base_model() -> None:
+    """A model, its `:batch` and its `:free` rows share one canonical slug: it is the paid base model's."""
+    slug = "lab/m-20260101"
+    base = model("lab/m", prompt="0.000001", completion="0.000002", canonical=slug)
+    cat = catalog([model("lab/m:free", canonical=slug), model("lab/m:batch", canonical=slug), base])
+    assert cat.get(slug) is cat.entries["lab/m"]
+
+
+def test_a_canonical_slug_whose_base_model_is_not_listed_names_its_variant() -> None:
+    """With no base row, the canonical slug still names the one variant that is listed."""
+    cat = catalog([model("lab/codex:batch", canonical="lab/codex-20260101")])
+    assert cat.get("lab/codex-20260101") is cat.entries["lab/codex:batch"]
+
+
+def test_every_canonical_slug_of_the_real_snapshot_names_a_base_model_where_one_is_listed() -> None:
+    """In the Aug 2026 list (69 canonical slugs are shared with `:batch`/`:free`/`:thinking` rows), no
+    canonical slug names a variant while its base model is listed."""
+    data = json.loads(shared_fixture("models-2026-08-19.json").read_text())
+    cat = Catalog(ModelList.model_validate(data).data, fetched_at=0.0)
+    assert cat.get("anthropic/claude-4.5-sonnet-20250929") is cat.entries["anthropic/claude-sonnet-4.5"]
+    assert cat.get("google/gemma-4-31b-it-20260402") is cat.entries["google/gemma-4-31b-it"]
+    bases = {e.info.canonical_slug for e in cat.entries.values() if ":" not in e.id}
+    named = {slug: cat.get(slug) for slug in bases if slug}
+    assert [slug for slug, entry in named.items() if entry is None or ":" in entry.id] == []
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("OpenAI/GPT-4o-mini", GPT_4O_MINI),
+        ("ANTHROPIC/CLAUDE-SONNET-4.5", SONNET),
+        ("Anthropic/Claude-4.5-Sonnet-20250929", SONNET),
+        ("Google/Gemma-4-31B-it:FREE", GEMMA_FREE),
+    ],
+)
+def test_an_id_or_canonical_slug_in_another_case_is_found(written: str, expected: str) -> None:
+    """Ids and canonical slugs are found in any case, as short names are."""
+    cat = small_catalog()
+    assert cat.get(written) is cat.entries[expected]
+
+
+def test_an_exact_id_wins_over_one_that_differs_only_in_case() -> None:
+    """Where two ids differ only in case, each is found exactly; another case finds the first by id."""
+    cat = catalog([model("Lab/M"), model("lab/m")])
+    assert cat.get("lab/m") is cat.entries["lab/m"] and cat.get("Lab/M") is cat.entries["Lab/M"]
+    assert cat.get("LAB/M") is cat.entries["Lab/M"]
+
+
 def test_a_duplicate_row_is_kept_once() -> None:
     """The same id twice in the list is one entry."""
     assert len(catalog([*rows(), *rows()])) == len(rows())
@@ -310,6 +359,48 @@ async def test_a_failed_refresh_backs_off_before_trying_again() -> None:
         cat = await service.current()
         assert upstream.calls == calls + 1
         assert cat.fetched_at == clock.now and service.last_error is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answer",
+    [[], [model(AUTO, prompt="-1", completion="-1", tokenizer="Router"), model("lab/image", output=("image",))]],
+    ids=["empty", "no-routable-text-model"],
+)
+async def test_a_models_answer_with_no_routable_text_model_is_a_failed_refresh(
+    answer: list[ModelInfo], tmp_path: Path
+) -> None:
+    """A 200 with an empty list (an outage page, a partial deploy), or with only routers and image
+    models, keeps the last good catalog in memory and in the store, says why, and backs off."""
+    upstream = FakeUpstream(rows())
+    clock = FakeClock()
+    async with _client(upstream) as client, SQLiteStore(tmp_path / "store.db") as store:
+        service = CatalogService(client, store, ttl_s=TTL, clock=clock)
+        first = await service.current()
+        upstream.models = answer
+        clock.now += 2 * TTL
+        assert await service.current() is first
+        assert service.last_error is not None and "no routable text model" in service.last_error
+        stored = await store.get_value("catalog:v1")
+        assert stored is not None and list(Catalog.from_json(stored).entries) == list(first.entries)
+        calls = upstream.calls
+        clock.now += 30
+        await service.current()
+        assert upstream.calls == calls
+
+    async with _offline_client() as client, SQLiteStore(tmp_path / "store.db") as store:
+        restarted = await CatalogService(client, store, ttl_s=TTL, clock=clock).current()
+        assert list(restarted.entries) == list(first.entries)
+
+
+@pytest.mark.anyio
+async def test_an_empty_models_answer_with_nothing_stored_is_the_clear_no_catalog_error() -> None:
+    """With no earlier copy, an empty `/models` is no catalog, not an empty one that routes nothing."""
+    async with _client(FakeUpstream([])) as client, SQLiteStore(":memory:") as store:
+        service = CatalogService(client, store, ttl_s=TTL, clock=FakeClock())
+        with pytest.raises(ModelyardError, match=r"No model catalog.*no routable text model"):
+            await service.current()
+        assert await store.get_value("catalog:v1") is None
 
 
 @pytest.mark.anyio

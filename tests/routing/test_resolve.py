@@ -1,12 +1,17 @@
-"""Model references: exact id, canonical slug, `openrouter/` prefix, short name, tier aliases, and
-errors that list the closest ids."""
+"""Model references: exact id, canonical slug (either in any case), `openrouter/` prefix, short name,
+routing variants, tier aliases, and errors that list the closest ids."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from modelyard.errors import ModelNotFoundError
+from modelyard.openrouter.schemas import ModelList
+from modelyard.routing.catalog import Catalog
 from modelyard.routing.resolve import resolve_model, resolve_reference
+from tests.conftest import shared_fixture
 from tests.routing.catalog_factory import (
     AUTO,
     GEMMA,
@@ -33,11 +38,22 @@ from tests.routing.catalog_factory import (
         ("openrouter/gpt-4o-mini", GPT_4O_MINI),
         ("  gpt-4o-mini  ", GPT_4O_MINI),
         ("claude-sonnet-4.5", SONNET),
+        ("OpenAI/GPT-4o-mini", GPT_4O_MINI),
+        ("openrouter/OpenAI/GPT-4o-mini", GPT_4O_MINI),
+        ("Anthropic/Claude-4.5-Sonnet-20250929", SONNET),
     ],
 )
 def test_a_model_reference_resolves_to_one_catalog_id(reference: str, expected: str) -> None:
-    """Exact id, canonical slug, openrouter/ prefix and short names (any case) all name the same model."""
+    """Exact id, canonical slug, openrouter/ prefix and short names, in any case, all name the same model."""
     assert resolve_model(small_catalog(), reference).id == expected
+
+
+def test_a_canonical_slug_of_the_real_snapshot_is_the_base_model_not_its_batch_or_free_row() -> None:
+    """Sonnet 4.5's slug is shared with its `:batch` row, gemma's with its `:free` row: both name the base."""
+    data = json.loads(shared_fixture("models-2026-08-19.json").read_text())
+    cat = Catalog(ModelList.model_validate(data).data, fetched_at=0.0)
+    assert resolve_model(cat, "anthropic/claude-4.5-sonnet-20250929").id == "anthropic/claude-sonnet-4.5"
+    assert resolve_model(cat, "google/gemma-4-31b-it-20260402").id == "google/gemma-4-31b-it"
 
 
 def test_a_short_name_with_a_free_twin_is_the_paid_model_not_ambiguous() -> None:
@@ -76,6 +92,70 @@ def test_a_name_like_nothing_is_unknown_with_no_suggestions() -> None:
     with pytest.raises(ModelNotFoundError, match="list_models") as caught:
         resolve_model(small_catalog(), "zzzzzzzzzzzz")
     assert caught.value.suggestions == []
+
+
+@pytest.mark.parametrize("variant", [":floor", ":FLOOR"])
+def test_a_routing_variant_is_the_listed_model_carrying_the_variant_to_send(variant: str) -> None:
+    """`:floor` is not in `/models`: the entry is the base model's (id, prices, limits) and the variant
+    is kept for the wire."""
+    cat = small_catalog()
+    entry = resolve_model(cat, GPT_4O_MINI + variant)
+    assert (entry.id, entry.variant, entry.wire_id) == (GPT_4O_MINI, ":floor", GPT_4O_MINI + ":floor")
+    assert entry.info is cat.entries[GPT_4O_MINI].info and entry.tier == cat.entries[GPT_4O_MINI].tier
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected", "variant"),
+    [
+        ("gpt-4o-mini:floor", GPT_4O_MINI, ":floor"),
+        (f"openrouter/{GPT_4O_MINI}:floor", GPT_4O_MINI, ":floor"),
+        ("OpenAI/GPT-4o-mini:Floor", GPT_4O_MINI, ":floor"),
+        (f"{SONNET_CANONICAL}:floor", SONNET, ":floor"),
+        (f"{GEMMA_FREE}:floor", GEMMA_FREE, ":floor"),
+        (GPT_4O_MINI, GPT_4O_MINI, ""),
+    ],
+)
+def test_a_routing_variant_applies_to_any_way_of_naming_a_model(reference: str, expected: str, variant: str) -> None:
+    """Short names, the openrouter/ prefix, another case, canonical slugs and `:free` rows take a variant too."""
+    entry = resolve_model(small_catalog(), reference)
+    assert (entry.id, entry.variant) == (expected, variant)
+
+
+def test_a_listed_row_with_a_variant_suffix_is_that_row_not_a_variant() -> None:
+    """Where `/models` lists `X:online` itself, its own row (and prices) is used, with nothing appended."""
+    listed = model("lab/m:online", prompt="0.000002", completion="0.000004")
+    entry = resolve_model(catalog([*rows(), model("lab/m"), listed]), "lab/m:online")
+    assert (entry.id, entry.variant, entry.wire_id) == ("lab/m:online", "", "lab/m:online")
+
+
+@pytest.mark.parametrize("suffix", [":extended", ":thinking", ":turbo", ":nitro", ":exacto", ":online"])
+def test_a_suffix_whose_prices_a_budget_cannot_bound_is_unknown_unless_listed(suffix: str) -> None:
+    """`:extended` and `:thinking` change context or reasoning (and prices); `:nitro`, `:exacto` and `:online`
+    may cost more than the listed prices: only a listed row is trusted, and the base model is suggested."""
+    reference = GPT_4O_MINI + suffix
+    with pytest.raises(ModelNotFoundError, match="is not a known model") as caught:
+        resolve_model(small_catalog(), reference)
+    assert GPT_4O_MINI in caught.value.suggestions
+
+
+def test_a_routing_variant_of_an_unknown_model_suggests_the_model_meant() -> None:
+    """A typo before the variant is unknown, named as written, suggesting the base ids that are close."""
+    with pytest.raises(ModelNotFoundError, match="'openai/gpt-4o-mni:floor' is not a known model") as caught:
+        resolve_model(small_catalog(), "openai/gpt-4o-mni:floor")
+    assert GPT_4O_MINI in caught.value.suggestions
+
+
+def test_a_routing_variant_of_openrouters_router_is_unknown() -> None:
+    """`openrouter/auto` picks the model itself: a provider-sort variant on it names nothing."""
+    with pytest.raises(ModelNotFoundError):
+        resolve_model(small_catalog(), f"{AUTO}:floor")
+
+
+def test_a_model_reference_with_a_routing_variant_carries_it() -> None:
+    """`resolve_reference` keeps the variant on its entry; a plain model has none."""
+    assert resolve_reference(small_catalog(), f"{GPT_4O_MINI}:floor").variant == ":floor"
+    assert resolve_reference(small_catalog(), GPT_4O_MINI).variant == ""
+    assert resolve_reference(small_catalog(), "economy").variant == ""
 
 
 @pytest.mark.parametrize("reference", [None, "", "auto", "AUTO", " auto "])
