@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from modelyard import __version__
 from modelyard.server.context import AppContextOnDemand
-from modelyard.server.http_auth import BearerAuth, check_bind
+from modelyard.server.http_auth import BearerAuth, check_bind, transport_security
 from modelyard.server.tuning import paused_gc, tune_gc
 from modelyard.settings import Settings
 
@@ -100,10 +100,12 @@ def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "12
     check_bind(host, token)
     import uvicorn
 
+    # Every loopback spelling gets the SDK's DNS-rebinding check, not only the three it recognises itself.
+    security = transport_security(host)
     if transport == "streamable-http":
-        app = server.streamable_http_app(host=host, stateless_http=settings.http_stateless)
+        app = server.streamable_http_app(host=host, stateless_http=settings.http_stateless, transport_security=security)
     else:
-        app = server.sse_app(host=host)
+        app = server.sse_app(host=host, transport_security=security)
     asgi = BearerAuth(app, token) if token else app
     # Idle connections stay open longer than clients keep theirs (httpx's pool: 5 s), so a client never
     # reuses a connection at the moment the server closes it (uvicorn's default is also 5 s: a ReadError).

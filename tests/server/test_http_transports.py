@@ -1,5 +1,5 @@
 """`python -m modelyard serve --transport streamable-http|sse` as a real subprocess: bearer auth, open
-loopback serving, and the refusal to serve off loopback without a token."""
+loopback serving (refusing DNS-rebinding pages), and the refusal to serve off loopback without a token."""
 
 from __future__ import annotations
 
@@ -31,12 +31,28 @@ ENDPOINT = {"streamable-http": "/mcp", "sse": "/sse"}
 STARTUP_S = 20.0
 
 
-def _port_answers(port: int) -> bool:
+def _port_answers(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with socket.create_connection((host, port), timeout=0.2):
             return True
     except OSError:
         return False
+
+
+def _free_port_on(host: str) -> int:
+    """A TCP port on `host` (IPv4 or IPv6) that nothing listens on right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        _free_port_on("::1")
+    except OSError:
+        return False
+    return True
 
 
 async def _stop(process: Process) -> None:
@@ -50,21 +66,25 @@ async def _stop(process: Process) -> None:
 
 
 @asynccontextmanager
-async def http_server(transport: str, env: dict[str, str], tmp_path: Path) -> AsyncIterator[str]:
-    """Start `modelyard serve` on a free loopback port; yield its MCP URL once the port answers; stop it."""
-    port = free_port()
+async def http_server(
+    transport: str, env: dict[str, str], tmp_path: Path, *, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
+    """Start `modelyard serve` on a free port of `host` (loopback); yield its MCP URL once the port answers;
+    stop it."""
+    port = free_port() if host == "127.0.0.1" else _free_port_on(host)
     log = tmp_path / f"{transport}.log"
-    command = [sys.executable, *SERVE, "--transport", transport, "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, *SERVE, "--transport", transport, "--host", host, "--port", str(port)]
     with log.open("wb") as sink:
         process = await anyio.open_process(
             command, env=env, cwd=str(tmp_path), stdin=subprocess.DEVNULL, stdout=sink, stderr=sink
         )
     try:
         with anyio.fail_after(STARTUP_S):
-            while not await anyio.to_thread.run_sync(_port_answers, port):
+            while not await anyio.to_thread.run_sync(_port_answers, port, host):
                 assert process.returncode is None, f"server exited {process.returncode}: {log.read_text()}"
                 await anyio.sleep(0.1)
-        yield f"http://127.0.0.1:{port}{ENDPOINT[transport]}"
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        yield f"http://{authority}{ENDPOINT[transport]}"
     finally:
         await _stop(process)
         await process.aclose()
@@ -99,6 +119,12 @@ async def _status(http: httpx2.AsyncClient, transport: str, url: str, headers: d
         if response.status_code != 200:  # an open event stream is never read to its end
             await response.aread()
         return response
+
+
+async def _status_alone(transport: str, url: str, headers: dict[str, str]) -> httpx2.Response:
+    """`_status` on a connection of its own: the SDK drops the connection after refusing an SSE request."""
+    async with httpx2.AsyncClient(timeout=10) as http:
+        return await _status(http, transport, url, headers)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -145,6 +171,42 @@ async def test_http_transport_without_a_token_on_loopback_serves_openly(
             names = {tool.name for tool in (await client.list_tools()).tools}
             models = structured(await client.call_tool("list_models", {"limit": 1}))
     assert len(names) == 9 and models["total"] >= 25
+
+
+OTHER_LOOPBACK_SPELLINGS = [
+    "127.0.0.2",
+    pytest.param(
+        "0:0:0:0:0:0:0:1",
+        marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)"),
+    ),
+]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("host", OTHER_LOOPBACK_SPELLINGS)
+async def test_http_transport_on_any_loopback_address_without_a_token_refuses_a_dns_rebinding_page(
+    host: str, transport: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Bound without a token to a loopback address other than 127.0.0.1, localhost or ::1 (which alone the SDK
+    guards by itself): a foreign Host gets 421 and a foreign Origin 403, while a local client, naming the
+    server by its bound address, still gets a working session."""
+    env = server_env(tmp_path, sandbox.base_url)
+    with anyio.fail_after(45):
+        async with http_server(transport, env, tmp_path, host=host) as url:
+            authority = url.split("/")[2]
+            port = authority.rsplit(":", 1)[1]
+            foreign_host = await _status_alone(
+                transport, url, {"Host": f"attacker.example:{port}", "Origin": f"http://attacker.example:{port}"}
+            )
+            foreign_origin = await _status_alone(transport, url, {"Origin": f"http://attacker.example:{port}"})
+            local_page = await _status_alone(transport, url, {"Origin": f"http://{authority}"})
+            async with (
+                httpx2.AsyncClient(timeout=httpx2.Timeout(10, read=60)) as http,
+                _client(transport, url, http, {}) as client,
+            ):
+                names = {tool.name for tool in (await client.list_tools()).tools}
+    assert (foreign_host.status_code, foreign_origin.status_code, local_page.status_code) == (421, 403, 200)
+    assert len(names) == 9
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
