@@ -1,20 +1,22 @@
 """What selection reads of each catalog entry, worked out once per catalog and kept beside it.
 
-A `Catalog` is an immutable snapshot, so facts derived from it (capability sets, prices per 1K,
-log prices, the dearest prices a router may charge) and the filter results of recurring request
-shapes live exactly as long as the catalog does.
+A `Catalog` is an immutable snapshot, so facts derived from it (capability sets, input and output
+modalities, prices per 1K and the long-prompt prices above them, log prices, the dearest prices a
+router may charge) and the filter results of recurring request shapes live exactly as long as the
+catalog does.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from modelyard.openrouter.schemas import Pricing
 from modelyard.routing.catalog import Catalog, CatalogEntry
-from modelyard.routing.pricing import per_1k
+from modelyard.routing.pricing import _dearest, _decimal, per_1k
 from modelyard.routing.request import CAPABILITIES
 
 __all__ = ["CatalogFacts", "EntryFacts", "facts_of"]
@@ -30,17 +32,30 @@ class EntryFacts:
     id: str
     is_router: bool
     is_free: bool
+    unpriced: bool
+    """Lists no price at all (every token, request and image at 0) yet is neither a `:free` variant
+    nor a router: what it really charges (Lyria's music generators bill per clip) is not in the
+    catalog, so it cannot be held to a cap nor counted cheap."""
     text_out: bool
+    text_only: bool
+    """Outputs text and nothing else: what automatic selection may send a chat to."""
+    inputs: frozenset[str]
+    """The input modalities it takes (`text`, `image`, `audio`, `video`, `file`)."""
     capabilities: frozenset[str]
     author: str
     expiration: str | None
     dynamic: bool
     prompt_1k: Decimal
     completion_1k: Decimal
+    price_steps: tuple[tuple[int, Decimal, Decimal], ...]
+    """(min_prompt_tokens, prompt, completion USD per 1K): for each long-prompt override threshold,
+    lowest first, the dearest prices that may apply to a prompt of more tokens than it (empty for
+    most models)."""
     max_completion: int | None
     context: int | None
     log_price: float
-    """log10 of the blended USD per 1M tokens (+0.01), the cost score's scale."""
+    """log10 of the blended USD per 1M tokens (+0.01), the cost score's scale; an unpriced model's
+    is the catalog's dearest, so it never ranks as the cheapest."""
 
 
 class CatalogFacts:
@@ -48,7 +63,9 @@ class CatalogFacts:
     filter results of the request shapes seen (`shapes`, at most 256: cleared when full)."""
 
     def __init__(self, catalog: Catalog) -> None:
-        self.all = [entry_facts(entry) for entry in catalog.entries.values()]
+        every = [entry_facts(entry) for entry in catalog.entries.values()]
+        dearest = max((f.log_price for f in every if not (f.dynamic or f.unpriced)), default=0.0)
+        self.all = [replace(f, log_price=dearest) if f.unpriced else f for f in every]
         self.by_id = {f.id: f for f in self.all}
         priced = [f.entry.info.pricing for f in self.all if not f.dynamic]
         self.router_bound = (
@@ -79,20 +96,48 @@ def facts_of(catalog: Catalog) -> CatalogFacts:
 def entry_facts(entry: CatalogEntry) -> EntryFacts:
     info = entry.info
     caps, pricing = info.capabilities, info.pricing
+    outputs = info.architecture.output_modalities
+    is_free = entry.id.endswith(":free")
     blended = max(0.0, float(pricing.prompt * 3 + pricing.completion) / 4 * 1e6)
     return EntryFacts(
         entry=entry,
         id=entry.id,
         is_router=info.is_router,
-        is_free=entry.id.endswith(":free"),
-        text_out="text" in info.architecture.output_modalities,
+        is_free=is_free,
+        unpriced=not (is_free or info.is_router) and _lists_no_price(pricing),
+        text_out="text" in outputs,
+        text_only=outputs == ["text"],
+        inputs=frozenset(info.architecture.input_modalities),
         capabilities=frozenset(c for c in CAPABILITIES if getattr(caps, c)),
         author=info.author.lower(),
         expiration=info.expiration_date,
         dynamic=pricing.is_dynamic,
         prompt_1k=per_1k(pricing.prompt),
         completion_1k=per_1k(pricing.completion),
+        price_steps=_price_steps(pricing),
         max_completion=caps.max_completion_tokens,
         context=caps.context_length,
         log_price=math.log10(blended + 0.01),
     )
+
+
+def _lists_no_price(pricing: Pricing) -> bool:
+    return not (pricing.prompt or pricing.completion or pricing.request or pricing.image)
+
+
+def _price_steps(pricing: Pricing) -> tuple[tuple[int, Decimal, Decimal], ...]:
+    """The dearest prompt and completion prices per 1K above each `min_prompt_tokens` threshold of
+    the overrides. A prompt passes a threshold when it has more tokens than it (`pricing._passes_minimum`),
+    which for a whole number of tokens is more than its floor."""
+    if not pricing.overrides or pricing.is_dynamic:
+        return ()
+    thresholds = {
+        math.floor(minimum)
+        for override in pricing.overrides
+        if (minimum := _decimal(override.get("min_prompt_tokens"))) is not None
+    }
+    steps = []
+    for threshold in sorted(thresholds):
+        prices = _dearest(pricing, threshold + 1)
+        steps.append((threshold, per_1k(prices["prompt"]), per_1k(prices["completion"])))
+    return tuple(steps)

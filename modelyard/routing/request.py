@@ -17,6 +17,12 @@ Quality = Literal["low", "medium", "high"]
 Speed = Literal["any", "fast"]
 CacheMode = Literal["auto", "on", "off"]
 _NOT_KEYED = frozenset({"stream", "cache", "timeout_s", "max_cost"})
+_INPUT_OF_PART = {"input_audio": "audio", "video_url": "video"}
+"""Content parts only a model taking that input modality can read (reference §3.1; OpenRouter sends
+a `video_url` only to models that process video). Not listed: `image_url`, which is the vision
+capability, and `file`, which works on any model (OpenRouter parses a PDF for one that cannot read it)."""
+_NO_INPUTS: frozenset[str] = frozenset()
+_INPUT_PART_TYPES = tuple(_INPUT_OF_PART)  # a tuple: `in` compares, so an unhashable `type` is just no match
 
 
 class RouteRequest(BaseModel):
@@ -83,6 +89,18 @@ class RouteRequest(BaseModel):
         """
         values = self.__dict__
         return {name: values[name] for name in _keyed_names(type(self))}
+
+    def required_inputs(self) -> frozenset[str]:
+        """The input modalities beyond text and images that the content parts need: `audio` for an
+        `input_audio` part, `video` for a `video_url` part."""
+        found: set[str] = set()
+        for message in self.messages:
+            content = message.get("content")
+            if isinstance(content, list):
+                for part in content:
+                    if isinstance(part, dict) and (kind := part.get("type")) in _INPUT_PART_TYPES:
+                        found.add(_INPUT_OF_PART[kind])
+        return frozenset(found) if found else _NO_INPUTS
 
     def has_images(self) -> bool:
         return self.image_count() > 0

@@ -147,3 +147,31 @@ def test_a_schema_too_deep_to_check_is_refused_with_what_to_do_not_a_crash() -> 
         RouteRequest(messages=[{"role": "user", "content": "x"}], response_format=deep)
     shallow = {"type": "json_schema", "json_schema": {"name": "ok", "schema": _nested_array_schema(60)}}
     RouteRequest(messages=[{"role": "user", "content": "x"}], response_format=shallow)
+
+
+def _parts(*parts: Any) -> RouteRequest:
+    return RouteRequest(messages=[{"role": "user", "content": [{"type": "text", "text": "x"}, *parts]}])
+
+
+@pytest.mark.parametrize(
+    ("part", "inputs"),
+    [
+        ({"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}, {"audio"}),
+        ({"type": "video_url", "video_url": {"url": "https://example.com/clip.mp4"}}, {"video"}),
+        ({"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}, set()),
+        ({"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}}, set()),
+        ({"type": {"not": "a name"}}, set()),
+    ],
+    ids=["audio", "video", "image (the vision capability)", "file (any model: OpenRouter parses it)", "malformed"],
+)
+def test_the_input_modalities_a_request_needs_come_from_its_content_parts(part: Any, inputs: set[str]) -> None:
+    assert _parts(part).required_inputs() == inputs
+
+
+def test_a_text_only_request_needs_no_input_modality_beyond_text() -> None:
+    assert (
+        RouteRequest(
+            messages=[{"role": "user", "content": "hello"}, {"role": "assistant", "content": None}]
+        ).required_inputs()
+        == frozenset()
+    )

@@ -507,3 +507,11 @@ async def test_a_stream_read_to_its_answer_writes_one_row_and_no_cancelled_one(r
             if isinstance(item, RouteResult):
                 break
     assert [row.status for row in await rig.store.rows()] == ["ok"]
+
+
+async def test_a_floor_variant_is_sent_as_asked_and_priced_as_its_model(rig: Rig) -> None:
+    """`:floor` (providers sorted by price) goes upstream with the model; the answer costs the listed prices
+    or less, so the budget holds it like its model."""
+    result = await rig.router.execute(rig.ask(model="gpt-4o-mini:floor", cache="off"))
+    assert rig.sandbox.state.ledger[-1].requested_model == "openai/gpt-4o-mini:floor"
+    assert result.resolved_model == "openai/gpt-4o-mini" and result.cost == rig.billed()

@@ -3,18 +3,22 @@ request's preferences, determinism, tiers, and explicit chains."""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from modelyard.errors import ModelNotFoundError
-from modelyard.openrouter.schemas import EndpointsInfo
+from modelyard.openrouter.schemas import EndpointsInfo, ModelInfo, ModelList
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.pricing import worst_case_cost
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.selection import Plan, SelectionDefaults, select
 from modelyard.routing.speed import SpeedBook
+from tests.conftest import shared_fixture
 from tests.routing.catalog_factory import (
     AUTO,
     FETCHED_AT,
@@ -37,6 +41,11 @@ HELLO = [{"role": "user", "content": "hello"}]  # bound: 5 bytes + 16 + 32 = 53 
 IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
 ROUTABLE = {SONNET, GEMMA, LLAMA, MISTRAL, GPT_4O_MINI, O1_PRO, GROK}
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+VIDEO = {"type": "video_url", "video_url": {"url": "https://example.com/clip.mp4"}}
+PDF = {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}}
+LONG_PROMPT = [{"role": "user", "content": "word " * 240_000}]  # bound 1,200,048 tokens, estimate ~300K
+SONG = "lab/song"
 
 
 def _plan(
@@ -67,6 +76,22 @@ def _ids(plan: Plan) -> list[str]:
 
 def _why(plan: Plan) -> dict[str, str]:
     return {e.model: e.reason for e in plan.exclusions}
+
+
+def _taking(model_id: str, inputs: Sequence[str], **fields: Any) -> ModelInfo:
+    """A `model` row whose architecture takes exactly `inputs`."""
+    row = model(model_id, **fields).model_dump(mode="json", exclude_none=True)
+    row["architecture"]["input_modalities"] = list(inputs)
+    return ModelInfo.model_validate(row)
+
+
+def _snapshot() -> Catalog:
+    """The real 414-model catalog of 2026-08-19 (skips when ../shared is absent)."""
+    data = json.loads(shared_fixture("models-2026-08-19.json").read_text())
+    return Catalog(ModelList.model_validate(data).data, fetched_at=SNAPSHOT_DAY)
+
+
+SNAPSHOT_DAY = 1_787_200_000.0
 
 
 def _throughput(book: SpeedBook, model_id: str, tps: float) -> None:
@@ -183,6 +208,81 @@ def test_a_routers_worst_case_is_bounded_by_the_catalogs_dearest_prices() -> Non
     assert others is not None and candidate.worst_case >= others
 
 
+def test_a_paid_model_that_lists_no_price_cannot_be_held_to_a_price_cap_even_when_named() -> None:
+    """A 0/0 row that is neither a `:free` variant nor a router (Lyria bills per clip) has an unknown
+    price: excluded under max_cost_per_1k, in auto selection and in a chain alike."""
+    cat = catalog([model("lab/unlisted", index=30), model("lab/cheap", prompt="0.0000001", completion="0.0000001")])
+    reason = "lists no price although it is not a free variant: what it charges is unknown, so it cannot be held to"
+    auto = _plan(cat, max_cost_per_1k=Decimal("0.01"))
+    assert _ids(auto) == ["lab/cheap"]
+    assert _why(auto)["lab/unlisted"] == f"{reason} max_cost_per_1k"
+    named = _plan(cat, model="lab/unlisted", max_cost_per_1k=Decimal("0.01"))
+    assert named.candidates == [] and _why(named)["lab/unlisted"] == f"{reason} max_cost_per_1k"
+
+
+def test_a_paid_model_that_lists_no_price_cannot_be_held_to_a_per_request_cost_cap() -> None:
+    """Its worst case would come out as $0: under a cost cap it is excluded, not waved through."""
+    cat = catalog([model("lab/unlisted", index=30), model("lab/cheap", prompt="0.0000001", completion="0.0000001")])
+    for plan in (_plan(cat, cost_cap=Decimal("0.0001")), _plan(cat, model="lab/unlisted", cost_cap=Decimal("1"))):
+        assert "lab/unlisted" not in _ids(plan)
+        assert _why(plan)["lab/unlisted"].endswith("so it cannot be held to the per-request cap")
+
+
+def test_a_paid_model_that_lists_no_price_is_usable_when_named_without_a_cap() -> None:
+    """Naming it with no cap in force sends it, as asked."""
+    cat = catalog([model("lab/unlisted", index=30)])
+    assert _ids(_plan(cat, model="lab/unlisted")) == ["lab/unlisted"]
+
+
+def test_a_paid_model_that_lists_no_price_never_ranks_as_the_cheapest() -> None:
+    """quality='low' favours cost: the unlisted model scores as the dearest, not as free."""
+    cat = catalog(
+        [
+            model("lab/unlisted", index=40),
+            model("lab/cheap", prompt="0.0000001", completion="0.0000001", index=40),
+            model("lab/dear", prompt="0.00001", completion="0.00001", index=40),
+        ]
+    )
+    plan = _plan(cat, quality="low")
+    scores = {c.id: c.score for c in plan.candidates}
+    assert _ids(plan)[0] == "lab/cheap"
+    assert scores["lab/unlisted"] == scores["lab/dear"] < scores["lab/cheap"]
+
+
+def test_a_free_variant_listed_at_zero_still_passes_any_price_cap() -> None:
+    """A `:free` twin's $0 is its real price: named, it passes the tightest caps."""
+    plan = _plan(model=GEMMA_FREE, max_cost_per_1k=Decimal("0.0000001"), cost_cap=Decimal("0.0000001"))
+    assert _ids(plan) == [GEMMA_FREE]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [{}, {"cost_cap": Decimal(10**9)}, {"model": GROK, "models": [SONNET]}],
+    ids=["auto", "auto under a cost cap", "explicit chain"],
+)
+def test_max_cost_per_1k_holds_the_long_prompt_prices_a_model_charges_past_its_threshold(path: dict[str, Any]) -> None:
+    """Sonnet bills $6/$22.5 per 1M above 200K prompt tokens: a 0.02/1K cap keeps it for a short
+    prompt (base $3/$15) and excludes it for a prompt whose bound passes 200K, saying which prices."""
+    cap = Decimal("0.02")
+    assert SONNET in _ids(_plan(max_cost_per_1k=cap, **path))
+    plan = _plan(messages=LONG_PROMPT, max_cost_per_1k=cap, **path)
+    assert SONNET not in _ids(plan) and GROK in _ids(plan)
+    assert _why(plan)[SONNET] == (
+        "price $0.006/$0.0225 per 1K tokens (prompt/completion) for a prompt of over 200000 tokens "
+        "(this one: up to 1200048) is above max_cost_per_1k $0.02"
+    )
+
+
+def test_a_prompt_at_the_long_prompt_threshold_still_pays_the_base_prices() -> None:
+    """An override applies to more tokens than its min_prompt_tokens: a bound of exactly 1,000 does not pass it."""
+    dearer = {"min_prompt_tokens": 1000, "prompt": "0.00001", "completion": "0.00001"}
+    cat = catalog([model("lab/steps", prompt="0.000001", completion="0.000001", index=30, overrides=[dearer])])
+    at = [{"role": "user", "content": "x" * 952}]  # 952 + 16 + 32 = 1,000
+    past = [{"role": "user", "content": "x" * 953}]
+    assert _ids(_plan(cat, messages=at, max_cost_per_1k=Decimal("0.001"))) == ["lab/steps"]
+    assert _ids(_plan(cat, messages=past, max_cost_per_1k=Decimal("0.001"))) == []
+
+
 # --------------------------------------------------------------------------- capabilities
 
 
@@ -216,6 +316,55 @@ def test_an_image_part_implies_vision() -> None:
     plan = _plan(messages=[{"role": "user", "content": [{"type": "text", "text": "what is it?"}, IMAGE]}])
     assert plan.required == {"vision"}
     assert {m for m, why in _why(plan).items() if why == "lacks vision"} == {LLAMA, MISTRAL, GROK}
+
+
+def test_auto_selection_leaves_out_models_that_output_audio_or_images_besides_text() -> None:
+    """A chat is not sent to a song or image generator: auto and tier selection want text alone."""
+    cat = catalog(
+        [
+            model("lab/chat", prompt="0.000001", completion="0.000001", index=30),
+            model(SONG, prompt="0.0000001", completion="0.0000001", index=30, output=("text", "audio")),
+            model("lab/painter", prompt="0.0000001", completion="0.0000001", index=30, output=("image", "text")),
+        ]
+    )
+    tier = cat.entries["lab/chat"].tier  # all three share it
+    for plan in (_plan(cat, quality="low"), _plan(cat, model=tier)):
+        assert _ids(plan) == ["lab/chat"]
+        assert _why(plan)[SONG] == "outputs text, audio, not text alone; name it explicitly to use it"
+        assert _why(plan)["lab/painter"] == "outputs image, text, not text alone; name it explicitly to use it"
+
+
+def test_a_model_that_outputs_audio_besides_text_can_be_named() -> None:
+    """What auto leaves out for its other outputs is a candidate when the caller names it."""
+    cat = catalog([model(SONG, prompt="0.0000001", completion="0.0000001", index=30, output=("text", "audio"))])
+    assert _ids(_plan(cat, model=SONG)) == [SONG]
+
+
+@pytest.mark.parametrize(
+    ("part", "needs"),
+    [(AUDIO, "audio"), (VIDEO, "video")],
+)
+def test_an_audio_or_video_part_excludes_the_models_that_do_not_take_it(part: dict[str, Any], needs: str) -> None:
+    """Only models whose input modalities include the part's are candidates, named or not."""
+    cat = catalog(
+        [
+            _taking("lab/all", ["text", "image", "audio", "video"], index=30),
+            _taking("lab/text", ["text"], index=30),
+            _taking("lab/vision", ["text", "image"], index=30),
+        ]
+    )
+    messages = [{"role": "user", "content": [{"type": "text", "text": "what is in it?"}, part]}]
+    plan = _plan(cat, messages=messages)
+    assert _ids(plan) == ["lab/all"]
+    assert _why(plan) == {"lab/text": f"does not take {needs} input", "lab/vision": f"does not take {needs} input"}
+    named = _plan(cat, messages=messages, model="lab/text", models=["lab/all"])
+    assert _ids(named) == ["lab/all"] and _why(named) == {"lab/text": f"does not take {needs} input"}
+
+
+def test_a_file_part_goes_to_any_model_since_openrouter_parses_pdfs_for_those_that_cannot_read_them() -> None:
+    """A `file` part needs no `file` input modality: every routable model stays a candidate."""
+    plan = _plan(messages=[{"role": "user", "content": [{"type": "text", "text": "summarise"}, PDF]}])
+    assert set(_ids(plan)) == ROUTABLE
 
 
 def test_a_json_schema_response_format_implies_structured_outputs() -> None:
@@ -440,6 +589,25 @@ def test_a_free_variant_or_the_router_can_be_named_explicitly() -> None:
     assert _ids(_plan(model="openrouter/auto")) == [AUTO]
 
 
+def test_a_configured_fallback_written_as_a_short_name_joins_the_chain() -> None:
+    """Fallbacks resolve like any model reference: `llama-3.1-8b-instruct` is meta-llama's."""
+    plan = _plan(defaults=SelectionDefaults(fallback_models=("llama-3.1-8b-instruct",)), model=GPT_4O_MINI)
+    assert _ids(plan) == [GPT_4O_MINI, LLAMA]
+
+
+def test_a_configured_fallback_that_names_no_model_is_logged_once_and_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unknown fallback is not silently dropped: a warning names it (once, however many plans)."""
+    defaults = SelectionDefaults(fallback_models=("lab/no-such-fallback-model", "grok-4.1-fast"))
+    with caplog.at_level(logging.WARNING, logger="modelyard.routing.selection"):
+        for cat in (small_catalog(), small_catalog()):
+            assert _ids(_plan(cat, defaults=defaults, model=GPT_4O_MINI)) == [GPT_4O_MINI, GROK]
+    warnings = [r.getMessage() for r in caplog.records if "lab/no-such-fallback-model" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("configured fallback model left out of every chain: 'lab/no-such-fallback-model'")
+
+
 def test_an_unknown_model_in_the_chain_is_an_error_with_suggestions() -> None:
     """A typo in `models` raises rather than silently shortening the chain."""
     with pytest.raises(ModelNotFoundError) as caught:
@@ -467,3 +635,48 @@ def test_plans_kept_per_request_shape_equal_plans_worked_out_afresh_for_every_pr
         assert _summary(kept) == _summary(fresh) == _summary(checked), chars
     overflowing = _plan(shared, messages=[{"role": "user", "content": "x" * 60_000}])
     assert LLAMA not in _ids(overflowing) and "context 16384" in _why(overflowing)[LLAMA]
+
+
+@pytest.mark.parametrize("quality", ["low", "high"])
+def test_plans_kept_per_request_shape_under_a_price_cap_equal_plans_worked_out_afresh_across_long_prompts(
+    quality: str,
+) -> None:
+    """Under max_cost_per_1k, prompts below and above Sonnet's 200K long-prompt threshold, in any order,
+    plan on one catalog exactly as on a new one, and as the path that checks every model."""
+    shared = small_catalog()
+    cap = Decimal("0.02")
+    for chars in (10, 1_200_000, 10, 900_000, 60_000, 1_200_000):
+        messages = [{"role": "user", "content": "x" * chars}]
+        kept = _plan(shared, messages=messages, quality=quality, max_cost_per_1k=cap)
+        fresh = _plan(small_catalog(), messages=messages, quality=quality, max_cost_per_1k=cap)
+        checked = _plan(
+            small_catalog(), messages=messages, quality=quality, max_cost_per_1k=cap, cost_cap=Decimal(10**9)
+        )
+        assert _summary(kept) == _summary(fresh) == _summary(checked), chars
+        assert (SONNET in _ids(kept)) is (chars < 200_000), chars
+
+
+# --------------------------------------------------------------------------- the 414-model snapshot
+
+
+def test_on_the_real_catalog_quality_low_does_not_send_a_chat_to_a_music_generator() -> None:
+    """Lyria lists $0/$0 and outputs audio: the cheapest-first pick is a text model."""
+    plan = _plan(_snapshot(), quality="low", now=SNAPSHOT_DAY)
+    assert plan.candidates[0].entry.info.architecture.output_modalities == ["text"], plan.candidates[0].id
+    assert all(c.entry.info.architecture.output_modalities == ["text"] for c in plan.candidates)
+
+
+def test_on_the_real_catalog_a_tight_cost_cap_does_not_leave_the_music_generators() -> None:
+    """Under $0.0001 a request only fits models whose $0 price is real: no Lyria."""
+    plan = _plan(_snapshot(), cost_cap=Decimal("0.0001"), now=SNAPSHOT_DAY)
+    assert not [c.id for c in plan.candidates if "lyria" in c.id]
+    named = _plan(_snapshot(), model="google/lyria-3-clip-preview", cost_cap=Decimal("0.0001"), now=SNAPSHOT_DAY)
+    assert named.candidates == []
+
+
+def test_on_the_real_catalog_an_audio_part_goes_only_to_models_that_take_audio() -> None:
+    """Every candidate for a request with an `input_audio` part lists audio among its inputs."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": "transcribe"}, AUDIO]}]
+    plan = _plan(_snapshot(), messages=messages, now=SNAPSHOT_DAY)
+    assert plan.candidates
+    assert all("audio" in c.entry.info.architecture.input_modalities for c in plan.candidates)
