@@ -10,7 +10,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,32 @@ if TYPE_CHECKING:
     from modelyard.settings import Settings
 
 __all__ = ["main"]
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, not {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, not {port}")
+    return port
+
+
+def _usd(text: str) -> Decimal:
+    """An argparse type: an amount of USD, a finite number not below 0.
+
+    `Decimal` raises `InvalidOperation`, which argparse does not catch (only `ValueError` and `TypeError`):
+    `--daily abc` was a traceback.
+    """
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"expected an amount of USD of 0 or more, such as 0.05, not {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the MCP server (stdio by default)")
     serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (off loopback needs a token)")
-    serve.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    serve.add_argument("--port", type=_port, default=8765, help="HTTP port (default 8765)")
 
     run = commands.add_parser("run", help="answer one prompt, streamed, then model, tokens, cost, fallbacks")
     run.add_argument("prompt", help="the prompt ('-' reads stdin)")
@@ -36,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--models", nargs="*", default=[], help="fallback chain")
     run.add_argument("--system", help="system prompt")
     run.add_argument("--max-tokens", type=int)
-    run.add_argument("--max-cost", type=Decimal, help="USD cap for this request")
-    run.add_argument("--max-cost-per-1k", type=Decimal, help="USD per 1K tokens cap")
+    run.add_argument("--max-cost", type=_usd, help="USD cap for this request")
+    run.add_argument("--max-cost-per-1k", type=_usd, help="USD per 1K tokens cap")
     run.add_argument(
         "--capability",
         action="append",
@@ -59,16 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--window", choices=["today", "7d", "all"], default="today")
 
     budget = commands.add_parser("budget", help="show the budget; tighten it, or clear tightenings")
-    budget.add_argument("--daily", type=Decimal)
-    budget.add_argument("--monthly", type=Decimal)
-    budget.add_argument("--per-request", type=Decimal)
+    budget.add_argument("--daily", type=_usd)
+    budget.add_argument("--monthly", type=_usd)
+    budget.add_argument("--per-request", type=_usd)
     budget.add_argument("--reset", action="store_true", help="drop limits tightened at run time (set_budget)")
 
     commands.add_parser("doctor", help="check key, credit, catalog, upstream latency and store")
 
     sandbox = commands.add_parser("sandbox", help="run the local OpenRouter-compatible sandbox upstream")
     sandbox.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sandbox.add_argument("--port", type=int, default=8399, help="port (default 8399; 0 picks a free one)")
+    sandbox.add_argument("--port", type=_port, default=8399, help="port (default 8399; 0 picks a free one)")
     sandbox.add_argument("--catalog", help="a /models JSON file to serve instead of the built-in catalog")
     sandbox.add_argument("--key", default=None, help="the API key it accepts (default sk-or-v1-sandbox)")
 

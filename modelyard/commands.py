@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from pydantic import ValidationError
+
 from modelyard.errors import ConfigurationError, ModelyardError
 from modelyard.routing.budget import BudgetRaiseRefusedError
 from modelyard.routing.catalog import CatalogEntry
@@ -91,7 +93,26 @@ def _prompt(args: argparse.Namespace) -> str:
     return text
 
 
+_OPTIONS = {
+    "messages": "the prompt or --system",
+    "model": "--model",
+    "models": "--models",
+    "capabilities": "--capability",
+    "max_tokens": "--max-tokens",
+    "max_cost": "--max-cost",
+    "max_cost_per_1k": "--max-cost-per-1k",
+    "temperature": "--temperature",
+}
+"""The `run` argument behind each `RouteRequest` field it sets."""
+
+
 def _route_request(settings: Settings, args: argparse.Namespace) -> RouteRequest:
+    """The request `run` sends.
+
+    Raises:
+        ConfigurationError: an option's value is out of range (`--max-tokens 0`, `--temperature 5`); the
+            message names the option, what it accepts, and the value given.
+    """
     messages: list[dict[str, Any]] = [{"role": "user", "content": _prompt(args)}]
     if args.system:
         messages.insert(0, {"role": "system", "content": args.system})
@@ -101,13 +122,31 @@ def _route_request(settings: Settings, args: argparse.Namespace) -> RouteRequest
         "max_cost_per_1k": args.max_cost_per_1k,
         "temperature": args.temperature,
     }
-    return RouteRequest(
-        messages=messages,
-        model=args.model or settings.default_model,
-        models=list(args.models or []),
-        capabilities=list(args.capabilities or []),
-        **{name: value for name, value in fields.items() if value is not None},
-    )
+    try:
+        return RouteRequest(
+            messages=messages,
+            model=args.model or settings.default_model,
+            models=list(args.models or []),
+            capabilities=list(args.capabilities or []),
+            **{name: value for name, value in fields.items() if value is not None},
+        )
+    except ValidationError as exc:
+        raise ConfigurationError(_invalid_options(exc)) from None
+
+
+def _invalid_options(exc: ValidationError) -> str:
+    """`--max-tokens should be greater than or equal to 1 (got 0)`, for each invalid value.
+
+    An error with no field comes from the checks on the whole request, of which `run` sets only the messages.
+    """
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "messages"
+        message = error["msg"].removeprefix("Value error, ")
+        message = message.removeprefix("Input") if message.startswith("Input should") else f": {message}"
+        shown = "" if field == "messages" else f" (got {error['input']!r})"  # the prompt may be long
+        lines.append(f"{_OPTIONS.get(field, field)}{message}{shown}")
+    return "; ".join(lines)
 
 
 async def _print_event(event: StreamEvent) -> None:

@@ -5,13 +5,14 @@ Precedence, highest first: keyword arguments, environment variables, the TOML fi
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import types
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import platformdirs
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -54,14 +55,30 @@ def _default_store() -> str:
     return f"sqlite:///{Path(platformdirs.user_data_dir(APP)) / 'modelyard.db'}"
 
 
+_MAX_USD = Decimal(10) ** 9
+"""The highest budget limit: `modelyard.routing.budget.MAX_LIMIT`, repeated (settings sit below routing)."""
+_MAX_SECONDS = 10**9
+"""The longest duration a setting may give (about 31 years): far beyond any use, it keeps what is computed
+from it finite (`request_timeout_s x max_attempts`, a Redis expiry in milliseconds)."""
+_MAX_ATTEMPTS = 1000
+"""The most attempts (and retries) a request may be allowed: past ~1024 the retry backoff overflows a float."""
+
+_Usd = Annotated[Decimal, Field(ge=0, le=_MAX_USD)]
+"""A budget limit: 0 (nothing may be spent) to `_MAX_USD`; a Decimal is always finite here."""
+_Seconds = Annotated[float, Field(gt=0, le=_MAX_SECONDS, allow_inf_nan=False)]
+"""A timeout: positive and finite."""
+_SecondsOrZero = Annotated[float, Field(ge=0, le=_MAX_SECONDS, allow_inf_nan=False)]
+"""A lifetime or a margin where 0 means none: finite, not negative."""
+
+
 class BudgetSettings(BaseModel):
     """Spending limits in USD; None means no limit."""
 
-    daily: Decimal | None = None
+    daily: _Usd | None = None
     """Total spend allowed per UTC day."""
-    monthly: Decimal | None = None
+    monthly: _Usd | None = None
     """Total spend allowed per UTC month."""
-    per_request: Decimal | None = None
+    per_request: _Usd | None = None
     """Worst-case cost allowed for one request."""
 
 
@@ -70,10 +87,10 @@ class CacheSettings(BaseModel):
 
     mode: Literal["auto", "on", "off"] = "auto"
     """`auto` caches deterministic requests only (temperature 0 or a seed)."""
-    ttl_s: float = 3600.0
-    """Seconds an entry stays valid."""
-    max_entries: int = 1000
-    """Entries kept before the least recently used is evicted."""
+    ttl_s: _SecondsOrZero = 3600.0
+    """Seconds an entry stays valid; 0 stores nothing."""
+    max_entries: int = Field(default=1000, ge=0)
+    """Entries kept before the least recently used is evicted; 0 stores nothing."""
 
 
 class Settings(BaseModel):
@@ -97,20 +114,20 @@ class Settings(BaseModel):
     """Model used when a request names none: `auto`, a tier, an id or a short name."""
     fallback_models: list[str] = Field(default_factory=list)
     """Models tried, in order, after the selected candidates fail."""
-    request_timeout_s: float = 120.0
+    request_timeout_s: _Seconds = 120.0
     """Read timeout for one upstream request (gap between stream chunks)."""
-    connect_timeout_s: float = 10.0
+    connect_timeout_s: _Seconds = 10.0
     """Seconds to open a connection upstream."""
-    max_retries: int = 2
-    """Same-model retries on 429/5xx/timeouts."""
-    max_attempts: int = 6
+    max_retries: int = Field(default=2, ge=0, le=_MAX_ATTEMPTS)
+    """Same-model retries on 429/5xx/timeouts; 0 moves to the next model at once."""
+    max_attempts: int = Field(default=6, ge=1, le=_MAX_ATTEMPTS)
     """Hard cap on upstream attempts per request, across all models."""
-    reservation_margin_s: float = 60.0
+    reservation_margin_s: _SecondsOrZero = 60.0
     """Seconds a budget reservation outlives its request's worst case (request_timeout_s x max_attempts),
     after which a dead instance's hold expires."""
-    default_max_tokens: int = 4096
+    default_max_tokens: int = Field(default=4096, ge=1)
     """max_tokens sent (and reserved for) when a request gives none; capped by the model's limit."""
-    max_cost_per_1k: Decimal | None = None
+    max_cost_per_1k: Decimal | None = Field(default=None, ge=0)
     """Default cap: USD per 1K tokens, both prompt and completion price must be under it."""
     quality: Literal["low", "medium", "high"] = "medium"
     """Default preference for quality when selecting automatically."""
@@ -122,9 +139,11 @@ class Settings(BaseModel):
     """Daily, monthly and per-request budgets."""
     cache: CacheSettings = Field(default_factory=CacheSettings)
     """The response cache."""
-    catalog_ttl_s: float = 3600.0
-    """Seconds before the model catalog is fetched again."""
-    quality_overrides: dict[str, float] = Field(default_factory=dict)
+    catalog_ttl_s: _SecondsOrZero = 3600.0
+    """Seconds before the model catalog is fetched again; 0 fetches it on every use."""
+    quality_overrides: dict[str, Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )
     """Quality score per model id (0-100), replacing the catalog's or the estimate."""
     store: str = Field(default_factory=_default_store)
     """`sqlite:///path.db` (default, in the user data dir) or `redis://host:port/db`."""
@@ -160,11 +179,14 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the TOML file (if it exists), then the environment, then `overrides`.
 
     Raises:
-        ConfigurationError: the TOML file is missing (when named) or not valid TOML, or a value is
-            invalid; the message names the variable or file it came from.
+        ConfigurationError: the TOML file is missing (when named), not valid TOML, or sets a key that
+            is no setting (a typo would otherwise leave, say, no budget at all); or a value is invalid.
+            The message names the variable or file it came from.
     """
     path = config or default_config_path()
-    file_values = _by_field(_file_values(path, required=config is not None))
+    raw_file = _file_values(path, required=config is not None)
+    _check_keys(raw_file, path)
+    file_values = _by_field(raw_file)
     env_origins: dict[tuple[str, ...], str] = {}
     from_env = env_values(os.environ, env_origins)
     overrides = _by_field(overrides)
@@ -269,6 +291,53 @@ def _file_values(path: Path, *, required: bool) -> dict[str, Any]:
         raise ConfigurationError(f"Config file {path} cannot be read: {exc}") from None
     except (ValueError, RecursionError) as exc:  # not UTF-8, not TOML, or nested too deep
         raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _check_keys(values: Mapping[str, Any], path: Path) -> None:
+    """Refuse a file key that names no setting, with the setting it most looks like.
+
+    Unknown environment variables are left alone (the environment holds much that is not ours), but
+    the file is modelyard's own: a key in it that no setting reads is a mistake.
+
+    Raises:
+        ConfigurationError: one line per unknown key, dotted (`budget.dayly`), naming the file.
+    """
+    problems = _unknown_keys(values, Settings, (), path)
+    if problems:
+        raise ConfigurationError("\n".join(problems))
+
+
+def _unknown_keys(values: Mapping[str, Any], model: type[BaseModel], parents: tuple[str, ...], path: Path) -> list[str]:
+    """What is wrong with `values`' keys as fields of `model`, descending into the groups they set."""
+    problems = []
+    for key, value in values.items():
+        field = key if parents else _field_of(key.lower())  # top-level keys may use any case, or their alias
+        info = model.model_fields.get(field)
+        if info is None:
+            problems.append(_unknown(key, model, parents, path))
+            continue
+        group = _group_model(info.annotation)
+        if group is not None and isinstance(value, Mapping):
+            problems.extend(_unknown_keys(value, group, (*parents, field), path))
+    return problems
+
+
+def _unknown(key: str, model: type[BaseModel], parents: tuple[str, ...], path: Path) -> str:
+    """`unknown setting 'budget.dayly' in PATH; did you mean 'budget.daily'?`, or the names it may be."""
+    names = list(model.model_fields)
+    problem = f"unknown setting {'.'.join((*parents, key))!r} in {path}"
+    close = difflib.get_close_matches(key.lower(), names, n=1, cutoff=0.6)
+    if close:
+        return f"{problem}; did you mean {'.'.join((*parents, close[0]))!r}?"
+    where = f"under [{'.'.join(parents)}]" if parents else "at the top level"
+    return f"{problem}; the settings {where} are {', '.join(names)}"
+
+
+def _group_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a group setting (`budget`, `cache`), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
 
 
 def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> str:

@@ -7,8 +7,11 @@ test can call the synchronous `main([...])`, which starts its own loop, as the c
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -214,3 +217,107 @@ def test_budget_with_a_redis_store_that_is_down_says_so_without_a_traceback(
     assert exit_code(env, "budget") == 1
     err = capsys.readouterr().err
     assert "does not answer" in err and "MODELYARD_STORE" in err and "hunter2pass" not in err
+
+
+def modelyard_process(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m modelyard --config EMPTY ARGS...` in a child process, with a key and an upstream that is down."""
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "MODELYARD_STORE": f"sqlite:///{tmp_path / 'cli.db'}",
+        "OPENROUTER_API_KEY": "sk-or-v1-sandbox",
+        "OPENROUTER_BASE_URL": f"http://127.0.0.1:{free_port()}/api/v1",
+    }
+    command = [sys.executable, "-m", "modelyard", "--config", str(config), *args]
+    return subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--max-tokens", "0"], "modelyard: --max-tokens should be greater than or equal to 1 (got 0)"),
+        (["--temperature", "5"], "modelyard: --temperature should be less than or equal to 2 (got 5.0)"),
+        (
+            ["--max-tokens", "0", "--temperature", "-1"],
+            "modelyard: --max-tokens should be greater than or equal to 1 (got 0); "
+            "--temperature should be greater than or equal to 0 (got -1.0)",
+        ),
+    ],
+    ids=["max-tokens-0", "temperature-5", "both"],
+)
+def test_run_with_an_option_out_of_range_names_the_option_and_exits_1_before_sending(
+    args: list[str], expected: str, env: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The request's own checks speak in the options' names, not RouteRequest's, and nothing is billed."""
+    before = sandbox.state.billed_total()
+    assert exit_code(env, "run", "Hello", *args) == 1
+    assert capsys.readouterr().err.strip() == expected
+    assert sandbox.state.billed_total() == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "Hello", "--max-cost", "-1"],
+        ["run", "Hello", "--max-cost", "nan"],
+        ["run", "Hello", "--max-cost-per-1k", "abc"],
+        ["budget", "--daily", "abc"],
+        ["budget", "--per-request", "inf"],
+    ],
+    ids=["negative", "nan", "not-a-number", "budget-not-a-number", "budget-infinite"],
+)
+def test_an_amount_of_usd_that_is_negative_or_no_number_is_a_usage_error_naming_the_option(
+    args: list[str], env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`Decimal("abc")` raises what argparse does not catch: it was a traceback."""
+    assert exit_code(env, *args) == 2
+    option, value = args[-2:]
+    assert f"argument {option}: expected an amount of USD of 0 or more, such as 0.05, not {value!r}" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "x"])
+def test_the_sandbox_with_a_port_out_of_range_is_a_usage_error(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["sandbox", "--port", port])
+    assert stopped.value.code == 2
+    assert "argument --port: expected a port number from 0 to 65535" in capsys.readouterr().err
+
+
+def test_a_setting_out_of_range_stops_the_cli_naming_its_variable(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A negative cache size was a ValueError traceback from the cache, once the router was built."""
+    monkeypatch.setenv("MODELYARD_CACHE__MAX_ENTRIES", "-1")
+    assert exit_code(env, "budget") == 1
+    err = capsys.readouterr().err
+    assert (
+        "setting cache.max_entries from MODELYARD_CACHE__MAX_ENTRIES: Input should be greater than or equal to 0" in err
+    )
+
+
+def test_a_misspelt_key_in_the_config_file_stops_the_cli_saying_which_was_meant(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.write_text("[budget]\ndayly = 5\n")
+    assert exit_code(env, "budget") == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == f"modelyard: unknown setting 'budget.dayly' in {env}; did you mean 'budget.daily'?"
+    )
+
+
+def test_bad_options_end_the_process_with_a_message_not_a_traceback(tmp_path: Path) -> None:
+    """Through the console entry point: a bad `run` value exits 1, a port out of range exits 2 with the usage."""
+    run = modelyard_process(tmp_path, "run", "Hello", "--max-tokens", "0")
+    assert (run.returncode, run.stderr) == (1, "modelyard: --max-tokens should be greater than or equal to 1 (got 0)\n")
+    serve = modelyard_process(tmp_path, "serve", "--transport", "streamable-http", "--port", "70000")
+    assert serve.returncode == 2 and "Traceback" not in serve.stderr
+    assert serve.stderr.startswith("usage: modelyard serve")
+    assert "error: argument --port: expected a port number from 0 to 65535, not 70000" in serve.stderr

@@ -222,3 +222,124 @@ def test_a_group_given_as_an_argument_is_blamed_on_the_argument_not_the_environm
     monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "1")
     with pytest.raises(ConfigurationError, match=r"setting budget\.daily from an argument"):
         load_settings(budget={"daily": "lots"})
+
+
+OUT_OF_RANGE = [
+    ("request_timeout_s", "nan", "a finite number"),
+    ("request_timeout_s", "-1", "greater than 0"),
+    ("request_timeout_s", "0", "greater than 0"),
+    ("connect_timeout_s", "-1", "greater than 0"),
+    ("connect_timeout_s", "inf", "a finite number"),
+    ("max_retries", "-1", "greater than or equal to 0"),
+    ("max_attempts", "0", "greater than or equal to 1"),
+    ("max_attempts", "1001", "less than or equal to 1000"),
+    ("reservation_margin_s", "-1e9", "greater than or equal to 0"),
+    ("default_max_tokens", "0", "greater than or equal to 1"),
+    ("max_cost_per_1k", "-0.01", "greater than or equal to 0"),
+    ("budget.daily", "-5", "greater than or equal to 0"),
+    ("budget.monthly", "1e10", "less than or equal to 1000000000"),
+    ("budget.per_request", "nan", "a finite number"),
+    ("cache.ttl_s", "-1", "greater than or equal to 0"),
+    ("cache.max_entries", "-1", "greater than or equal to 0"),
+    ("catalog_ttl_s", "1e300", "less than or equal to 1000000000"),
+]
+
+
+@pytest.mark.parametrize(("setting", "value", "wanted"), OUT_OF_RANGE, ids=[f"{s}={v}" for s, v, _ in OUT_OF_RANGE])
+def test_a_number_out_of_range_is_refused_at_load_naming_the_setting_and_its_variable(
+    setting: str, value: str, wanted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found later, it was a traceback, an upstream 400 blamed on the model, or a hold that never expires."""
+    variable = "MODELYARD_" + setting.upper().replace(".", "__")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert f"setting {setting} from {variable}: Input should be {wanted} (got '{value}')" in str(caught.value)
+
+
+def test_a_quality_override_outside_0_to_100_is_refused_naming_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELYARD_QUALITY_OVERRIDES", '{"openai/gpt-4o": 101}')
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "setting quality_overrides.openai/gpt-4o from MODELYARD_QUALITY_OVERRIDES: Input should be less" in message
+
+
+def test_zero_is_accepted_where_it_means_none_or_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache of 0 entries or 0 seconds stores nothing, a catalog TTL of 0 refetches on every use, 0 retries
+    moves on at once, a budget of 0 spends nothing, a price cap of 0 allows only free models."""
+    for name in ("CACHE__TTL_S", "CACHE__MAX_ENTRIES", "CATALOG_TTL_S", "MAX_RETRIES", "RESERVATION_MARGIN_S"):
+        monkeypatch.setenv(f"MODELYARD_{name}", "0")
+    monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "0")
+    monkeypatch.setenv("MODELYARD_MAX_COST_PER_1K", "0")
+    settings = load_settings()
+    assert (settings.cache.ttl_s, settings.cache.max_entries, settings.catalog_ttl_s) == (0, 0, 0)
+    assert (settings.max_retries, settings.reservation_margin_s) == (0, 0)
+    assert settings.budget.daily == 0 and settings.max_cost_per_1k == 0
+
+
+def test_the_highest_budget_limit_is_the_one_the_budget_manager_accepts() -> None:
+    """settings cannot import routing, so the ceiling is written twice: they must agree."""
+    from modelyard.routing.budget import MAX_LIMIT
+
+    assert load_settings(budget={"daily": MAX_LIMIT}).budget.daily == MAX_LIMIT
+    with pytest.raises(ConfigurationError, match=r"setting budget\.daily from an argument: Input should be less"):
+        load_settings(budget={"daily": MAX_LIMIT + Decimal("0.01")})
+
+
+def test_a_number_out_of_range_in_the_file_names_the_file(tmp_path: Path) -> None:
+    path = _config(tmp_path, "max_attempts = 0\n")
+    with pytest.raises(ConfigurationError, match=rf"setting max_attempts from {path}: Input should be greater"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[budget]\ndayly = 5\n", "unknown setting 'budget.dayly' in {path}; did you mean 'budget.daily'?"),
+        ("[budgets]\ndaily = 5\n", "unknown setting 'budgets' in {path}; did you mean 'budget'?"),
+        ("max_retry = 0\n", "unknown setting 'max_retry' in {path}; did you mean 'max_retries'?"),
+        ("[cache]\nTTL_S = 60\n", "unknown setting 'cache.TTL_S' in {path}; did you mean 'cache.ttl_s'?"),
+        (
+            "[cache]\nsize = 5\n",
+            "unknown setting 'cache.size' in {path}; the settings under [cache] are mode, ttl_s, max_entries",
+        ),
+    ],
+    ids=["field-in-a-group", "group", "top-level", "case-in-a-group", "no-close-match"],
+)
+def test_a_key_in_the_file_that_names_no_setting_is_an_error_saying_which_was_meant(
+    text: str, expected: str, tmp_path: Path
+) -> None:
+    """A typo under [budget] would otherwise leave the operator with no spending limit, and no word of it."""
+    path = _config(tmp_path, text)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(path)
+    assert str(caught.value) == expected.format(path=path)
+
+
+def test_every_unknown_key_in_the_file_is_named_at_once(tmp_path: Path) -> None:
+    path = _config(tmp_path, 'max_retry = 0\ncolour = "red"\n[budget]\ndayly = 5\n')
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(path)
+    lines = str(caught.value).splitlines()
+    assert [line.split(";")[0] for line in lines] == [
+        f"unknown setting 'max_retry' in {path}",
+        f"unknown setting 'colour' in {path}",
+        f"unknown setting 'budget.dayly' in {path}",
+    ]
+    assert lines[1].endswith("the settings at the top level are " + ", ".join(Settings.model_fields))
+
+
+def test_the_files_own_keys_any_case_aliases_and_model_ids_pass_the_check_and_unknown_variables_still_do_not_count(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = _config(
+        tmp_path,
+        'OPENROUTER_API_KEY = "sk-file"\nMax_Retries = 1\n[budget]\ndaily = "5"\n'
+        '[cache]\nttl_s = 60\n[quality_overrides]\n"openai/gpt-4o-mini" = 30\n',
+    )
+    monkeypatch.setenv("MODELYARD_NOPE", "1")  # the environment holds much that is not ours: ignored
+    monkeypatch.setenv("MODELYARD_STORE__X", "1")
+    settings = load_settings(path)
+    assert (settings.api_key, settings.max_retries, settings.budget.daily) == ("sk-file", 1, Decimal("5"))
+    assert settings.cache.ttl_s == 60 and settings.quality_overrides == {"openai/gpt-4o-mini": 30.0}
