@@ -226,6 +226,7 @@ def env_values(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] |
         group_info = Settings.model_fields.get(path[0])
         if group_info is None or not _wants_json(group_info.annotation) or not all(path):
             continue
+        _check_group_field(name, path, group_info.annotation)
         group = values.setdefault(path[0], {})
         if not isinstance(group, dict):
             continue
@@ -237,6 +238,17 @@ def env_values(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] |
         if origins is not None:
             origins[tuple(path)] = name
     return values
+
+
+def _check_group_field(name: str, path: list[str], annotation: Any) -> None:
+    """A variable naming a field of a settings group must name one that exists: a misspelt one would
+    still set the group, replacing the file's (and its limits) with nothing said."""
+    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)) or path[1] in annotation.model_fields:
+        return
+    known = [f"{ENV_PREFIX}{path[0]}{_NESTED}{field}".upper() for field in annotation.model_fields]
+    close = difflib.get_close_matches(name.upper(), known, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"expected one of {', '.join(known)}."
+    raise ConfigurationError(f"{name} names no setting of {path[0]}: {hint}")
 
 
 def _by_field(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -69,9 +69,11 @@ def test_a_group_given_whole_as_json_is_completed_by_its_field_variables() -> No
     assert values == {"budget": {"daily": 5, "monthly": "50"}}
 
 
-def test_unknown_variables_and_unknown_group_fields_are_ignored() -> None:
+def test_unknown_variables_are_ignored_but_an_unknown_field_of_a_group_is_not() -> None:
+    """An unknown field of a group would still set the group (replacing the file's): it is refused."""
     assert env_values({"MODELYARD_NOPE": "1", "MODELYARD_STORE__X": "1", "HOME": "/root"}) == {}
-    assert Settings.model_validate(env_values({"MODELYARD_BUDGET__NOPE": "1"})).budget.daily is None
+    with pytest.raises(ConfigurationError, match="MODELYARD_BUDGET__NOPE names no setting of budget"):
+        env_values({"MODELYARD_BUDGET__NOPE": "1"})
 
 
 def test_the_environment_beats_the_file_and_arguments_beat_both(
@@ -343,3 +345,16 @@ def test_the_files_own_keys_any_case_aliases_and_model_ids_pass_the_check_and_un
     settings = load_settings(path)
     assert (settings.api_key, settings.max_retries, settings.budget.daily) == ("sk-file", 1, Decimal("5"))
     assert settings.cache.ttl_s == 60 and settings.quality_overrides == {"openai/gpt-4o-mini": 30.0}
+
+
+def test_a_misspelt_field_of_a_group_in_a_variable_is_refused_not_left_to_replace_the_files_group(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MODELYARD_BUDGET__DAYLY used to set the budget group to nothing, dropping the file's daily limit."""
+    path = _config(tmp_path, "[budget]\ndaily = 5\n")
+    monkeypatch.setenv("MODELYARD_BUDGET__DAYLY", "3")
+    with pytest.raises(
+        ConfigurationError,
+        match="MODELYARD_BUDGET__DAYLY names no setting of budget: did you mean MODELYARD_BUDGET__DAILY",
+    ):
+        load_settings(path)
