@@ -72,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=["vision", "tools", "json_mode", "structured_outputs", "reasoning"],
     )
     run.add_argument("--temperature", type=float)
-    run.add_argument("--no-stream", action="store_true", help="print the answer at the end only")
+    run.add_argument(
+        "--no-stream", action="store_true", help="print the answer at the end only (as when stdout is not a terminal)"
+    )
 
     models = commands.add_parser("models", help="list the catalog as a table")
     models.add_argument("--search", help="text in id or name")

@@ -154,7 +154,8 @@ async def _print_event(event: StreamEvent) -> None:
         sys.stdout.write(event.text)
         sys.stdout.flush()
     elif isinstance(event, Restart):
-        note = f"\n[{event.failed_model} failed ({event.reason[:160]}); restarting on the next model]"
+        sys.stdout.write("\n")  # the failed answer's text stays on the screen: the new one starts below it
+        note = f"[{event.failed_model} failed ({event.reason[:160]}); restarting on the next model]"
         print(_dim(note), file=sys.stderr, flush=True)
 
 
@@ -185,14 +186,16 @@ def footer(result: RouteResult) -> list[str]:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> None:
-    """Answer one prompt: stream the text (unless `--no-stream`), then model, tokens, cost, fallbacks."""
+    """Answer one prompt: stream the text to a terminal (unless `--no-stream`), then model, tokens, cost and
+    fallbacks. Piped or redirected, the answer is printed once it is whole: a stream that broke and fell
+    back would otherwise leave the failed answer's text in the output."""
     if settings.api_key is None:
         raise ConfigurationError(NO_KEY)
     request = _route_request(settings, args)
+    streamed = not args.no_stream and sys.stdout.isatty()
     async with open_app_context(settings) as app:
-        sink = None if args.no_stream else _print_event
-        result = await app.router.execute(request, on_event=sink)
-    if args.no_stream:
+        result = await app.router.execute(request, on_event=_print_event if streamed else None)
+    if not streamed:
         print(result.content or "")
     elif result.content and not result.content.endswith("\n"):
         print()

@@ -321,3 +321,28 @@ def test_bad_options_end_the_process_with_a_message_not_a_traceback(tmp_path: Pa
     assert serve.returncode == 2 and "Traceback" not in serve.stderr
     assert serve.stderr.startswith("usage: modelyard serve")
     assert "error: argument --port: expected a port number from 0 to 65535, not 70000" in serve.stderr
+
+
+def test_run_piped_after_a_mid_stream_fallback_prints_only_the_answer(
+    env: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped, `run` prints the answer once it is whole: the failed attempt's text used to run into it."""
+    monkeypatch.setenv("MODELYARD_MAX_RETRIES", "0")
+    cli(env, "run", "Tell me a story", "--no-stream", "--model", "openai/gpt-4.1-nano")
+    expected = capsys.readouterr().out.partition("-" * 60)[0].strip()
+    sandbox.state.faults.add(model="openai/gpt-4o-mini", kind="mid_stream_error", after_chunks=2, count=1)
+    cli(env, "run", "Tell me a story", "--model", "openai/gpt-4o-mini", "--models", "openai/gpt-4.1-nano")
+    assert capsys.readouterr().out.partition("-" * 60)[0].strip() == expected
+
+
+def test_run_on_a_terminal_streams_and_starts_the_fallbacks_answer_on_a_line_of_its_own(
+    env: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELYARD_MAX_RETRIES", "0")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    sandbox.state.faults.add(model="openai/gpt-4o-mini", kind="mid_stream_error", after_chunks=2, count=1)
+    cli(env, "run", "Tell me a story", "--model", "openai/gpt-4o-mini", "--models", "openai/gpt-4.1-nano")
+    captured = capsys.readouterr()
+    assert "restarting on the next model" in captured.err
+    failed, _, answer = captured.out.partition("-" * 60)[0].partition("\n")
+    assert failed.strip() and answer.strip()

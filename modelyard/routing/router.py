@@ -140,6 +140,8 @@ class Router:
             UpstreamError: a failure no fallback can fix (key out of credit, invalid key).
         """
         started = self.clock.monotonic()
+        if on_event is not None and not request.stream:
+            request = request.model_copy(update={"stream": True})  # streamed upstream: its ledger row says so
         sink = on_event if on_event is not None else (_discard if request.stream else None)
 
         async def answer() -> RouteResult:

@@ -100,6 +100,7 @@ class Progress:
             self.chars += len(event.text)
             await self.send(event.text)
         elif isinstance(event, Restart):
+            self.chars = 0  # the text so far is void: the keep-alive notes count the new answer's
             await self.send(f"\n[{event.failed_model} failed ({event.reason[:120]}); restarting on the next model]\n")
 
     async def note(self) -> None:

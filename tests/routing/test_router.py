@@ -515,3 +515,16 @@ async def test_a_floor_variant_is_sent_as_asked_and_priced_as_its_model(rig: Rig
     result = await rig.router.execute(rig.ask(model="gpt-4o-mini:floor", cache="off"))
     assert rig.sandbox.state.ledger[-1].requested_model == "openai/gpt-4o-mini:floor"
     assert result.resolved_model == "openai/gpt-4o-mini" and result.cost == rig.billed()
+
+
+async def test_a_request_streamed_to_an_event_sink_is_recorded_as_streamed(rig: Rig) -> None:
+    """`execute(on_event=...)` streams upstream, as `modelyard run` does: its ledger row says so."""
+    seen: list[object] = []
+
+    async def sink(event: object) -> None:
+        seen.append(event)
+
+    await rig.router.execute(rig.ask("Tell me a story", model="openai/gpt-4o-mini"), on_event=sink)
+    assert seen and rig.sandbox.state.ledger[-1].stream is True
+    [row] = await rig.store.rows()
+    assert row.streamed is True
