@@ -33,7 +33,7 @@ from modelyard.routing.budget import BudgetManager
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.circuit import CircuitBreakers
 from modelyard.routing.ledger import attempt_record, failure_row, rejected_row, success_row
-from modelyard.routing.progress import CandidateOutcome, RequestProgress, RequestSpend
+from modelyard.routing.progress import AttemptPace, CandidateOutcome, RequestProgress, RequestSpend
 from modelyard.routing.reconcile import Abandoned, Reconciler
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import AttemptRecord, RouteResult
@@ -196,6 +196,7 @@ class FallbackLoop:
                     hold = await self._hold_again(candidate, outcome.spent)
                 outcome.used += 1
                 began = self._monotonic()
+                pace = AttemptPace(began)
                 billed: Decimal | None = None
                 begun.clear()
                 try:
@@ -205,7 +206,9 @@ class FallbackLoop:
                         async with aclosing(attempt) as items:
                             async for item in items:
                                 if isinstance(item, TextDelta):
+                                    paused = pace.text_at(self._monotonic())
                                     yield item
+                                    pace.resumed(paused, self._monotonic())
                                 else:
                                     response = item
                         assert response is not None  # stream_model always ends with the answer
@@ -253,7 +256,7 @@ class FallbackLoop:
                     return
                 settled = True
                 outcome.result = await self._succeed(
-                    request, plan, catalog, candidate, hold, response, attempts, began, started
+                    request, plan, catalog, candidate, hold, response, attempts, pace, started
                 )
                 return
         except BudgetExceededError as refusal:  # no hold for a retry after an attempt kept its own
@@ -315,11 +318,11 @@ class FallbackLoop:
         reservation: Reservation,
         response: ChatResponse,
         attempts: list[AttemptRecord],
-        began: float,
+        pace: AttemptPace,
         started: float,
     ) -> RouteResult:
         now_mono = self._monotonic()
-        latency_ms = (now_mono - began) * 1000
+        latency_ms = (now_mono - pace.began) * 1000
         self.breakers.record_success(candidate.id)
         row, result = success_row(
             request,
@@ -333,7 +336,8 @@ class FallbackLoop:
             now=self._now(),
         )
         completion = response.usage.completion_tokens if response.usage else 0
-        self.speed.observe(candidate.id, latency_ms=latency_ms, completion_tokens=completion, duration_ms=latency_ms)
+        first_ms, generating_ms = pace.upstream_ms(now_mono)
+        self.speed.observe(candidate.id, latency_ms=first_ms, completion_tokens=completion, duration_ms=generating_ms)
         with anyio.CancelScope(shield=True):  # the answer is billed: its row is written whatever the caller does
             await self.budgets.settle(reservation, row)
         return result

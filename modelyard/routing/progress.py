@@ -9,7 +9,7 @@ from decimal import Decimal
 from modelyard.errors import SchemaValidationError, UpstreamError
 from modelyard.routing.result import AttemptRecord, RouteResult
 
-__all__ = ["CandidateOutcome", "RequestProgress", "RequestSpend"]
+__all__ = ["AttemptPace", "CandidateOutcome", "RequestProgress", "RequestSpend"]
 
 
 class RequestProgress:
@@ -59,3 +59,30 @@ class CandidateOutcome:
 
     def __post_init__(self) -> None:
         self.failures: list[tuple[str, BaseException]] = []
+
+
+class AttemptPace:
+    """How fast the upstream answered one attempt, net of the time its stream's consumer took: the
+    speed a model is ranked by must not be a slow reader's."""
+
+    __slots__ = ("began", "consumer_s", "first_text")
+
+    def __init__(self, began: float) -> None:
+        self.began = began
+        self.first_text: float | None = None
+        self.consumer_s = 0.0
+
+    def text_at(self, now: float) -> float:
+        if self.first_text is None:
+            self.first_text = now
+        return now
+
+    def resumed(self, paused: float, now: float) -> None:
+        self.consumer_s += now - paused
+
+    def upstream_ms(self, now: float) -> tuple[float, float]:
+        """Time to the first text and generating time after it, in ms; a whole answer (not streamed) has
+        no generating time of its own: all of it is the wait."""
+        if self.first_text is None:
+            return (now - self.began) * 1000, 0.0
+        return (self.first_text - self.began) * 1000, max(0.0, now - self.first_text - self.consumer_s) * 1000

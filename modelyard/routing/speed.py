@@ -42,7 +42,12 @@ class SpeedBook:
         self._observed: dict[str, SpeedStats] = {}
 
     def get(self, model: str) -> SpeedStats | None:
-        return self._observed.get(model) or self._endpoint.get(model)
+        """The model's speed: what was observed, completed by its endpoint stats where nothing was (a whole,
+        unstreamed answer shows no throughput of its own)."""
+        observed, endpoint = self._observed.get(model), self._endpoint.get(model)
+        if observed is None or endpoint is None or observed.throughput_tps is not None:
+            return observed or endpoint
+        return SpeedStats(latency_ms=observed.latency_ms, throughput_tps=endpoint.throughput_tps, source="observed")
 
     def knows_any(self) -> bool:
         """Whether any model's speed is known (selection skips the speed scale when none is)."""

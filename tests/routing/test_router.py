@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import aclosing
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -528,3 +529,14 @@ async def test_a_request_streamed_to_an_event_sink_is_recorded_as_streamed(rig: 
     assert seen and rig.sandbox.state.ledger[-1].stream is True
     [row] = await rig.store.rows()
     assert row.streamed is True
+
+
+async def test_a_slow_stream_reader_does_not_make_the_model_look_slow(rig_factory: RigFactory, tmp_path: Path) -> None:
+    """The speed a model is ranked by is the upstream's: the time the consumer takes between reads is not."""
+    model = "openai/gpt-4o-mini"
+    rig: Rig = await rig_factory(db=tmp_path / "a.db")
+    async for item in rig.router.stream(rig.ask("Tell me a story", model=model)):
+        if not isinstance(item, RouteResult):
+            await anyio.sleep(0.2)  # the reader, not the upstream, takes the time
+    learned = rig.router.speed.get(model)
+    assert learned is not None and learned.tier == "fast", learned

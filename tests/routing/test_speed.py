@@ -99,3 +99,14 @@ def test_a_first_observation_without_tokens_leaves_throughput_unknown() -> None:
     book.observe(MODEL, latency_ms=250, completion_tokens=0, duration_ms=1000)
     stats = book.get(MODEL)
     assert stats is not None and (stats.latency_ms, stats.throughput_tps, stats.tier) == (250, None, None)
+
+
+def test_an_unstreamed_answer_keeps_the_endpoints_throughput_and_updates_the_latency() -> None:
+    """A whole answer's time includes the wait for its first token: it says nothing of the throughput."""
+    book = SpeedBook()
+    book.record_endpoints("lab/a", EndpointsInfo.model_validate(
+        {"id": "lab/a", "endpoints": [{"latency_last_30m": {"p50": 600}, "throughput_last_30m": {"p50": 200}}]}
+    ))  # fmt: skip
+    book.observe("lab/a", latency_ms=700.0, completion_tokens=20, duration_ms=0.0)
+    stats = book.get("lab/a")
+    assert stats is not None and (stats.latency_ms, stats.throughput_tps, stats.tier) == (700.0, 200, "fast")
