@@ -158,6 +158,19 @@ class ModelInfo(_Wire):
             max_completion_tokens=max_completion,
         )
 
+    @cached_property
+    def output_cap_parameter(self) -> Literal["max_tokens", "max_completion_tokens"]:
+        """The request parameter that bounds this model's answer.
+
+        `max_completion_tokens` when the model lists it and not the deprecated `max_tokens` (OpenRouter
+        silently drops a parameter a model does not list, §3.1, leaving the answer unbounded);
+        `max_tokens` otherwise, as most rows list it.
+        """
+        params = self.supported_parameters
+        if "max_completion_tokens" in params and "max_tokens" not in params:
+            return "max_completion_tokens"
+        return "max_tokens"
+
 
 class ModelList(_Wire):
     data: list[ModelInfo]
@@ -203,6 +216,7 @@ class ChatRequest(_Wire):
     messages: list[dict[str, Any]]
     models: list[str] | None = None
     max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     stop: str | list[str] | None = None
@@ -237,6 +251,9 @@ class ChatMessage(_Wire):
     refusal: str | None = None
     reasoning: str | None = None
     tool_calls: list[ToolCall] | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
+    """Structured reasoning (text, summaries, encrypted signatures): send back unchanged on this
+    assistant message in the next turn (§3.1)."""
 
 
 class ErrorBody(_Wire):
@@ -321,6 +338,8 @@ class Delta(_Wire):
     content: str | None = None
     reasoning: str | None = None
     tool_calls: list[ToolCall] | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
+    """Fragments of the message's `reasoning_details`; those sharing a `type` and `index` are pieces of one."""
 
 
 class ChunkChoice(_Wire):

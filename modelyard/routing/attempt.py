@@ -13,6 +13,7 @@ from modelyard.openrouter.schemas import (
     ChatMessage,
     ChatRequest,
     ChatResponse,
+    Delta,
     FunctionCall,
     ToolCall,
     Usage,
@@ -22,16 +23,23 @@ from modelyard.routing.request import RouteRequest
 
 if TYPE_CHECKING:
     from modelyard.openrouter.client import GenerationHook, OpenRouterClient
+    from modelyard.routing.catalog import CatalogEntry
 
 __all__ = ["EventSink", "Restart", "StreamEvent", "TextDelta", "check_json", "stream_model", "wire_request"]
 
 
-def wire_request(request: RouteRequest, model: str, max_tokens: int) -> ChatRequest:
-    """The OpenRouter body for one attempt on `model` (fallbacks are ours, so no `models` list)."""
+def wire_request(request: RouteRequest, entry: CatalogEntry, max_tokens: int) -> ChatRequest:
+    """The OpenRouter body for one attempt on `entry` (fallbacks are ours, so no `models` list).
+
+    The cap goes in the parameter the model lists (`ModelInfo.output_cap_parameter`): one it does not
+    list is dropped upstream, and the answer is then not bounded by the cap the budget reserved for.
+    """
+    completion_cap = entry.info.output_cap_parameter == "max_completion_tokens"
     return ChatRequest(
-        model=model,
+        model=entry.wire_id,
         messages=request.messages,
-        max_tokens=max_tokens,
+        max_tokens=None if completion_cap else max_tokens,
+        max_completion_tokens=max_tokens if completion_cap else None,
         temperature=request.temperature,
         top_p=request.top_p,
         stop=request.stop,
@@ -50,55 +58,111 @@ async def stream_model(
     assembler = _Assembler()
     async with aclosing(client.stream_chat(body, on_generation=on_generation)) as chunks:
         async for chunk in chunks:
-            assembler.add(chunk.model, chunk.provider, chunk.id, chunk.usage)
+            assembler.add(chunk.model, chunk.provider, chunk.id, chunk.created, chunk.usage)
             for choice in chunk.choices:
-                assembler.add_choice(
-                    choice.delta.content, choice.delta.reasoning, choice.delta.tool_calls, choice.finish_reason
-                )
+                assembler.add_choice(choice.delta, choice.finish_reason, choice.native_finish_reason)
             if text := chunk.text:
                 yield TextDelta(body.model or "", text)
     yield assembler.response()
 
 
+_JOINED_DETAIL_FIELDS = frozenset({"text", "summary"})
+"""The `reasoning_details` fields OpenRouter streams in pieces; the others arrive whole, once."""
+
+
 class _Assembler:
-    """Joins stream chunks into one `ChatResponse` (tool-call fragments by index)."""
+    """Joins stream chunks into one `ChatResponse`, as the non-streamed answer would have been.
+
+    Tool-call fragments are joined by `index`. `reasoning_details` fragments are joined by `type` and
+    `index`, as OpenRouter streams one block: its `text` (or `summary`) in pieces, the rest (`format`,
+    `signature`, `id`, encrypted `data`) once, the signature often in a last text-less fragment. A
+    fragment whose other fields contradict the block so far (another `id`, another `data`) starts a
+    new block; a fragment without an `index` is a block of its own.
+    """
 
     def __init__(self) -> None:
         self.model, self.id = "", ""
         self.provider: str | None = None
+        self.created: int | None = None
         self.text: list[str] = []
         self.reasoning: list[str] = []
         self.calls: dict[int, ToolCall] = {}
+        self.details: list[dict[str, Any]] = []
+        self.open_details: dict[tuple[Any, int], dict[str, Any]] = {}
         self.finish_reason: str | None = None
+        self.native_finish_reason: str | None = None
         self.usage: Usage | None = None
 
-    def add(self, model: str, provider: str | None, chunk_id: str, usage: Usage | None) -> None:
+    def add(self, model: str, provider: str | None, chunk_id: str, created: int | None, usage: Usage | None) -> None:
         self.model, self.provider, self.id = model or self.model, provider or self.provider, chunk_id or self.id
+        self.created = created or self.created
         self.usage = usage or self.usage
 
-    def add_choice(
-        self, text: str | None, reasoning: str | None, calls: list[ToolCall] | None, finish: str | None
-    ) -> None:
-        if text:
+    def add_choice(self, delta: Delta, finish: str | None, native_finish: str | None) -> None:
+        if text := delta.content:
             self.text.append(text)
-        if reasoning:
+        if reasoning := delta.reasoning:
             self.reasoning.append(reasoning)
-        for fragment in calls or []:
+        if details := delta.reasoning_details:
+            self._add_details(details)
+        for fragment in delta.tool_calls or []:
             key = fragment.index if fragment.index is not None else len(self.calls)
             call = self.calls.setdefault(key, ToolCall(id=fragment.id, index=key, function=FunctionCall()))
             call.id = call.id or fragment.id
             call.function.name = call.function.name or fragment.function.name
             call.function.arguments += fragment.function.arguments
         self.finish_reason = finish or self.finish_reason
+        self.native_finish_reason = native_finish or self.native_finish_reason
+
+    def _add_details(self, fragments: list[dict[str, Any]]) -> None:
+        for fragment in fragments:
+            index = fragment.get("index")
+            key = (fragment.get("type"), index) if isinstance(index, int) else None
+            block = self.open_details.get(key) if key is not None else None
+            if block is None or not _continues(block, fragment):
+                block = dict(fragment)
+                self.details.append(block)
+                if key is not None:
+                    self.open_details[key] = block
+                continue
+            for name, value in fragment.items():
+                if value is None:
+                    continue
+                so_far = block.get(name)
+                if name in _JOINED_DETAIL_FIELDS and isinstance(value, str) and isinstance(so_far, str):
+                    block[name] = so_far + value
+                elif so_far is None:
+                    block[name] = value
 
     def response(self) -> ChatResponse:
         message = ChatMessage(
             content="".join(self.text) if self.text or not self.calls else None,
             reasoning="".join(self.reasoning) or None,
             tool_calls=[self.calls[k] for k in sorted(self.calls)] or None,
+            reasoning_details=self.details or None,
         )
-        choice = ChatChoice(finish_reason=self.finish_reason, message=message)
-        return ChatResponse(id=self.id, model=self.model, provider=self.provider, choices=[choice], usage=self.usage)
+        choice = ChatChoice(
+            finish_reason=self.finish_reason, native_finish_reason=self.native_finish_reason, message=message
+        )
+        return ChatResponse(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            provider=self.provider,
+            choices=[choice],
+            usage=self.usage,
+        )
+
+
+def _continues(block: dict[str, Any], fragment: dict[str, Any]) -> bool:
+    """True when `fragment` is another piece of `block`: no field it carries whole says otherwise."""
+    for name, value in fragment.items():
+        if name in _JOINED_DETAIL_FIELDS or value is None:
+            continue
+        so_far = block.get(name)
+        if so_far is not None and so_far != value:
+            return False
+    return True
 
 
 def check_json(content: str | None, response_format: dict[str, Any] | None, model: str) -> None:

@@ -275,7 +275,7 @@ class FallbackLoop:
     async def _call(
         self, request: RouteRequest, candidate: Candidate, started: float, on_generation: GenerationHook
     ) -> ChatResponse:
-        body = _wire_request(request, candidate.entry.wire_id, candidate.max_tokens)
+        body = _wire_request(request, candidate.entry, candidate.max_tokens)
         if request.timeout_s is None:  # no deadline: no cancel scope to enter and leave on every attempt
             return await self.client.chat(body, on_generation=on_generation)
         with anyio.move_on_after(max(0.0, self.time_left(request, started))):
@@ -287,7 +287,7 @@ class FallbackLoop:
     ) -> AsyncGenerator[TextDelta | ChatResponse]:
         """The streamed attempt. `timeout_s` bounds each wait for the upstream, never a `yield`, and is
         checked again before each piece of text is handed on, so the time its consumer takes counts too."""
-        body = _wire_request(request, candidate.entry.wire_id, candidate.max_tokens)
+        body = _wire_request(request, candidate.entry, candidate.max_tokens)
         items = stream_model(self.client, body, on_generation)
         async with aclosing(items):
             if request.timeout_s is None:

@@ -92,6 +92,7 @@ def success_row(
         content=choice.message.content,
         tool_calls=[c.model_dump(exclude_none=True) for c in choice.message.tool_calls or []],
         reasoning=choice.message.reasoning,
+        reasoning_details=choice.message.reasoning_details,
         model=response.model or candidate.id,
         requested_model=request.model,
         resolved_model=candidate.id,

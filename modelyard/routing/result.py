@@ -39,6 +39,11 @@ class RouteResult(ResultModel):
     content: str | None = Field(description="The answer text (null when the model only called tools).")
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     reasoning: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="The model's structured reasoning (signatures included): send back unchanged on the "
+        "assistant message of the next turn, with its tool_calls, for multi-turn reasoning.",
+    )
     model: str = Field(description="The model that answered, as OpenRouter reports it.")
     requested_model: str = Field(description="What the caller asked for (auto, a tier, an id).")
     resolved_model: str = Field(description="The catalog id the router sent the request to.")

@@ -176,9 +176,10 @@ class Router:
         ends the attempt and, before it returns, frees its budget hold (or, once the answer had begun and
         the reconciler runs, hands the hold to it: the answer may be billed). `timeout_s` counts the time the
         caller takes between reads, except for a request the cache may answer: its answer is worked out in a
-        task of its own, ahead of the reads, so there `timeout_s` bounds the upstream only. Read promptly: the budget hold lasts `request_timeout_s *
-        max_attempts + reservation_margin_s`, and a caller pausing longer lets other processes stop
-        counting it (the answer's cost is still recorded when it ends).
+        task of its own, ahead of the reads, so there `timeout_s` bounds the upstream only. Read promptly:
+        the budget hold lasts `request_timeout_s * max_attempts + reservation_margin_s`, and a caller
+        pausing longer lets other processes stop counting it (the answer's cost is still recorded when it
+        ends).
         """
         streamed = request if request.stream else request.model_copy(update={"stream": True})
         mode = request.cache or self.settings.cache.mode

@@ -1,5 +1,5 @@
 """Ledger rows: a cost computed when OpenRouter sends none is at the prices of the model that answered,
-found by the `model` the answer reports (its canonical slug)."""
+found by the `model` the answer reports (its canonical slug); the result hands back what the next turn needs."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from decimal import Decimal
 
 import pytest
 
-from modelyard.openrouter.schemas import ChatResponse, Usage
+from modelyard.openrouter.schemas import ChatChoice, ChatMessage, ChatResponse, ToolCall, Usage
 from modelyard.routing.catalog import Catalog, CatalogEntry
-from modelyard.routing.ledger import _cost
+from modelyard.routing.ledger import _cost, success_row
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.resolve import resolve_model
-from modelyard.routing.selection import Candidate
+from modelyard.routing.selection import Candidate, Plan
 from tests.routing.catalog_factory import FETCHED_AT, GPT_4O_MINI, catalog, model, small_catalog
 
 SLUG = "lab/m-20260101"
@@ -64,3 +64,27 @@ def test_an_answer_to_a_routing_variant_is_priced_as_its_base_model() -> None:
     """`X:floor` sent, `X` reported: the base model's prices (0.15 + 0.6 per M for 1,000 tokens each)."""
     cat = small_catalog()
     assert _computed(cat, resolve_model(cat, f"{GPT_4O_MINI}:floor"), GPT_4O_MINI) == Decimal("0.00075")
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        [{"type": "reasoning.encrypted", "data": "EjQK", "format": "google-gemini-v1", "id": "tool_1", "index": 0}],
+        None,
+    ],
+    ids=["with details", "without"],
+)
+def test_the_result_carries_the_answers_reasoning_details_to_send_back_unchanged(
+    details: list[dict[str, object]] | None,
+) -> None:
+    """A tool-loop caller sends the assistant turn back with its `reasoning_details` (reference §3.1):
+    the result has them as the answer's message did, or null when it had none."""
+    cat = _family()
+    candidate = Candidate(cat.entries["lab/m"], 0.0, 1000, None, "named")
+    message = ChatMessage(tool_calls=[ToolCall(id="tool_1", index=0)], reasoning_details=details)
+    response = ChatResponse(model="lab/m", choices=[ChatChoice(finish_reason="tool_calls", message=message)])
+    request = RouteRequest(messages=[{"role": "user", "content": "weather?"}])
+    plan = Plan(candidates=[candidate], mode="named")
+    _, result = success_row(request, plan, cat, candidate, response, [], latency_ms=1.0, total_ms=1.0, now=FETCHED_AT)
+    assert result.reasoning_details == details
+    assert result.model_dump(mode="json")["reasoning_details"] == details

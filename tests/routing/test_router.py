@@ -188,6 +188,20 @@ async def test_streaming_sends_deltas_in_order_and_the_result_holds_the_full_tex
     assert "".join(deltas) == result.content and result.cost == rig.sandbox.state.ledger[-1].cost
 
 
+async def test_a_streamed_reasoning_answer_hands_back_the_reasoning_details_a_whole_one_does(rig: Rig) -> None:
+    """The sandbox streams Anthropic reasoning in fragments of one block; the streamed result joins them into
+    the one detail the non-streamed result carries, ready to be sent back on the next turn."""
+    results = [
+        await rig.router.execute(
+            rig.ask("Why is the sky blue?", model="anthropic/claude-haiku-4.5", reasoning={"effort": "low"}, **fields)
+        )
+        for fields in ({"cache": "off"}, {"cache": "off", "stream": True})
+    ]
+    whole, streamed = (r.reasoning_details for r in results)
+    assert whole and whole[0]["type"] == "reasoning.text" and whole[0]["text"] == results[0].reasoning
+    assert streamed == whole and [e.stream for e in rig.sandbox.state.ledger] == [False, True]
+
+
 async def test_a_stream_that_fails_after_its_first_token_restarts_on_the_fallback(rig: Rig) -> None:
     """A mid-stream error after text was sent announces a restart; the result is the fallback's answer."""
     rig.sandbox.state.faults.add(model=CHEAP, kind="mid_stream_error", count=None, after_chunks=2)

@@ -55,6 +55,22 @@ async def test_output_schemas_are_inline_and_the_real_results_fit_them(client: C
         jsonschema.validate(await _call(client, name, **arguments), tools[name].output_schema or {})
 
 
+async def test_execute_hands_back_reasoning_details_that_fit_its_output_schema(client: Client) -> None:
+    """A reasoning answer's `reasoning_details` come back (to be sent back on the next assistant turn),
+    published in the output schema and valid against it, streamed or not."""
+    import jsonschema
+
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    schema = tools["execute"].output_schema or {}
+    assert "send back unchanged" in schema["properties"]["reasoning_details"]["description"]
+    for stream in (False, True):
+        arguments = {"model": "claude-haiku-4.5", "reasoning": {"effort": "low"}, "stream": stream, "cache": "off"}
+        out = await _call(client, "execute", prompt="Why is the sky blue?", **arguments)
+        jsonschema.validate(out, schema)
+        assert out["reasoning_details"] and out["reasoning_details"][0]["type"] == "reasoning.text"
+        assert out["reasoning_details"][0]["text"] == out["reasoning"]
+
+
 async def test_execute_answers_with_model_usage_exact_cost_and_attempts(client: Client, sandbox: Sandbox) -> None:
     """execute returns the DESIGN §2 fields; cost equals what the sandbox billed."""
     out = await _call(client, "execute", prompt="Say hi", model="gpt-4o-mini")
