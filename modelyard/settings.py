@@ -5,7 +5,6 @@ Precedence, highest first: keyword arguments, environment variables, the TOML fi
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import types
@@ -246,7 +245,9 @@ def _check_group_field(name: str, path: list[str], annotation: Any) -> None:
     if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)) or path[1] in annotation.model_fields:
         return
     known = [f"{ENV_PREFIX}{path[0]}{_NESTED}{field}".upper() for field in annotation.model_fields]
-    close = difflib.get_close_matches(name.upper(), known, n=1)
+    from difflib import get_close_matches  # only for a mistake: not on every start
+
+    close = get_close_matches(name.upper(), known, n=1)
     hint = f"did you mean {close[0]}?" if close else f"expected one of {', '.join(known)}."
     raise ConfigurationError(f"{name} names no setting of {path[0]}: {hint}")
 
@@ -338,7 +339,9 @@ def _unknown(key: str, model: type[BaseModel], parents: tuple[str, ...], path: P
     """`unknown setting 'budget.dayly' in PATH; did you mean 'budget.daily'?`, or the names it may be."""
     names = list(model.model_fields)
     problem = f"unknown setting {'.'.join((*parents, key))!r} in {path}"
-    close = difflib.get_close_matches(key.lower(), names, n=1, cutoff=0.6)
+    from difflib import get_close_matches  # only for a mistake: not on every start
+
+    close = get_close_matches(key.lower(), names, n=1, cutoff=0.6)
     if close:
         return f"{problem}; did you mean {'.'.join((*parents, close[0]))!r}?"
     where = f"under [{'.'.join(parents)}]" if parents else "at the top level"
