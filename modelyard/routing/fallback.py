@@ -98,76 +98,69 @@ class FallbackLoop:
         """
         progress = RequestProgress()
         try:
-            async with aclosing(self._attempts(request, plan, catalog, streamed, started, progress)) as items:
-                async for item in items:
-                    yield item
+            attempts = progress.attempts
+            failures: list[tuple[str, BaseException]] = []
+            refusals: list[tuple[str, BudgetExceededError]] = []
+            budget_left = self.max_attempts
+            spent = RequestSpend(tightest(request.max_cost, (await self.budgets.limits()).per_request))
+            out_of_time = False
+            for candidate in plan.candidates:
+                if budget_left <= 0:
+                    break
+                if self.time_left(request, started) <= 0:
+                    out_of_time = True
+                    break
+                try:
+                    worst = candidate.worst_case or Decimal(0)
+                    reservation = await self.budgets.reserve(worst, cost_cap=spent.cap_left())
+                except BudgetExceededError as refusal:
+                    refusals.append((candidate.id, refusal))
+                    attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error=str(refusal)))
+                    continue
+                # After the reservation: a half-open breaker's one trial is claimed only for a request that is sent.
+                if not self.breakers.allow(candidate.id):
+                    with anyio.CancelScope(shield=True):
+                        await self.budgets.release(reservation)
+                    attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
+                    continue
+                outcome = progress.outcome = CandidateOutcome(spent)
+                tries = self._try_candidate(
+                    request, plan, catalog, candidate, reservation, streamed, attempts, budget_left, started, outcome
+                )
+                async with aclosing(tries) as events:
+                    async for event in events:
+                        yield event
+                budget_left -= outcome.used
+                if outcome.result is not None:
+                    yield outcome.result
+                    return
+                failures.extend(outcome.failures)
+                if outcome.final is not None:
+                    progress.recorded = True
+                    await self.budgets.settle(None, failure_row(request, plan, attempts, outcome.final, self._now()))
+                    raise outcome.final
+            if out_of_time and not failures and not refusals:  # `timeout_s` ran out before any attempt was sent
+                error: ModelyardError = _timed_out(request, plan.candidates[0])
+            else:
+                error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"))
+            refused = not failures and bool(refusals)
+            row = failure_row(request, plan, attempts, error, self._now(), status="refused" if refused else "error")
+            progress.recorded = True
+            await self.budgets.settle(None, row)
+            raise error
         except BaseException as exc:
             if not progress.recorded and isinstance(exc, GeneratorExit | anyio.get_cancelled_exc_class()):
-                row = failure_row(request, plan, progress.attempts, exc, self._now(), status="cancelled")
-                row.error = "cancelled by the caller"
-                with anyio.CancelScope(shield=True):
-                    await self.budgets.settle(None, row)
+                await self._record_cancelled(request, plan, progress, exc)
             raise
 
-    async def _attempts(
-        self,
-        request: RouteRequest,
-        plan: Plan,
-        catalog: Catalog,
-        streamed: bool,
-        started: float,
-        progress: RequestProgress,
-    ) -> AsyncGenerator[StreamEvent | RouteResult]:
-        """`run`'s body; `progress` says whether a ledger row was written for the request."""
-        attempts = progress.attempts
-        failures: list[tuple[str, BaseException]] = []
-        refusals: list[tuple[str, BudgetExceededError]] = []
-        budget_left = self.max_attempts
-        spent = RequestSpend(tightest(request.max_cost, (await self.budgets.limits()).per_request))
-        out_of_time = False
-        for candidate in plan.candidates:
-            if budget_left <= 0:
-                break
-            if self.time_left(request, started) <= 0:
-                out_of_time = True
-                break
-            try:
-                reservation = await self.budgets.reserve(candidate.worst_case or Decimal(0), cost_cap=spent.cap_left())
-            except BudgetExceededError as refusal:
-                refusals.append((candidate.id, refusal))
-                attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error=str(refusal)))
-                continue
-            # After the reservation: a half-open breaker's one trial is claimed only for a request that is sent.
-            if not self.breakers.allow(candidate.id):
-                with anyio.CancelScope(shield=True):
-                    await self.budgets.release(reservation)
-                attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
-                continue
-            outcome = progress.outcome = CandidateOutcome(spent)
-            tries = self._try_candidate(
-                request, plan, catalog, candidate, reservation, streamed, attempts, budget_left, started, outcome
-            )
-            async with aclosing(tries) as events:
-                async for event in events:
-                    yield event
-            budget_left -= outcome.used
-            if outcome.result is not None:
-                yield outcome.result
-                return
-            failures.extend(outcome.failures)
-            if outcome.final is not None:
-                progress.recorded = True
-                await self.budgets.settle(None, failure_row(request, plan, attempts, outcome.final, self._now()))
-                raise outcome.final
-        if out_of_time and not failures and not refusals:  # `timeout_s` ran out before any attempt was sent
-            error: ModelyardError = _timed_out(request, plan.candidates[0])
-        else:
-            error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"))
-        refused = not failures and bool(refusals)
-        row = failure_row(request, plan, attempts, error, self._now(), status="refused" if refused else "error")
-        progress.recorded = True
-        await self.budgets.settle(None, row)
-        raise error
+    async def _record_cancelled(
+        self, request: RouteRequest, plan: Plan, progress: RequestProgress, exc: BaseException
+    ) -> None:
+        """The ledger row of a request its caller cancelled, or stopped reading, before any row was written."""
+        row = failure_row(request, plan, progress.attempts, exc, self._now(), status="cancelled")
+        row.error = "cancelled by the caller"
+        with anyio.CancelScope(shield=True):
+            await self.budgets.settle(None, row)
 
     async def _try_candidate(
         self,
