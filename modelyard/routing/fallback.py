@@ -331,8 +331,7 @@ class FallbackLoop:
         completion = response.usage.completion_tokens if response.usage else 0
         first_ms, generating_ms = pace.upstream_ms(now_mono)
         self.speed.observe(candidate.id, latency_ms=first_ms, completion_tokens=completion, duration_ms=generating_ms)
-        with anyio.CancelScope(shield=True):  # the answer is billed: its row is written whatever the caller does
-            await self.budgets.settle(reservation, row)
+        await self.budgets.settle(reservation, row)  # a store finishes a commit whatever its caller does
         return result
 
     async def _hold_again(self, candidate: Candidate, spent: RequestSpend) -> Reservation:

@@ -113,11 +113,18 @@ class Store(Protocol):
         ...
 
     async def release(self, reservation_id: str) -> None:
-        """Free a reservation without recording spend (the request failed before any cost)."""
+        """Free a reservation without recording spend (the request failed before any cost).
+
+        A cancelled caller still finishes the write; the cancellation reaches it afterwards.
+        """
         ...
 
     async def commit(self, reservation_id: str | None, row: LedgerRow) -> None:
-        """Atomically drop the reservation (if any) and append the ledger row (its cost counts as spend)."""
+        """Atomically drop the reservation (if any) and append the ledger row (its cost counts as spend).
+
+        A cancelled caller still finishes the write (the row of money spent is never lost); the
+        cancellation reaches it afterwards.
+        """
         ...
 
     async def totals(self, *, now: float) -> SpendTotals:

@@ -110,7 +110,9 @@ class GroupCommit:
     async def submit(self, work: Work[T], *, first: bool = False) -> T:
         """Run `work` in a write transaction and return its result (or raise its error).
 
-        `first`: run it before the writes without the flag that share its transaction.
+        `first`: a write that frees or settles money (a commit, a release). It runs before the writes
+        without the flag that share its transaction, and it is never dropped: a caller cancelled while
+        it waits still has it written, and gets the cancellation at its next checkpoint.
         """
         write: _Write[T] = _Write(work, first)
         self._queue.append(write)
@@ -189,15 +191,16 @@ class GroupCommit:
     async def _follow(self, write: _Write[Any], done: anyio.Event) -> None:
         """Wait for the leader to run `write`.
 
-        A caller cancelled before its write was taken drops it. One cancelled after gets its outcome
-        all the same, as from a thread hop (anyio's `run_sync`): the write happened, so the caller
-        must see it (a reservation it can release); anyio delivers the cancellation again at the
-        caller's next checkpoint.
+        A caller cancelled before its write was taken drops it, unless the write is `first` (money
+        already spent or freed must reach the ledger). One cancelled after gets its outcome all the
+        same, as from a thread hop (anyio's `run_sync`): the write happened, so the caller must see it
+        (a reservation it can release); anyio delivers the cancellation again at the caller's next
+        checkpoint.
         """
         try:
             await done.wait()
         except anyio.get_cancelled_exc_class():
-            if any(queued is write for queued in self._queue):
+            if not write.first and any(queued is write for queued in self._queue):
                 self._queue.remove(write)
                 raise
             with anyio.CancelScope(shield=True):

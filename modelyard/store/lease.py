@@ -20,6 +20,7 @@ more than that is spend beyond its hold, never the room other requests drew.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -90,6 +91,7 @@ class Lease:
         self._spent: set[str] = set()  # draws whose cost a committed transaction moved to the spend
         self._limits: tuple[Decimal | None, Decimal | None] | None = None
         self._draws: dict[str, tuple[Decimal, float]] = {}  # amount, expiry
+        self._first_expiry = math.inf  # no draw expires before this (a bound: one may have ended since)
         self._count = 0
         self._seq = 0
         self._applied = 0
@@ -117,6 +119,7 @@ class Lease:
         self._count += 1
         reservation = Reservation(id=f"{self.id}:{self._count}", amount=amount, expires_at=now + ttl_s)
         self._draws[reservation.id] = (amount, reservation.expires_at)
+        self._first_expiry = min(self._first_expiry, reservation.expires_at)
         self.drawn += amount
         return reservation
 
@@ -143,9 +146,12 @@ class Lease:
         A late commit of an expired draw only adds its cost to the spend (`spend` leaves the lease
         alone), as a late commit of a purged reservation does.
         """
+        if now < self._first_expiry:
+            return  # the usual case, without a walk over every draw in flight (hundreds under load)
         for reservation_id, (_, expires_at) in list(self._draws.items()):
             if expires_at <= now:
                 self.undraw(reservation_id)
+        self._first_expiry = min((expiry for _, expiry in self._draws.values()), default=math.inf)
 
     def outstanding(self) -> Decimal:
         """What the row must hold for the requests in flight (called inside a transaction)."""

@@ -204,7 +204,8 @@ class SQLiteStore:
         """Atomically drop the reservation (if any, and if still there) and append the ledger row.
 
         Committing a row whose `id` is already in the ledger adds nothing, so a retried commit
-        never counts the same spend twice.
+        never counts the same spend twice. A cancelled caller still finishes the write (the group
+        commit never drops a `first` write).
 
         Raises:
             ValueError: `row.cost` or `row.saved` is not finite.

@@ -273,3 +273,31 @@ async def test_a_leader_cancelled_during_the_checkpoint_after_its_commit_still_g
 async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
+
+
+async def test_a_commit_cancelled_while_it_waits_for_the_batch_is_still_written() -> None:
+    """Money spent must reach the ledger: a commit queued behind a leader is kept when its caller is
+    cancelled, and the cancellation comes after it. (A reservation queued the same way is dropped.)"""
+    async with SQLiteStore(MEMORY) as store:
+        got: list[str] = []
+        cancelled: list[str] = []
+
+        async def commit(row_id: str, scope: anyio.CancelScope) -> None:
+            with scope:
+                await store.commit(None, _row(row_id, "0.05"))
+                got.append(row_id)
+                await anyio.lowlevel.checkpoint()
+            if scope.cancelled_caught:
+                cancelled.append(row_id)
+
+        follower = anyio.CancelScope()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(partial(store.totals, now=NOW))  # holds the connection in a worker thread
+                group.start_soon(commit, "leader", anyio.CancelScope())  # waits for the connection
+                group.start_soon(commit, "follower", follower)  # queued behind it
+                await anyio.lowlevel.checkpoint()
+                follower.cancel()
+        assert sorted(got) == ["follower", "leader"] and cancelled == ["follower"]
+        assert sorted(row.id for row in await store.rows()) == ["follower", "leader"]
+        assert (await store.totals(now=NOW)).spent_today == D("0.1")
