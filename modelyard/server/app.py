@@ -105,7 +105,9 @@ def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "12
     if transport == "streamable-http":
         app = server.streamable_http_app(host=host, stateless_http=settings.http_stateless, transport_security=security)
     else:
-        app = server.sse_app(host=host, transport_security=security)
+        from modelyard.server.sse import sse_app
+
+        app = sse_app(server, transport_security=security)  # one context for every connection, not one each
     asgi = BearerAuth(app, token) if token else app
     # Idle connections stay open longer than clients keep theirs (httpx's pool: 5 s), so a client never
     # reuses a connection at the moment the server closes it (uvicorn's default is also 5 s: a ReadError).

@@ -19,6 +19,7 @@ KEY = "sk-or-v1-sandbox"
 READ_TOOLS = ("list_models", "get_metrics", "get_budget", "plan_route", "test_connection")
 WRITE_TOOLS = ("execute", "set_budget", "compare_models", "execute_batch")
 SERVE = ["-m", "modelyard", "serve"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -30,10 +31,12 @@ async def sandbox() -> AsyncIterator[Sandbox]:
 
 def server_env(tmp_path: Path, base_url: str | None, *, key: str | None = KEY, **extra: str) -> dict[str, str]:
     """The whole environment of a `python -m modelyard serve` child: PATH, a throw-away HOME (so no user
-    config is read), the key, the upstream, a fresh SQLite store, and `extra`."""
+    config is read), this checkout's code (not whichever one an editable install points at), the key, the
+    upstream, a fresh SQLite store, and `extra`."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "MODELYARD_STORE": f"sqlite:///{tmp_path / 's.db'}"}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env["MODELYARD_STORE"] = f"sqlite:///{tmp_path / 's.db'}"
     if base_url is not None:
         env["OPENROUTER_BASE_URL"] = base_url
     if key is not None:

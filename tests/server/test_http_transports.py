@@ -4,6 +4,7 @@ loopback serving (refusing DNS-rebinding pages), and the refusal to serve off lo
 from __future__ import annotations
 
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -240,3 +241,47 @@ async def test_an_idle_connection_outlives_the_clients_own_five_second_expiry(sa
                 await stream.send(request)
                 second = await replies.receive_until(b"\r\n\r\n", 4096) + await replies.receive_exactly(2)
     assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"ok") and second.startswith(b"HTTP/1.1 200")
+
+
+async def test_two_sse_connections_share_one_context_so_an_answer_cached_through_one_is_a_hit_through_the_other(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Over SSE every connection is served from the process's one client, store and router (as over streamable
+    HTTP), not from a context of its own: a deterministic answer one connection got is the other's cache hit,
+    and the upstream is asked once."""
+    env = server_env(tmp_path, sandbox.base_url)
+    request = {"prompt": "Say hi", "model": "gpt-4o-mini", "temperature": 0}
+    with anyio.fail_after(60):
+        async with (
+            http_server("sse", env, tmp_path) as url,
+            Client(sse_client(url)) as first,
+            Client(sse_client(url)) as second,
+        ):
+            asked = structured(await first.call_tool("execute", request))
+            hit = structured(await second.call_tool("execute", request))
+    assert (asked["cached"], hit["cached"]) == (False, True)
+    assert hit["content"] == asked["content"] and len(sandbox.state.ledger) == 1
+
+
+def _leases(db: Path) -> list[str]:
+    """The budget leases (reservation rows a server process holds) in the SQLite store at `db`."""
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM reservations WHERE id LIKE 'lease-%'")]
+
+
+async def test_the_sse_servers_one_context_outlives_its_connections_and_is_closed_when_the_server_stops(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The context an SSE connection used is the process's: when its clients leave, its store stays open (the
+    budget lease it took is still held, for the next client), and stopping the server closes it (the lease is
+    given back)."""
+    env = server_env(tmp_path, sandbox.base_url, MODELYARD_BUDGET__DAILY="10")
+    with anyio.fail_after(60):
+        async with http_server("sse", env, tmp_path) as url:
+            async with Client(sse_client(url)) as first, Client(sse_client(url)) as second:
+                structured(await first.call_tool("execute", {"prompt": "Say hi", "model": "gpt-4o-mini"}))
+                structured(await second.call_tool("get_budget", {}))
+            await anyio.sleep(0.5)  # time for a connection's own context, were there one, to close
+            held = _leases(tmp_path / "s.db")
+        stopped = _leases(tmp_path / "s.db")
+    assert len(held) == 1 and stopped == []
