@@ -160,7 +160,8 @@ async def _print_event(event: StreamEvent) -> None:
 
 
 def footer(result: RouteResult) -> list[str]:
-    """Who answered, the tokens, the cost, the latency and every failed attempt."""
+    """Who answered, the tokens, the cost (and the request's, when earlier attempts were billed too), the
+    latency and every failed attempt."""
     usage = result.usage
     cost = usd(result.cost)
     if result.cached:
@@ -175,6 +176,8 @@ def footer(result: RouteResult) -> list[str]:
         f"cost      {cost}",
         f"latency   {_ms(result.latency_ms)} ms",
     ]
+    if not result.cached and result.request_cost != result.cost:
+        lines.append(f"billed    {usd(result.request_cost)} in all, with the attempts billed before the answer")
     if finish not in (None, "stop", "tool_calls"):
         lines.append(f"finish    {finish}" + (" (the answer hit max_tokens)" if finish == "length" else ""))
     if result.selection:

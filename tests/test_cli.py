@@ -346,3 +346,27 @@ def test_run_on_a_terminal_streams_and_starts_the_fallbacks_answer_on_a_line_of_
     assert "restarting on the next model" in captured.err
     failed, _, answer = captured.out.partition("-" * 60)[0].partition("\n")
     assert failed.strip() and answer.strip()
+
+
+@pytest.mark.parametrize(
+    ("request_cost", "billed"),
+    [("0.001", None), ("0.003", "$0.003"), (None, "unknown")],
+    ids=["the answer alone", "a rejected answer too", "an abandoned answer too"],
+)
+def test_runs_footer_adds_what_the_request_was_billed_in_all_when_it_is_not_the_answers_cost(
+    request_cost: str | None, billed: str | None
+) -> None:
+    from modelyard.commands import footer
+    from modelyard.routing.result import RouteResult
+
+    result = RouteResult(
+        content="hi",
+        model="m/a",
+        requested_model="auto",
+        resolved_model="m/a",
+        cost=Decimal("0.001"),
+        request_cost=None if request_cost is None else Decimal(request_cost),
+    )
+    lines = [line for line in footer(result) if line.startswith("billed")]
+    expected = f"billed    {billed} in all, with the attempts billed before the answer"
+    assert lines == ([] if billed is None else [expected])

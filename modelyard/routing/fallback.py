@@ -220,18 +220,17 @@ class FallbackLoop:
                             request, plan, catalog, candidate, hold, response, rejected
                         )
                         outcome.spent.add(hold.amount if billed is None else billed)
+                        outcome.spent.bill(billed)
                         raise
                 except (UpstreamError, SchemaValidationError) as exc:
                     attempts.append(attempt_record(candidate.id, exc, (self._monotonic() - began) * 1000))
                     attempts[-1].cost = billed
                     self._count_failure(candidate.id, exc)
-                    if (
-                        begun
-                        and isinstance(exc, _MAY_BE_BILLED)
-                        and self._hand_over(request, candidate, hold, begun, streamed, exc)
-                    ):
-                        outcome.spent.add(hold.amount)  # it may be billed up to its worst case
-                        hold = None
+                    if begun and isinstance(exc, _MAY_BE_BILLED):
+                        outcome.spent.bill(None)  # it may be billed, at a cost not known yet
+                        if self._hand_over(request, candidate, hold, begun, streamed, exc):
+                            outcome.spent.add(hold.amount)  # it may be billed up to its worst case
+                            hold = None
                     begun.clear()
                     if is_final(exc):
                         outcome.final = exc
@@ -249,7 +248,7 @@ class FallbackLoop:
                     return
                 settled = True
                 outcome.result = await self._succeed(
-                    request, plan, catalog, candidate, hold, response, attempts, pace, started
+                    request, plan, catalog, candidate, hold, response, attempts, pace, started, outcome.spent
                 )
                 return
         except BudgetExceededError as refusal:  # no hold for a retry after an attempt kept its own
@@ -313,6 +312,7 @@ class FallbackLoop:
         attempts: list[AttemptRecord],
         pace: AttemptPace,
         started: float,
+        spent: RequestSpend,
     ) -> RouteResult:
         now_mono = self._monotonic()
         latency_ms = (now_mono - pace.began) * 1000
@@ -327,6 +327,7 @@ class FallbackLoop:
             latency_ms=latency_ms,
             total_ms=(now_mono - started) * 1000,
             now=self._now(),
+            billed_before=spent.billed,
         )
         completion = response.usage.completion_tokens if response.usage else 0
         first_ms, generating_ms = pace.upstream_ms(now_mono)

@@ -81,8 +81,13 @@ def success_row(
     latency_ms: float,
     total_ms: float,
     now: float,
+    billed_before: Decimal | None = Decimal(0),
 ) -> tuple[LedgerRow, RouteResult]:
-    """The ledger row and the result for an answered request."""
+    """The ledger row and the result for an answered request.
+
+    `billed_before` is what its earlier attempts were billed (None: unknown), added to the answer's cost
+    in the result's `request_cost`; the row holds the answer's cost alone (they have rows of their own).
+    """
     usage = response.usage
     cost, source = _cost(catalog, candidate, response, usage, request, now)
     attempts.append(AttemptRecord(model=candidate.id, outcome="ok", latency_ms=round(latency_ms, 3), cost=cost))
@@ -100,6 +105,7 @@ def success_row(
         finish_reason=choice.finish_reason,
         usage=tokens,
         cost=cost,
+        request_cost=None if cost is None or billed_before is None else cost + billed_before,
         cost_source=source,
         latency_ms=round(total_ms, 3),
         attempts=list(attempts),

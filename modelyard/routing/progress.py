@@ -33,14 +33,23 @@ class RequestProgress:
 class RequestSpend:
     """What one request's earlier attempts cost or may cost (answers billed and rejected, holds of
     abandoned answers), so that together with the next attempt's worst case it stays within the
-    request's cap (`max_cost`, or the per-request limit): the cap is for the request, not each attempt."""
+    request's cap (`max_cost`, or the per-request limit): the cap is for the request, not each attempt.
+
+    `billed` is what those attempts were billed, for the result's `request_cost`: None once one of
+    them may have been billed at a cost not known.
+    """
 
     def __init__(self, cap: Decimal | None) -> None:
         self.cap = cap
         self.amount = Decimal(0)
+        self.billed: Decimal | None = Decimal(0)
 
     def add(self, amount: Decimal) -> None:
         self.amount += amount
+
+    def bill(self, cost: Decimal | None) -> None:
+        """An earlier attempt was billed `cost` (None: it may have been, at a cost not known)."""
+        self.billed = None if cost is None or self.billed is None else self.billed + cost
 
     def cap_left(self) -> Decimal | None:
         if self.cap is None:

@@ -50,7 +50,13 @@ class RouteResult(ResultModel):
     provider: str | None = None
     finish_reason: str | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
-    cost: Usd | None = Field(description="USD charged; 0 for a cache hit; null when unknown.")
+    cost: Usd | None = Field(description="USD charged for this answer; 0 for a cache hit; null when unknown.")
+    request_cost: Usd | None = Field(
+        default=None,
+        description="USD the whole request was billed: this answer plus the earlier attempts OpenRouter "
+        "billed (answers the requested schema rejected); 0 for a cache hit; null when any part is unknown, "
+        "as when an earlier attempt was abandoned after its answer began (it may be billed).",
+    )
     cost_source: Literal["upstream", "computed", "cache"] | None = None
     cached: bool = False
     saved: Usd | None = Field(default=None, description="USD a cache hit saved.")

@@ -320,6 +320,7 @@ class Router:
             update={
                 "cached": True,
                 "cost": Decimal(0),
+                "request_cost": Decimal(0),
                 "cost_source": "cache",
                 "saved": original.cost,
                 "attempts": [],

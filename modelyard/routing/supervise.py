@@ -29,8 +29,14 @@ class Supervision(ResultModel):
     model: str = Field(description="The model that reviewed.")
     approved: bool
     revised_content: str | None = Field(default=None, description="The revision, when not approved.")
-    cost: Usd | None
-    total_cost: Usd | None = Field(description="Primary plus supervisor, USD; null if either is unknown.")
+    cost: Usd | None = Field(description="USD of the review's answer; null if unknown.")
+    request_cost: Usd | None = Field(
+        description="USD the review's request was billed, its answer and any attempt before it; null if unknown."
+    )
+    total_cost: Usd | None = Field(
+        description="USD billed for the primary's request and the review's (each one's `request_cost`); "
+        "null if either is unknown."
+    )
 
 
 async def supervise(router: Router, request: RouteRequest, primary: RouteResult, supervisor: str) -> Supervision:
@@ -50,11 +56,12 @@ async def supervise(router: Router, request: RouteRequest, primary: RouteResult,
     verdict = await router.execute(review)
     text = (verdict.content or "").strip()
     approved = text.upper().startswith(_APPROVED)
-    total = primary.cost + verdict.cost if primary.cost is not None and verdict.cost is not None else None
+    first, review_cost = primary.request_cost, verdict.request_cost
     return Supervision(
         model=verdict.model,
         approved=approved,
         revised_content=None if approved else text,
         cost=verdict.cost,
-        total_cost=total,
+        request_cost=review_cost,
+        total_cost=first + review_cost if first is not None and review_cost is not None else None,
     )

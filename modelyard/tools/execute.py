@@ -131,8 +131,8 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
     ) -> ExecuteResult:
         """Run a prompt on the best model for it (or the one named), with fallback, budget and cache.
 
-        Returns the answer, the model that gave it, token usage, the exact cost in USD, every attempt,
-        and why the model was selected.
+        Returns the answer, the model that gave it, token usage, the exact cost in USD (the answer's, and
+        the whole request's with any attempt billed before it), every attempt, and why the model was selected.
         """
         app = await app_of(ctx)
         arguments = dict(locals())

@@ -42,7 +42,10 @@ class CompareResult(ResultModel):
     """Every model's answer, with cost and latency; the judge's pick when a judge was given."""
 
     answers: list[Outcome]
-    total_cost: Usd | None = Field(description="USD over all answers (and the judge); null if any is unknown.")
+    total_cost: Usd | None = Field(
+        description="USD the answers' requests (and the judge's) were billed, their `request_cost` summed; "
+        "null if any is unknown."
+    )
     best: str | None = Field(default=None, description="The label the judge picked.")
     judge: RouteResult | None = None
     judge_error: str | None = Field(
@@ -65,10 +68,14 @@ class BatchTask(BaseModel):
 
 
 class BatchResult(ResultModel):
+    """Every task's answer or error, and what the answered tasks were billed."""
+
     results: list[Outcome]
     succeeded: int
     failed: int
-    total_cost: Usd | None
+    total_cost: Usd | None = Field(
+        description="USD the answered tasks' requests were billed, their `request_cost` summed; null if any is unknown."
+    )
 
 
 async def _run_all(router: "Router", labelled: list[tuple[str, RouteRequest]], parallel: int) -> list[Outcome]:
@@ -89,7 +96,9 @@ async def _run_all(router: "Router", labelled: list[tuple[str, RouteRequest]], p
 
 
 def _total(outcomes: list[Outcome], extra: RouteResult | None = None) -> Decimal | None:
-    costs = [o.result.cost for o in outcomes if o.result is not None] + ([extra.cost] if extra else [])
+    """What the answered requests were billed in all (each its answer and the attempts it paid for)."""
+    results = [o.result for o in outcomes if o.result is not None] + ([extra] if extra else [])
+    costs = [r.request_cost for r in results]
     return None if any(c is None for c in costs) else sum((c for c in costs if c is not None), Decimal(0))
 
 

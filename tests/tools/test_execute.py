@@ -1,9 +1,10 @@
-"""`execute`: a supervisor that is refused or fails, and a local file that is no image."""
+"""`execute`: a supervisor that is refused or fails, a local file that is no image, what a request cost."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from mcp import Client
 
 from modelyard.sandbox import CatalogModel, Sandbox, answers
 from modelyard.sandbox.replies import Reply
+from tests.rejected_json import json_answered_with_prose
 from tests.tools.calls import answer, refusal
 
 pytestmark = pytest.mark.anyio
@@ -76,3 +78,42 @@ async def test_a_call_that_names_no_model_uses_the_servers_default_model(sandbox
     assert done["resolved_model"] == "openai/gpt-4o-mini"
     assert batch["results"][0]["result"]["resolved_model"] == "openai/gpt-4o-mini"
     assert batch["results"][1]["result"]["requested_model"] == "auto"
+
+
+async def test_execute_reports_the_request_cost_with_the_answer_the_schema_rejected(
+    client: Client, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gpt-4o-mini's answer is prose, billed and rejected; llama answers. `cost` is llama's answer, and
+    `request_cost` is what OpenRouter billed for the call: both answers."""
+    json_answered_with_prose(monkeypatch, model="openai/gpt-4o-mini")
+    out = await answer(
+        client,
+        "execute",
+        prompt="A colour as JSON",
+        model="gpt-4o-mini",
+        models=["meta-llama/llama-3.1-8b-instruct"],
+        response_format={"type": "json_object"},
+    )
+    assert [a["error_kind"] for a in out["attempts"]] == ["schema_validation", None]
+    assert Decimal(str(out["cost"])) == sandbox.state.ledger[-1].cost
+    assert Decimal(str(out["request_cost"])) == sandbox.state.billed_total() > Decimal(str(out["cost"]))
+
+
+async def test_a_supervised_answers_total_cost_counts_the_answer_the_schema_rejected(
+    client: Client, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three answers billed (the rejected one, the primary, the review): the total is all three."""
+    json_answered_with_prose(monkeypatch, model="openai/gpt-4o-mini")
+    out = await answer(
+        client,
+        "execute",
+        prompt="A colour as JSON",
+        model="gpt-4o-mini",
+        models=["meta-llama/llama-3.1-8b-instruct"],
+        response_format={"type": "json_object"},
+        supervisor="openai/gpt-4o",
+    )
+    review = out["supervision"]
+    assert len(sandbox.state.ledger) == 3 and Decimal(str(review["total_cost"])) == sandbox.state.billed_total()
+    assert review["request_cost"] == review["cost"]
+    assert Decimal(str(review["total_cost"])) == Decimal(str(out["request_cost"])) + Decimal(str(review["cost"]))

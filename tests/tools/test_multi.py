@@ -1,10 +1,12 @@
-"""`compare_models` and `execute_batch`: a judge that is refused or fails, the judge's pick, malformed tasks."""
+"""`compare_models` and `execute_batch`: a judge that is refused or fails, the judge's pick, malformed tasks,
+the total cost."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +14,11 @@ from mcp import Client
 
 from modelyard.sandbox import CatalogModel, Sandbox, answers
 from modelyard.sandbox.replies import Reply
+from modelyard.server import build_server
+from modelyard.settings import Settings
+from tests.rejected_json import json_answered_with_prose
 from tests.tools.calls import answer, refusal
+from tests.tools.conftest import KEY
 
 pytestmark = pytest.mark.anyio
 ANSWERING = ["gpt-4o-mini", "meta-llama/llama-3.1-8b-instruct"]
@@ -102,3 +108,38 @@ async def test_a_negative_max_cost_per_1k_refuses_the_batch_naming_the_task_and_
     message = await refusal(client, "execute_batch", tasks=tasks)
     assert "tasks.2.max_cost_per_1k" in message and "greater than or equal to 0" in message
     assert sandbox.state.request_count == 0
+
+
+async def test_a_batchs_total_cost_counts_the_answer_the_schema_rejected(
+    client: Client, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Task 1's first answer is prose, billed and rejected, then the next model answers: the batch's total is
+    every answer billed, its tasks' `request_cost` summed, not their answers' `cost`."""
+    json_answered_with_prose(monkeypatch)
+    tasks = [{"prompt": "A colour as JSON", "response_format": {"type": "json_object"}}, {"prompt": "Say hi"}]
+    out = await answer(client, "execute_batch", tasks=tasks, max_parallel=1)
+    first, second = (r["result"] for r in out["results"])
+    assert [a["error_kind"] for a in first["attempts"]] == ["schema_validation", None] and out["succeeded"] == 2
+    assert Decimal(str(out["total_cost"])) == sandbox.state.billed_total()
+    assert Decimal(str(out["total_cost"])) == sum(Decimal(str(r["request_cost"])) for r in (first, second))
+    assert Decimal(str(first["cost"])) + Decimal(str(second["cost"])) < sandbox.state.billed_total()
+
+
+async def test_a_comparisons_total_cost_is_unknown_while_an_abandoned_answer_may_yet_be_billed(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """llama's first answer outlasts the read timeout and is billed all the same, at a cost not known yet;
+    its retry answers. Each answer's cost is known, the comparison's total is not: null, not a smaller sum."""
+    settings = Settings(
+        openrouter_api_key=KEY,
+        openrouter_base_url=sandbox.base_url,
+        store=f"sqlite:///{tmp_path / 't.db'}",
+        request_timeout_s=0.3,
+    )
+    sandbox.state.faults.add(model="meta-llama/llama-3.1-8b-instruct", kind="latency", count=1, latency_ms=500)
+    async with Client(build_server(settings)) as client:
+        out = await answer(client, "compare_models", prompt="Name a colour", models=ANSWERING)
+    slow = out["answers"][1]["result"]
+    assert [a["error_kind"] for a in slow["attempts"]] == ["timeout", None]
+    assert all(a["result"]["cost"] is not None for a in out["answers"]) and out["total_cost"] is None
+    assert slow["request_cost"] is None
