@@ -333,11 +333,29 @@ class AllCandidatesFailedError(ModelyardError):
 
     Attributes:
         errors: (model id, error) per attempt, in order.
+        billed: USD OpenRouter billed for the attempts all the same (answers the requested schema
+            rejected); None when one may have been billed at a cost not known yet.
     """
 
-    def __init__(self, errors: Sequence[tuple[str, BaseException]], *, attempts: int | None = None) -> None:
+    def __init__(
+        self,
+        errors: Sequence[tuple[str, BaseException]],
+        *,
+        attempts: int | None = None,
+        billed: Decimal | None = Decimal(0),
+    ) -> None:
         self.errors = list(errors)
         self.attempts = attempts if attempts is not None else len(self.errors)
+        self.billed = billed
         lines = "; ".join(f"{model}: {error}" for model, error in self.errors) or "no attempt was made"
         noun = "attempt" if self.attempts == 1 else "attempts"
-        super().__init__(f"All candidates failed ({self.attempts} {noun}). {lines}")
+        super().__init__(f"All candidates failed ({self.attempts} {noun}). {lines}{_billed_note(billed)}")
+
+
+def _billed_note(billed: Decimal | None) -> str:
+    """What a failed request was billed all the same, said at the end of its message (nothing when $0)."""
+    if billed is None:
+        return " An attempt may still be billed (its answer had begun); the ledger will show what it cost."
+    if not billed:
+        return ""
+    return f" OpenRouter billed ${billed.normalize():f} for the rejected answers (in the ledger and the budget)."

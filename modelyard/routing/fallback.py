@@ -142,7 +142,7 @@ class FallbackLoop:
             if out_of_time and not failures and not refusals:  # `timeout_s` ran out before any attempt was sent
                 error: ModelyardError = _timed_out(request, plan.candidates[0])
             else:
-                error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"))
+                error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"), spent.billed)
             refused = not failures and bool(refusals)
             row = failure_row(request, plan, attempts, error, self._now(), status="refused" if refused else "error")
             progress.recorded = True
@@ -408,11 +408,14 @@ def tightest(a: Decimal | None, b: Decimal | None) -> Decimal | None:
 
 
 def _all_failed(
-    failures: list[tuple[str, BaseException]], refusals: list[tuple[str, BudgetExceededError]], attempts: int
+    failures: list[tuple[str, BaseException]],
+    refusals: list[tuple[str, BudgetExceededError]],
+    attempts: int,
+    billed: Decimal | None,
 ) -> ModelyardError:
     if not failures and refusals:
         return min(
             (r for _, r in refusals), key=lambda r: r.estimate if r.estimate is not None else Decimal("Infinity")
         )
     # Models the budget refused are named too: "all failed" alone would hide that a fallback was never tried.
-    return AllCandidatesFailedError([*failures, *refusals], attempts=attempts)
+    return AllCandidatesFailedError([*failures, *refusals], attempts=attempts, billed=billed)

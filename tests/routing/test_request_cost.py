@@ -7,6 +7,7 @@ from decimal import Decimal
 import anyio
 import pytest
 
+from modelyard.errors import AllCandidatesFailedError
 from tests.rejected_json import json_answered_with_prose
 from tests.routing.conftest import Rig, RigFactory
 
@@ -58,3 +59,27 @@ async def test_an_earlier_attempt_abandoned_after_its_answer_began_makes_the_req
         result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
     assert [a.error_kind for a in result.attempts] == ["timeout", None]
     assert result.cost is not None and result.cost > 0 and result.request_cost is None
+
+
+async def test_a_request_whose_every_answer_the_schema_rejected_says_what_it_was_billed(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer, but two bills: the error carries their sum (the sandbox's total, the ledger's) and says it."""
+    json_answered_with_prose(monkeypatch, times=2)
+    with pytest.raises(AllCandidatesFailedError) as failed:
+        await rig.router.execute(rig.ask(model=BACKUP, models=[CHEAP], response_format=JSON))
+    billed = rig.billed()
+    assert failed.value.billed == billed > 0
+    assert sum(row.cost for row in await rig.store.rows() if row.cost is not None) == billed
+    assert f"OpenRouter billed ${billed.normalize():f} for the rejected answers" in str(failed.value)
+
+
+async def test_a_request_that_failed_after_an_answer_it_abandoned_says_it_may_still_be_billed(
+    rig_factory: RigFactory,
+) -> None:
+    """The answer the router stopped waiting for may be billed at a cost only known later: not "$0"."""
+    rig: Rig = await rig_factory(request_timeout_s=0.3)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=10, latency_ms=500)
+    with anyio.fail_after(20), pytest.raises(AllCandidatesFailedError) as failed:
+        await rig.router.execute(rig.ask(model=CHEAP))
+    assert failed.value.billed is None and "may still be billed" in str(failed.value)
