@@ -114,7 +114,7 @@ class Settings(BaseModel):
     fallback_models: list[str] = Field(default_factory=list)
     """Models tried, in order, after the selected candidates fail."""
     request_timeout_s: _Seconds = 120.0
-    """Read timeout for one upstream request (gap between stream chunks)."""
+    """Read timeout for one upstream request (the wait for a stream's next chunk)."""
     connect_timeout_s: _Seconds = 10.0
     """Seconds to open a connection upstream."""
     max_retries: int = Field(default=2, ge=0, le=_MAX_ATTEMPTS)

@@ -65,7 +65,8 @@ class OpenRouterClient:
         base_url: API root, e.g. the sandbox's `http://127.0.0.1:PORT/api/v1`.
         transport: an httpx2 transport to use instead of the default (tests, custom stacks). The
             default sends through aiohttp's pool on asyncio (`AiohttpTransport`), httpx2's elsewhere.
-        timeout: read timeout in seconds for one request (a stream's gap between chunks).
+        timeout: read timeout in seconds for one request (a stream's wait for its next chunk, not the
+            reader's own work between chunks); also bounds the wait for a free connection.
         connect_timeout: seconds to establish a connection.
         limits: connection-pool limits (default 256 connections, all kept alive).
         app_name: sent as `X-OpenRouter-Title` / `X-Title` for OpenRouter's app attribution.

@@ -97,14 +97,18 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         exceptions they mean, as from `handle_async_request`.
         """
         session = self._session if self._session is not None else self._open()
-        with _mapped(request, method, url):
+        timeout = self._timeout(timeouts)
+        # A connection timeout from this moment on is aiohttp's `connect` (the pool wait and the connect)
+        # running out, not its `sock_connect`: the request waited for the pool (see `_timeout`).
+        pool_deadline = None if timeout.connect is None else asyncio.get_running_loop().time() + timeout.connect
+        with _mapped(request, method, url, pool_deadline):
             return await session.request(
                 method,
                 url,
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,
-                timeout=self._timeout(timeouts),
+                timeout=timeout,
                 ssl=self._tls_for(url),
             )
 
@@ -119,10 +123,19 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
     async def chunks(
         self, response: aiohttp.ClientResponse, request: httpx2.Request | None = None
     ) -> AsyncIterator[bytes]:
-        """The body of `response` as it arrives."""
-        with _mapped(request, response.method, str(response.url)):
-            async for chunk in response.content.iter_any():
-                yield chunk
+        """The body of `response` as it arrives.
+
+        The read timeout bounds each wait for more of it, as httpx2's does, not the time between two
+        arrivals, as aiohttp's `sock_read` does: a reader still busy with one chunk when the next one is
+        due is not timed out for the upstream's gap.
+        """
+        reads = _TimedReads(response.content, _take_read_timeout(response))
+        try:
+            with _mapped(request, response.method, str(response.url)):
+                while chunk := await reads.next():
+                    yield chunk
+        finally:
+            reads.close()
 
     def as_httpx2(
         self, response: aiohttp.ClientResponse, content: bytes | None, request: httpx2.Request | None = None
@@ -169,15 +182,22 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         return self._tls
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        """httpx2's timeouts as aiohttp's (the same few settings recur, so each is built once)."""
+        """httpx2's timeouts as aiohttp's (the same few settings recur, so each is built once).
+
+        aiohttp's `connect` bounds the wait for a free connection and the connect together, where httpx2
+        gives each its own timeout: it gets their sum, so a connect after a wait still has all of its own
+        (`sock_connect`), and only a wait for the pool can run it out. `sock_read` bounds the wait for
+        the headers and for a body read whole; a streamed body's reads are timed by `chunks`.
+        """
         key = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))
         timeout = self._timeouts.get(key)
         if timeout is None:
             import aiohttp
 
             pool, connect, read = key
+            budget = None if pool is None else pool + (connect or 0.0)
             timeout = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=None, connect=pool, sock_connect=connect, sock_read=read
+                total=None, connect=budget, sock_connect=connect, sock_read=read
             )
         return timeout
 
@@ -220,25 +240,87 @@ def on_asyncio() -> bool:
     return True
 
 
+def _take_read_timeout(response: aiohttp.ClientResponse) -> float | None:
+    """Stop aiohttp's `sock_read` timer for the rest of `response`'s body and return its seconds.
+
+    The timer is the connection's, which sets it again for its next response. None when the body has
+    all arrived (its connection is then back in the pool, perhaps another response's already).
+    """
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is None or not hasattr(protocol, "start_timeout"):  # an aiohttp without it: `sock_read` stays on
+        return None
+    wait, protocol.read_timeout = protocol.read_timeout, None
+    protocol.start_timeout()  # without a timeout: cancels the timer running since the last arrival
+    return wait
+
+
+class _TimedReads:
+    """A streamed body's reads, each wait for more of it bounded by `wait` seconds (None: unbounded).
+
+    One timer per body, not one per read (an `asyncio.timeout` per read costs ~4 µs a chunk): it wakes
+    at most every `wait` seconds, and fails the body, with a `TimeoutError` from the read, only when a
+    read has by then waited that long.
+    """
+
+    def __init__(self, content: aiohttp.StreamReader, wait: float | None) -> None:
+        self._content = content
+        self._wait = wait
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None  # when the read waiting now began
+        self._timer = None if wait is None else self._loop.call_later(wait, self._check)
+
+    async def next(self) -> bytes:
+        """What has arrived of the body, else the next of it as it arrives (b"" at its end)."""
+        if chunk := self._content.read_nowait():
+            return chunk
+        self._since = self._loop.time()
+        try:
+            return await self._content.readany()
+        finally:
+            self._since = None
+
+    def close(self) -> None:
+        """Stop the timer (the body is read, or left)."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _check(self) -> None:
+        assert self._wait is not None
+        content, now = self._content, self._loop.time()
+        if content.is_eof() or content.exception() is not None:
+            return  # no read will wait again
+        due = (now if self._since is None else self._since) + self._wait
+        if self._since is not None and now >= due:
+            content.set_exception(TimeoutError("read timed out"))
+        else:
+            self._timer = self._loop.call_at(due, self._check)
+
+
 @contextmanager
-def _mapped(request: httpx2.Request | None, method: str, url: str) -> Iterator[None]:
+def _mapped(
+    request: httpx2.Request | None, method: str, url: str, pool_deadline: float | None = None
+) -> Iterator[None]:
     """Raise the httpx2 exception each aiohttp failure means (the client maps only httpx2's).
 
-    `request` is the httpx2 request sent, if any; else one is built for the exception (only then).
+    `request` is the httpx2 request sent, if any; else one is built for the exception (only then). A
+    connection timeout from `pool_deadline` (the event loop's time) on is the pool's.
     """
     import aiohttp
 
     try:
         yield
     except (aiohttp.ClientError, OSError) as exc:
-        raise _httpx2_error(exc, request or httpx2.Request(method, url)) from exc
+        raise _httpx2_error(exc, request or httpx2.Request(method, url), pool_deadline) from exc
 
 
-def _httpx2_error(exc: BaseException, request: httpx2.Request) -> httpx2.HTTPError:
+def _httpx2_error(exc: BaseException, request: httpx2.Request, pool_deadline: float | None) -> httpx2.HTTPError:
     import aiohttp
 
     message = str(exc) or type(exc).__name__
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        if pool_deadline is not None and asyncio.get_running_loop().time() >= pool_deadline:
+            return httpx2.PoolTimeout(f"no connection free in the pool in time ({message})", request=request)
         return httpx2.ConnectTimeout(str(exc) or "connect timed out", request=request)
     if isinstance(exc, (TimeoutError, aiohttp.SocketTimeoutError)):
         return httpx2.ReadTimeout(str(exc) or "read timed out", request=request)
