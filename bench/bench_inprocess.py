@@ -5,9 +5,11 @@
 
 Selection is `modelyard.routing.selection.select` on the August 2026 snapshot of OpenRouter's
 catalog (`../shared/fixtures/openrouter/models-2026-08-19.json`; the sandbox's small built-in
-catalog when that folder is absent), for `model="auto"` (every model filtered and scored) and for
-a named model. The cache hit is `await router.execute(request)` on a request answered before, with
-the SQLite ledger on (the hit's ledger row is committed before `execute` returns).
+catalog when that folder is absent), for `model="auto"` (every model filtered and scored), for auto
+under a per-request cost cap (`max_cost`, passed as the router passes it: every model's worst case
+held to the cap), and for a named model. The cache hit is `await router.execute(request)` on a
+request answered before, with the SQLite ledger on (the hit's ledger row is committed before
+`execute` returns).
 """
 
 from __future__ import annotations
@@ -81,13 +83,18 @@ def measure_selection(n: int) -> dict[str, Any]:
             tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
             max_cost_per_1k=Decimal("0.01"),
         ),
+        "auto, max_cost 0.05 (worst cases held to the cap)": RouteRequest(messages=MESSAGES, max_cost=Decimal("0.05")),
         f"named model ({MODEL})": RouteRequest(messages=MESSAGES, model=MODEL, max_tokens=16),
     }
     out: dict[str, Any] = {"catalog": source, "cases": {}}
     for label, request in cases.items():
-        plan = select(catalog, request, defaults=defaults, now=now)
-        _timed(lambda r=request: select(catalog, r, defaults=defaults, now=now), max(10, n // 10))  # warm
-        samples = _timed(lambda r=request: select(catalog, r, defaults=defaults, now=now), n)
+
+        def call(r: Any = request) -> Any:
+            return select(catalog, r, defaults=defaults, cost_cap=r.max_cost, now=now)
+
+        plan = call()
+        _timed(call, max(10, n // 10))  # warm
+        samples = _timed(call, n)
         out["cases"][label] = {
             "p50_us": percentile(samples, 50),
             "p99_us": percentile(samples, 99),

@@ -1,9 +1,9 @@
 """What selection reads of each catalog entry, worked out once per catalog and kept beside it.
 
 A `Catalog` is an immutable snapshot, so facts derived from it (capability sets, input and output
-modalities, prices per 1K and the long-prompt prices above them, log prices, the dearest prices a
-router may charge) and the filter results of recurring request shapes live exactly as long as the
-catalog does.
+modalities, prices per 1K and the long-prompt prices above them, the prices a worst case reads per
+prompt-size class, log prices, the dearest prices a router may charge) and the filter results of
+recurring request shapes live exactly as long as the catalog does.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 
 from modelyard.openrouter.schemas import Pricing
 from modelyard.routing.catalog import Catalog, CatalogEntry
-from modelyard.routing.pricing import _dearest, _decimal, per_1k
+from modelyard.routing.pricing import _dearest, per_1k, prompt_thresholds
 from modelyard.routing.request import CAPABILITIES
+from modelyard.routing.worst_case import WorstCase
 
 __all__ = ["CatalogFacts", "EntryFacts", "facts_of"]
 
@@ -51,6 +52,8 @@ class EntryFacts:
     """(min_prompt_tokens, prompt, completion USD per 1K): for each long-prompt override threshold,
     lowest first, the dearest prices that may apply to a prompt of more tokens than it (empty for
     most models)."""
+    worst: WorstCase | None
+    """Its worst case, the prices worked out (None for dynamic router prices)."""
     max_completion: int | None
     context: int | None
     log_price: float
@@ -115,6 +118,7 @@ def entry_facts(entry: CatalogEntry) -> EntryFacts:
         prompt_1k=per_1k(pricing.prompt),
         completion_1k=per_1k(pricing.completion),
         price_steps=_price_steps(pricing),
+        worst=None if pricing.is_dynamic else WorstCase(pricing),
         max_completion=caps.max_completion_tokens,
         context=caps.context_length,
         log_price=math.log10(blended + 0.01),
@@ -131,13 +135,8 @@ def _price_steps(pricing: Pricing) -> tuple[tuple[int, Decimal, Decimal], ...]:
     which for a whole number of tokens is more than its floor."""
     if not pricing.overrides or pricing.is_dynamic:
         return ()
-    thresholds = {
-        math.floor(minimum)
-        for override in pricing.overrides
-        if (minimum := _decimal(override.get("min_prompt_tokens"))) is not None
-    }
     steps = []
-    for threshold in sorted(thresholds):
+    for threshold in prompt_thresholds(pricing):
         prices = _dearest(pricing, threshold + 1)
         steps.append((threshold, per_1k(prices["prompt"]), per_1k(prices["completion"])))
     return tuple(steps)

@@ -10,6 +10,7 @@ Three different numbers, kept apart on purpose:
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -21,14 +22,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PER_1K",
+    "WorstPrices",
     "asks_for_1h_cache",
     "cost_of_usage",
     "per_1k",
     "per_million",
+    "prompt_thresholds",
     "prompt_token_bound",
     "prompt_token_counts",
     "prompt_token_estimate",
     "worst_case_cost",
+    "worst_prices",
 ]
 
 PER_1K = Decimal(1000)
@@ -235,10 +239,30 @@ def worst_case_cost(pricing: Pricing, *, prompt_tokens: int, max_tokens: int, im
     """
     if pricing.is_dynamic:
         raise ValueError("a router's price is only known after it routes")
+    prompt, completion, request, image = worst_prices(pricing, prompt_tokens)
+    return prompt_tokens * prompt + max_tokens * completion + request + images * image
+
+
+WorstPrices = tuple[Decimal, Decimal, Decimal, Decimal]
+"""(per prompt token, per completion token, per request, per image): the prices a worst case reads."""
+
+
+def worst_prices(pricing: Pricing, prompt_tokens: int) -> WorstPrices:
+    """The prices `worst_case_cost` charges a prompt of `prompt_tokens`: the dearest of the prompt and
+    cache-write prices, the dearer of the completion and reasoning prices, the request and image prices,
+    each at the dearest override that may apply."""
     prices = _dearest(pricing, prompt_tokens)
     completion = max(prices["completion"], prices["internal_reasoning"])
     prompt = max(prices["prompt"], prices["input_cache_write"], prices["input_cache_write_1h"])
-    return prompt_tokens * prompt + max_tokens * completion + prices["request"] + images * prices["image"]
+    return prompt, completion, prices["request"], prices["image"]
+
+
+def prompt_thresholds(pricing: Pricing) -> list[int]:
+    """The `min_prompt_tokens` thresholds of the overrides, lowest first, as whole numbers: a prompt
+    passes one when it has more tokens than it (`_passes_minimum`), which for a whole number of tokens
+    is more than its floor."""
+    minimums = (_decimal(override.get("min_prompt_tokens")) for override in pricing.overrides)
+    return sorted({math.floor(minimum) for minimum in minimums if minimum is not None})
 
 
 def cost_of_usage(

@@ -117,8 +117,8 @@ class Ranked(Sequence[Candidate]):
     Args:
         rows: from `rank`, best first.
         weights: (quality, cost, speed), for the reasons.
-        worst_case: works out a candidate's worst case (`entry`, `max_tokens`); `known` holds those
-            already worked out.
+        worst_case: works out a candidate's worst case (its facts, `max_tokens`); `known` holds those
+            already worked out, by model id.
     """
 
     __slots__ = ("_known", "_made", "_rows", "_weights", "_worst_case")
@@ -127,7 +127,7 @@ class Ranked(Sequence[Candidate]):
         self,
         rows: list[Row],
         weights: tuple[float, float, float],
-        worst_case: Callable[[CatalogEntry, int], Decimal | None],
+        worst_case: Callable[[EntryFacts, int], Decimal | None],
         known: Mapping[str, Decimal | None] | None = None,
     ) -> None:
         self._rows, self._weights, self._worst_case = rows, weights, worst_case
@@ -150,7 +150,7 @@ class Ranked(Sequence[Candidate]):
         if made is None:
             score, facts, max_tokens = self._rows[index]
             entry = facts.entry
-            worst = self._known[facts.id] if facts.id in self._known else partial(self._worst_case, entry, max_tokens)
+            worst = self._known[facts.id] if facts.id in self._known else partial(self._worst_case, facts, max_tokens)
             reason = partial(_score_reason, facts, score, self._weights)
             made = self._made[index] = Candidate(entry, round(score, 6), max_tokens, worst, reason)
         return made
