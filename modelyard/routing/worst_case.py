@@ -89,7 +89,7 @@ class Screen:
         """(the keys of the models whose worst case for this prompt is surely above `cap`, those of the
         models it cannot place surely at most `cap` or surely above it), each in the models' order.
         `cap` is from `float_cap`; None leaves every model unsure."""
-        if cap is None:
+        if cap is None or not (prompt_tokens <= _HUGE and images <= _HUGE):  # counts a float cannot hold
             return [], [key for key, _, _ in self._models]
         keys, prompt, fixed, image = self._terms(prompt_tokens)
         if images:
@@ -121,7 +121,7 @@ def _line(worst: WorstCase | None, max_tokens: int, prompt_tokens: int) -> tuple
     """A model's estimate terms for prompts of the size class of `prompt_tokens`; infinite (never
     surely within a cap) for a model without float prices."""
     prices = None if worst is None else worst.floats(prompt_tokens)
-    if prices is None:
+    if prices is None or max_tokens > _HUGE:  # past _HUGE, max_tokens may not even convert to a float
         return math.inf, math.inf, 0.0
     prompt, completion, request, image = prices
     return prompt, max_tokens * completion + request, image
@@ -129,13 +129,18 @@ def _line(worst: WorstCase | None, max_tokens: int, prompt_tokens: int) -> tuple
 
 def float_cap(cap: Decimal) -> float | None:
     """`cap` as a float for `Screen.split`, or None when it is out of the range that test holds for."""
-    return value if _in_range(value := float(cap)) else None
+    return value if _in_range(cap, value := float(cap)) else None
 
 
 def _as_floats(prices: WorstPrices) -> _Floats | None:
-    prompt, completion, request, image = (float(price) for price in prices)
-    return (prompt, completion, request, image) if all(map(_in_range, (prompt, completion, request, image))) else None
+    prompt, completion, request, image = floats = tuple(float(price) for price in prices)
+    in_range = all(_in_range(price, value) for price, value in zip(prices, floats, strict=True))
+    return (prompt, completion, request, image) if in_range else None
 
 
-def _in_range(value: float) -> bool:
-    return value == 0 or (math.isfinite(value) and _TINY <= value <= _HUGE)
+def _in_range(exact: Decimal, value: float) -> bool:
+    """Whether `value`, the float of `exact`, is zero because `exact` is (not because it underflowed:
+    1e-400 is 0.0 as a float), or within the range the float test holds for."""
+    if exact == 0:
+        return True
+    return math.isfinite(value) and _TINY <= value <= _HUGE
