@@ -16,7 +16,9 @@ request, which costs more than the pool saves.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib.util
+import socket
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,6 +44,10 @@ def default_transport(limits: httpx2.Limits) -> httpx2.AsyncBaseTransport | None
 
 _MAX_HEADER_BYTES: Final = 65536
 
+# The connect timeout of the request being sent from this context: it bounds the host's lookup, which
+# aiohttp's `sock_connect` leaves out (httpx2's connect timeout covers it). Set only when it changes.
+_LOOKUP_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar("lookup_timeout", default=None)
+
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
     """Sends httpx2 requests through one `aiohttp.ClientSession` (created on first use).
@@ -64,6 +70,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._fallback: httpx2.AsyncHTTPTransport | None = None
         self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._resolver: aiohttp.abc.AbstractResolver | None = None
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if not on_asyncio():
@@ -101,6 +108,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         # A connection timeout from this moment on is aiohttp's `connect` (the pool wait and the connect)
         # running out, not its `sock_connect`: the request waited for the pool (see `_timeout`).
         pool_deadline = None if timeout.connect is None else asyncio.get_running_loop().time() + timeout.connect
+        if _LOOKUP_TIMEOUT.get() != timeout.sock_connect:
+            _LOOKUP_TIMEOUT.set(timeout.sock_connect)
         with _mapped(request, method, url, pool_deadline):
             return await session.request(
                 method,
@@ -158,8 +167,11 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
     def _open(self) -> aiohttp.ClientSession:
         import aiohttp
 
+        self._resolver = _timed_resolver()
         connector = aiohttp.TCPConnector(
-            limit=self._limits.max_connections or 0, keepalive_timeout=self._limits.keepalive_expiry or 5.0
+            limit=self._limits.max_connections or 0,
+            keepalive_timeout=self._limits.keepalive_expiry or 5.0,
+            resolver=self._resolver,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -210,6 +222,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+        if self._resolver is not None:
+            resolver, self._resolver = self._resolver, None
+            await resolver.close()  # a resolver passed in is not the connector's to close
         if self._fallback is not None:
             await self._fallback.aclose()
 
@@ -238,6 +253,32 @@ def on_asyncio() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _timed_resolver() -> aiohttp.abc.AbstractResolver:
+    """aiohttp's default resolver, each lookup bounded by the connect timeout of the request it is for.
+
+    aiohttp's `sock_connect` starts after the lookup, which only its `connect` bounds: that is the pool
+    wait and the connect together (see `AiohttpTransport._timeout`), so a lookup that never answered
+    ran it out and failed as a pool timeout, after both, where httpx2 fails it as a connect timeout.
+    (A class made here: aiohttp is imported only when used.)
+    """
+    import aiohttp.abc
+
+    class TimedResolver(aiohttp.abc.AbstractResolver):
+        def __init__(self) -> None:
+            self._resolver = aiohttp.DefaultResolver()
+
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[aiohttp.abc.ResolveResult]:
+            async with asyncio.timeout(_LOOKUP_TIMEOUT.get()):
+                return await self._resolver.resolve(host, port, family)
+
+        async def close(self) -> None:
+            await self._resolver.close()
+
+    return TimedResolver()
 
 
 def _take_read_timeout(response: aiohttp.ClientResponse) -> float | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -209,3 +211,32 @@ async def test_a_tls_handshake_that_never_completes_is_a_connect_error_after_the
         with anyio.fail_after(10), pytest.raises(errors.UpstreamConnectError):
             await client.chat(REQUEST)
         assert connect_timeout - 0.05 <= time.monotonic() - started < connect_timeout + 2.0
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_name_lookup_that_never_answers_is_a_connect_error_after_the_connect_timeout(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking the host up is part of connecting (httpx2's connect timeout bounds it): a lookup that
+    never answers is a connect error after the connect timeout, not a pool timeout after the read (and
+    pool) timeout plus the connect timeout."""
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, bytes):
+            host = host.decode()
+        if host == "dns-never-answers.test":
+            release.wait(10)
+            raise socket.gaierror(socket.EAI_AGAIN, "lookup gave up")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        async with _client(path, "http://dns-never-answers.test", timeout=0.3, connect_timeout=0.5) as client:
+            started = time.monotonic()
+            with anyio.fail_after(10), pytest.raises(errors.UpstreamConnectError):
+                await client.chat(REQUEST)
+            assert 0.45 <= time.monotonic() - started < 0.75
+    finally:
+        release.set()
