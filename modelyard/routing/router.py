@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from modelyard.errors import (
+    AllCandidatesFailedError,
     BudgetExceededError,
     ModelyardError,
     NoCandidatesError,
@@ -353,6 +354,7 @@ class Router:
                 f"No complete answer within timeout_s={request.timeout_s:g}: "
                 "an identical request was still being answered"
             )
+        error = _unbilled(error)
         refused = isinstance(error, BudgetExceededError | NoCandidatesError)
         await self._record(
             LedgerRow(
@@ -371,6 +373,14 @@ class Router:
 
     async def _record(self, row: LedgerRow) -> None:
         await self.budgets.settle(None, row)
+
+
+def _unbilled(error: Exception) -> Exception:
+    """The error of a request that waited for an identical one which failed: what that one was billed (its
+    rejected or abandoned answers) was billed to it, once, so this one's error says $0, not the same bill."""
+    if isinstance(error, AllCandidatesFailedError) and error.billed != 0:
+        return AllCandidatesFailedError(error.errors, attempts=error.attempts, billed=Decimal(0))
+    return error
 
 
 def _failure_sharer(request: RouteRequest) -> Callable[[Exception], bool]:

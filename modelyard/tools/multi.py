@@ -11,9 +11,9 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import AllCandidatesFailedError, ModelyardError
 from modelyard.routing.money import Usd
 from modelyard.routing.request import Capability, RouteRequest
 from modelyard.routing.result import RouteResult
@@ -36,6 +36,13 @@ class Outcome(ResultModel):
     label: str
     result: RouteResult | None = None
     error: str | None = None
+    # What a failed task was billed all the same (answers the schema rejected; None: may be, cost unknown).
+    _billed: Decimal | None = PrivateAttr(default=Decimal(0))
+
+    @property
+    def request_cost(self) -> Decimal | None:
+        """What this task's request was billed: the answer's `request_cost`, or the failure's bill."""
+        return self.result.request_cost if self.result is not None else self._billed
 
 
 class CompareResult(ResultModel):
@@ -43,8 +50,8 @@ class CompareResult(ResultModel):
 
     answers: list[Outcome]
     total_cost: Usd | None = Field(
-        description="USD the answers' requests (and the judge's) were billed, their `request_cost` summed; "
-        "null if any is unknown."
+        description="USD the answers' requests (and the judge's) were billed, their `request_cost` summed, with "
+        "what a failed one was billed all the same (answers the schema rejected); null if any is unknown."
     )
     best: str | None = Field(default=None, description="The label the judge picked.")
     judge: RouteResult | None = None
@@ -68,13 +75,14 @@ class BatchTask(BaseModel):
 
 
 class BatchResult(ResultModel):
-    """Every task's answer or error, and what the answered tasks were billed."""
+    """Every task's answer or error, and what the tasks were billed."""
 
     results: list[Outcome]
     succeeded: int
     failed: int
     total_cost: Usd | None = Field(
-        description="USD the answered tasks' requests were billed, their `request_cost` summed; null if any is unknown."
+        description="USD the tasks' requests were billed: the answered ones' `request_cost` summed, with what a "
+        "failed one was billed all the same (answers the schema rejected); null if any is unknown."
     )
 
 
@@ -87,7 +95,8 @@ async def _run_all(router: "Router", labelled: list[tuple[str, RouteRequest]], p
             try:
                 outcomes[index] = Outcome(label=label, result=await router.execute(request))
             except ModelyardError as exc:
-                outcomes[index] = Outcome(label=label, error=str(exc))
+                outcomes[index] = failed = Outcome(label=label, error=str(exc))
+                failed._billed = billed(exc)
 
     async with anyio.create_task_group() as group:
         for index, (label, request) in enumerate(labelled):
@@ -95,10 +104,15 @@ async def _run_all(router: "Router", labelled: list[tuple[str, RouteRequest]], p
     return [o for o in outcomes if o is not None]
 
 
-def _total(outcomes: list[Outcome], extra: RouteResult | None = None) -> Decimal | None:
-    """What the answered requests were billed in all (each its answer and the attempts it paid for)."""
-    results = [o.result for o in outcomes if o.result is not None] + ([extra] if extra else [])
-    costs = [r.request_cost for r in results]
+def billed(error: ModelyardError) -> Decimal | None:
+    """What a request that failed with `error` was billed all the same (None: it may be, at a cost not known)."""
+    return error.billed if isinstance(error, AllCandidatesFailedError) else Decimal(0)
+
+
+def _total(outcomes: list[Outcome], extra: Decimal | None = Decimal(0)) -> Decimal | None:
+    """What the requests were billed in all (each its answer and the attempts it paid for, or what it was
+    billed though it failed), with `extra` (the judge's)."""
+    costs = [o.request_cost for o in outcomes] + [extra]
     return None if any(c is None for c in costs) else sum((c for c in costs if c is not None), Decimal(0))
 
 
@@ -187,13 +201,15 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
             ]
             outcomes = await with_keepalive(app, Progress(ctx), lambda: _run_all(app.router, labelled, _MAX_PARALLEL))
         best, verdict, failure = None, None, None
+        judged: Decimal | None = Decimal(0)  # what the judge's request was billed
         if judge:
             try:
                 best, verdict = await _judge(app.router, prompt, outcomes, judge)
+                judged = verdict.request_cost
             except ModelyardError as exc:  # the answers are paid for: return them, and say why there is no pick
-                failure = f"The judge failed: {exc}"
+                failure, judged = f"The judge failed: {exc}", billed(exc)
         return CompareResult(
-            answers=outcomes, total_cost=_total(outcomes, verdict), best=best, judge=verdict, judge_error=failure
+            answers=outcomes, total_cost=_total(outcomes, judged), best=best, judge=verdict, judge_error=failure
         )
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))

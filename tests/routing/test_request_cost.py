@@ -83,3 +83,27 @@ async def test_a_request_that_failed_after_an_answer_it_abandoned_says_it_may_st
     with anyio.fail_after(20), pytest.raises(AllCandidatesFailedError) as failed:
         await rig.router.execute(rig.ask(model=CHEAP))
     assert failed.value.billed is None and "may still be billed" in str(failed.value)
+
+
+async def test_a_request_that_waited_for_an_identical_one_which_failed_says_it_was_billed_nothing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two identical requests in flight share one upstream call: its rejected answers were billed once, to
+    the request that made it. The one that waited spent nothing (its ledger row costs $0), so its error must
+    not claim the bill too: the errors' `billed` add up to the sandbox's total, the ledger's."""
+    json_answered_with_prose(monkeypatch, times=10)
+    errors: list[AllCandidatesFailedError] = []
+
+    async def ask() -> None:
+        with pytest.raises(AllCandidatesFailedError) as failed:
+            await rig.router.execute(rig.ask(model=BACKUP, models=[CHEAP], response_format=JSON, cache="on"))
+        errors.append(failed.value)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            group.start_soon(ask)
+            group.start_soon(ask)
+    billed = rig.billed()
+    assert billed > 0 and sum(row.cost for row in await rig.store.rows() if row.cost is not None) == billed
+    assert sorted(e.billed for e in errors if e.billed is not None) == [Decimal(0), billed]
+    assert sum(f"OpenRouter billed ${billed.normalize():f}" in str(e) for e in errors) == 1

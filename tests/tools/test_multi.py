@@ -143,3 +143,15 @@ async def test_a_comparisons_total_cost_is_unknown_while_an_abandoned_answer_may
     assert [a["error_kind"] for a in slow["attempts"]] == ["timeout", None]
     assert all(a["result"]["cost"] is not None for a in out["answers"]) and out["total_cost"] is None
     assert slow["request_cost"] is None
+
+
+async def test_a_batchs_total_cost_counts_the_rejected_answers_of_a_task_that_failed(
+    client: Client, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Task 1 gets no answer the schema accepts, but every one of its answers was billed: the batch's total is
+    what the sandbox billed (the ledger's), not the answered task's alone."""
+    json_answered_with_prose(monkeypatch, times=100)
+    tasks = [{"prompt": "A colour as JSON", "response_format": {"type": "json_object"}}, {"prompt": "Say hi"}]
+    out = await answer(client, "execute_batch", tasks=tasks, max_parallel=1)
+    assert (out["succeeded"], out["failed"]) == (1, 1) and "OpenRouter billed" in out["results"][0]["error"]
+    assert Decimal(str(out["total_cost"])) == sandbox.state.billed_total()
