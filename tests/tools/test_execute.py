@@ -85,15 +85,7 @@ async def test_execute_reports_the_request_cost_with_the_answer_the_schema_rejec
 ) -> None:
     """gpt-4o-mini's answer is prose, billed and rejected; llama answers. `cost` is llama's answer, and
     `request_cost` is what OpenRouter billed for the call: both answers."""
-    json_answered_with_prose(monkeypatch, model="openai/gpt-4o-mini")
-    out = await answer(
-        client,
-        "execute",
-        prompt="A colour as JSON",
-        model="gpt-4o-mini",
-        models=["meta-llama/llama-3.1-8b-instruct"],
-        response_format={"type": "json_object"},
-    )
+    out = await _rejected_then_answered(client, monkeypatch)
     assert [a["error_kind"] for a in out["attempts"]] == ["schema_validation", None]
     assert Decimal(str(out["cost"])) == sandbox.state.ledger[-1].cost
     assert Decimal(str(out["request_cost"])) == sandbox.state.billed_total() > Decimal(str(out["cost"]))
@@ -103,17 +95,22 @@ async def test_a_supervised_answers_total_cost_counts_the_answer_the_schema_reje
     client: Client, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Three answers billed (the rejected one, the primary, the review): the total is all three."""
+    out = await _rejected_then_answered(client, monkeypatch, supervisor="openai/gpt-4o")
+    review = out["supervision"]
+    assert len(sandbox.state.ledger) == 3 and Decimal(str(review["total_cost"])) == sandbox.state.billed_total()
+    assert review["request_cost"] == review["cost"]
+    assert Decimal(str(review["total_cost"])) == Decimal(str(out["request_cost"])) + Decimal(str(review["cost"]))
+
+
+async def _rejected_then_answered(client: Client, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> dict[str, Any]:
+    """`execute` for JSON: gpt-4o-mini answers prose (billed, rejected by the schema), then llama answers."""
     json_answered_with_prose(monkeypatch, model="openai/gpt-4o-mini")
-    out = await answer(
+    return await answer(
         client,
         "execute",
         prompt="A colour as JSON",
         model="gpt-4o-mini",
         models=["meta-llama/llama-3.1-8b-instruct"],
         response_format={"type": "json_object"},
-        supervisor="openai/gpt-4o",
+        **extra,
     )
-    review = out["supervision"]
-    assert len(sandbox.state.ledger) == 3 and Decimal(str(review["total_cost"])) == sandbox.state.billed_total()
-    assert review["request_cost"] == review["cost"]
-    assert Decimal(str(review["total_cost"])) == Decimal(str(out["request_cost"])) + Decimal(str(review["cost"]))
