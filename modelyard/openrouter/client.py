@@ -66,7 +66,8 @@ class OpenRouterClient:
         transport: an httpx2 transport to use instead of the default (tests, custom stacks). The
             default sends through aiohttp's pool on asyncio (`AiohttpTransport`), httpx2's elsewhere.
         timeout: read timeout in seconds for one request (a stream's wait for its next chunk, not the
-            reader's own work between chunks); also bounds the wait for a free connection.
+            reader's own work between chunks); also bounds the wait for a free connection (on the
+            aiohttp path, that wait and the connect together get `timeout + connect_timeout`).
         connect_timeout: seconds to establish a connection.
         limits: connection-pool limits (default 256 connections, all kept alive).
         app_name: sent as `X-OpenRouter-Title` / `X-Title` for OpenRouter's app attribution.
