@@ -69,7 +69,14 @@ __all__ = [
 
 
 class ModelyardError(Exception):
-    """Base of every error modelyard raises on purpose."""
+    """Base of every error modelyard raises on purpose.
+
+    Attributes:
+        billed: USD OpenRouter billed the failed request for all the same (answers the requested schema
+            rejected before it failed); None when an attempt may have been billed at a cost not known yet.
+    """
+
+    billed: Decimal | None = Decimal(0)
 
 
 class ConfigurationError(ModelyardError):
@@ -120,7 +127,7 @@ class UpstreamError(ModelyardError):
 
     def __str__(self) -> str:
         status = f"{self.status} " if self.status is not None else ""
-        return f"{status}{self.message}"
+        return f"{status}{self.message}{_billed_note(self.billed)}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"

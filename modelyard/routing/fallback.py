@@ -137,6 +137,7 @@ class FallbackLoop:
                 failures.extend(outcome.failures)
                 if outcome.final is not None:
                     progress.recorded = True
+                    outcome.final.billed = spent.billed  # the answers rejected before it (its own row has none)
                     await self.budgets.settle(None, failure_row(request, plan, attempts, outcome.final, self._now()))
                     raise outcome.final
             if out_of_time and not failures and not refusals:  # `timeout_s` ran out before any attempt was sent

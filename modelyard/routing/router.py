@@ -5,6 +5,7 @@ Usable from any caller: `await router.execute(request)`, `router.stream(request)
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import time
@@ -378,9 +379,13 @@ class Router:
 def _unbilled(error: Exception) -> Exception:
     """The error of a request that waited for an identical one which failed: what that one was billed (its
     rejected or abandoned answers) was billed to it, once, so this one's error says $0, not the same bill."""
-    if isinstance(error, AllCandidatesFailedError) and error.billed != 0:
+    if not isinstance(error, ModelyardError) or error.billed == 0:
+        return error
+    if isinstance(error, AllCandidatesFailedError):  # its message was written with the bill
         return AllCandidatesFailedError(error.errors, attempts=error.attempts, billed=Decimal(0))
-    return error
+    unbilled = copy.copy(error)
+    unbilled.billed = Decimal(0)
+    return unbilled
 
 
 def _failure_sharer(request: RouteRequest) -> Callable[[Exception], bool]:

@@ -13,7 +13,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, PrivateAttr
 
-from modelyard.errors import AllCandidatesFailedError, ModelyardError
+from modelyard.errors import ModelyardError
 from modelyard.routing.money import Usd
 from modelyard.routing.request import Capability, RouteRequest
 from modelyard.routing.result import RouteResult
@@ -106,7 +106,7 @@ async def _run_all(router: "Router", labelled: list[tuple[str, RouteRequest]], p
 
 def billed(error: ModelyardError) -> Decimal | None:
     """What a request that failed with `error` was billed all the same (None: it may be, at a cost not known)."""
-    return error.billed if isinstance(error, AllCandidatesFailedError) else Decimal(0)
+    return error.billed
 
 
 def _total(outcomes: list[Outcome], extra: Decimal | None = Decimal(0)) -> Decimal | None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 import anyio
 import pytest
 
-from modelyard.errors import AllCandidatesFailedError
+from modelyard.errors import AllCandidatesFailedError, ModelyardError, UpstreamError
 from tests.rejected_json import json_answered_with_prose
 from tests.routing.conftest import Rig, RigFactory
 
@@ -85,17 +85,21 @@ async def test_a_request_that_failed_after_an_answer_it_abandoned_says_it_may_st
     assert failed.value.billed is None and "may still be billed" in str(failed.value)
 
 
+@pytest.mark.parametrize("stopped", [False, True], ids=["all rejected", "then a final 402"])
 async def test_a_request_that_waited_for_an_identical_one_which_failed_says_it_was_billed_nothing(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, stopped: bool
 ) -> None:
     """Two identical requests in flight share one upstream call: its rejected answers were billed once, to
     the request that made it. The one that waited spent nothing (its ledger row costs $0), so its error must
-    not claim the bill too: the errors' `billed` add up to the sandbox's total, the ledger's."""
+    not claim the bill too: the errors' `billed` add up to the sandbox's total, the ledger's. The same when
+    the call ended with a final error (the key out of credit) after a rejected answer."""
     json_answered_with_prose(monkeypatch, times=10)
-    errors: list[AllCandidatesFailedError] = []
+    if stopped:
+        rig.sandbox.state.faults.add(model=CHEAP, kind="error_in_200", status=402, message="Insufficient credits")
+    errors: list[ModelyardError] = []
 
     async def ask() -> None:
-        with pytest.raises(AllCandidatesFailedError) as failed:
+        with pytest.raises(UpstreamError if stopped else AllCandidatesFailedError) as failed:
             await rig.router.execute(rig.ask(model=BACKUP, models=[CHEAP], response_format=JSON, cache="on"))
         errors.append(failed.value)
 
@@ -107,3 +111,17 @@ async def test_a_request_that_waited_for_an_identical_one_which_failed_says_it_w
     assert billed > 0 and sum(row.cost for row in await rig.store.rows() if row.cost is not None) == billed
     assert sorted(e.billed for e in errors if e.billed is not None) == [Decimal(0), billed]
     assert sum(f"OpenRouter billed ${billed.normalize():f}" in str(e) for e in errors) == 1
+
+
+async def test_a_request_stopped_by_a_final_error_after_a_rejected_answer_says_what_it_was_billed(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key runs out of credit (a 402 inside a 200 body: final) after an answer the schema rejected was
+    billed: that error is raised as it is, and says the bill too (the ledger has it)."""
+    json_answered_with_prose(monkeypatch, model=BACKUP)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="error_in_200", status=402, message="Insufficient credits")
+    with pytest.raises(UpstreamError) as stopped:
+        await rig.router.execute(rig.ask(model=BACKUP, models=[CHEAP], response_format=JSON))
+    billed = rig.billed()
+    assert stopped.value.billed == billed > 0
+    assert f"OpenRouter billed ${billed.normalize():f} for the rejected answers" in str(stopped.value)
