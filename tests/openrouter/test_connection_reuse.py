@@ -18,6 +18,7 @@ from aiohttp import web
 from modelyard import errors
 from modelyard.openrouter import ChatRequest, OpenRouterClient
 from modelyard.sandbox import Sandbox, SandboxConfig
+from tests.openrouter.raw_http import read_request
 
 pytestmark = pytest.mark.anyio
 KEY = "sk-or-v1-sandbox"
@@ -97,20 +98,6 @@ async def test_a_body_that_does_not_end_after_done_is_dropped_without_waiting_fo
         await runner.cleanup()
 
 
-async def _read_request(stream: anyio.abc.ByteStream) -> bytes:
-    """One HTTP request's bytes: its head, then its Content-Length of body."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await stream.receive()
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = next(
-        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        body += await stream.receive()
-    return body
-
-
 @contextlib.asynccontextmanager
 async def _server_that_drops_every_request() -> AsyncIterator[tuple[str, list[int]]]:
     """Reads each request whole, then closes its connection without answering. Yields its URL and
@@ -120,7 +107,7 @@ async def _server_that_drops_every_request() -> AsyncIterator[tuple[str, list[in
     async def handle(stream: anyio.abc.ByteStream) -> None:
         counts[0] += 1
         async with stream:
-            await _read_request(stream)
+            await read_request(stream)
             counts[1] += 1
 
     async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener, anyio.create_task_group() as tg:

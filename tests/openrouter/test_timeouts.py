@@ -24,6 +24,7 @@ import pytest
 from modelyard import errors
 from modelyard.openrouter import ChatRequest, OpenRouterClient
 from modelyard.openrouter.transport import AiohttpTransport
+from tests.openrouter.raw_http import read_request
 
 pytestmark = pytest.mark.anyio
 KEY = "sk-or-v1-test-key-for-the-timeout-tests"
@@ -43,25 +44,12 @@ def _http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-async def _read_request(stream: anyio.abc.ByteStream) -> None:
-    """Read one HTTP request: its head, then its Content-Length of body."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await stream.receive()
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = next(
-        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-    )
-    while len(body) < length:
-        body += await stream.receive()
-
-
 def _streaming(gaps: Sequence[float]) -> Handler:
     """Answers one request with an event stream: a chunk at once, another after each of `gaps` seconds,
     then the last chunk (finish reason and usage), `[DONE]` and the body's end, all at once."""
 
     async def handle(stream: anyio.abc.ByteStream) -> None:
-        await _read_request(stream)
+        await read_request(stream)
         head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
         await stream.send(head + _http_chunk(_event("0")))
         for n, gap in enumerate(gaps, 1):
@@ -80,7 +68,7 @@ def _stream_then_stall(connections: list[int]) -> Handler:
     async def handle(stream: anyio.abc.ByteStream) -> None:
         connections.append(1)
         await _streaming([])(stream)
-        await _read_request(stream)
+        await read_request(stream)
         await stream.send(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
         await anyio.sleep_forever()
 
