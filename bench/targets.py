@@ -96,10 +96,10 @@ def _inprocess_rows(inproc: dict[str, Any]) -> list[list[str]]:
     hit = inproc["cache_hit"]["p50_us"]
     return [
         _row(f"selection over {inproc['selection']['catalog']} p50 <= 200 µs",
-             f"auto {fmt(auto, 0)} µs; a named model {fmt(named, 1)} µs", f"{auto / 200:.1f}x the target (auto)",
+             f"auto {fmt(auto, 1)} µs; a named model {fmt(named, 1)} µs", f"{auto / 200:.2f}x the target (auto)",
              auto, 200),
-        _row("cache hit in-process p50 <= 50 µs", f"{fmt(hit, 0)} µs (ledger row committed)",
-             f"{hit / 50:.1f}x the target", hit, 50),
+        _row("cache hit in-process p50 <= 50 µs", f"{fmt(hit, 1)} µs (ledger row committed)",
+             f"{hit / 50:.2f}x the target", hit, 50),
     ]  # fmt: skip
 
 
