@@ -12,8 +12,7 @@ close to the cap to tell.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
@@ -48,16 +47,39 @@ _UNRESOLVED_LOGGED: set[str] = set()
 """Configured fallback names already logged as matching no model (each is logged once)."""
 
 
-@dataclass(kw_only=True)
 class Plan:
-    """Ranked candidates (auto selection) or the explicit chain, and why the others were left out."""
+    """Ranked candidates (auto selection) or the explicit chain, and why the others were left out.
 
-    candidates: Sequence[Candidate]
-    exclusions: list[Exclusion] = field(default_factory=list)
-    required: set[str] = field(default_factory=set)
-    prompt_tokens_bound: int = 0
-    prompt_tokens_estimate: int = 0
-    mode: str = "auto"
+    `exclusions` may be given as a zero-argument callable, worked out when first read: a request reads
+    why only when no model is left (or for `plan_route`), and an automatic plan's callable holds its own
+    request, so its reasons state that request's prompt whatever its view has stated since.
+    """
+
+    __slots__ = ("_exclusions", "candidates", "mode", "prompt_tokens_bound", "prompt_tokens_estimate", "required")
+
+    def __init__(
+        self,
+        *,
+        candidates: Sequence[Candidate],
+        exclusions: list[Exclusion] | Callable[[], list[Exclusion]] | None = None,
+        required: set[str] | None = None,
+        prompt_tokens_bound: int = 0,
+        prompt_tokens_estimate: int = 0,
+        mode: str = "auto",
+    ) -> None:
+        self.candidates = candidates
+        self._exclusions = [] if exclusions is None else exclusions
+        self.required = set() if required is None else required
+        self.prompt_tokens_bound = prompt_tokens_bound
+        self.prompt_tokens_estimate = prompt_tokens_estimate
+        self.mode = mode
+
+    @property
+    def exclusions(self) -> list[Exclusion]:
+        value = self._exclusions
+        if callable(value):
+            value = self._exclusions = value()
+        return value
 
 
 def select(
@@ -104,8 +126,6 @@ def select(
         return _explicit_chain(catalog, facts, ctx, resolve_model(catalog, request.models[0]))
     tier = reference.tier or request.tier
     plan = _auto_plan(ctx, facts, tier, speed or SpeedBook())
-    if tier is not None:
-        plan.exclusions.append(Exclusion("*", f"only {tier}-tier models were considered"))
     plan.mode = f"tier:{tier}" if reference.kind == "tier" else "auto"
     return plan
 
@@ -159,7 +179,9 @@ def _chain_plan(ctx: Context, pool: Sequence[EntryFacts]) -> Plan:
     return _plan(ctx, kept, exclusions)
 
 
-def _plan(ctx: Context, candidates: Sequence[Candidate], exclusions: list[Exclusion]) -> Plan:
+def _plan(
+    ctx: Context, candidates: Sequence[Candidate], exclusions: list[Exclusion] | Callable[[], list[Exclusion]]
+) -> Plan:
     return Plan(
         candidates=candidates,
         exclusions=exclusions,
@@ -179,14 +201,20 @@ def _auto_plan(ctx: Context, facts: CatalogFacts, tier: str | None, speed: Speed
     fast = (ctx.request.speed or ctx.defaults.speed) == "fast"
     view_key, view = shape.view(ctx)
     if ctx.cost_cap is not None:
-        return _capped_plan(ctx, ctx.cost_cap, shape, (quality, fast, view_key), view, speed)
+        return _capped_plan(ctx, ctx.cost_cap, shape, (quality, fast, view_key), view, speed, tier)
     rows = shape.ranking((quality, fast, view_key, ()), view.kept, speed)
     candidates = Ranked(rows, weights(quality, fast), partial(worst_case, ctx)) if rows else []
-    return _plan(ctx, candidates, view.exclusions(ctx))
+    return _plan(ctx, candidates, partial(_stated, view, ctx, (), tier))
 
 
 def _capped_plan(
-    ctx: Context, cap: Decimal, shape: Shape, key: tuple[str, bool, ViewKey], view: View, speed: SpeedBook
+    ctx: Context,
+    cap: Decimal,
+    shape: Shape,
+    key: tuple[str, bool, ViewKey],
+    view: View,
+    speed: SpeedBook,
+    tier: str | None,
 ) -> Plan:
     """The view of the prompt less the models whose worst case is above the per-request cap `cap`
     (or unknown): its ranking is kept per set of models the cap leaves out."""
@@ -198,7 +226,16 @@ def _capped_plan(
     quality, fast, view_key = key
     rows = shape.ranking((quality, fast, view_key, tuple(index for index, _ in late)), kept, speed)
     candidates = Ranked(rows, weights(quality, fast), partial(worst_case, ctx), known) if rows else []
-    return _plan(ctx, candidates, [exclusion for _, exclusion in view.positioned(ctx, late)])
+    return _plan(ctx, candidates, partial(_stated, view, ctx, late, tier))
+
+
+def _stated(view: View, ctx: Context, late: Sequence[Positioned], tier: str | None) -> list[Exclusion]:
+    """An automatic plan's exclusions as its own request (`ctx`) states them, in pool order, then the
+    tier's note: worked out when first read."""
+    stated = [exclusion for _, exclusion in view.positioned(ctx, late)]
+    if tier is not None:
+        stated.append(Exclusion("*", f"only {tier}-tier models were considered"))
+    return stated
 
 
 def _above_cap(

@@ -166,7 +166,7 @@ class Shape:
 class View:
     """What one prompt size makes of a shape: the entries it keeps, those it leaves out and why."""
 
-    __slots__ = ("_stated", "dropped", "kept", "overflowed", "static")
+    __slots__ = ("dropped", "kept", "overflowed", "static")
 
     def __init__(
         self, kept: list[Passed], dropped: set[int], static: list[Positioned], overflowed: list[Passed]
@@ -178,7 +178,6 @@ class View:
         """The exclusions that do not state the prompt's estimate, in pool order."""
         self.overflowed = overflowed
         """The passed entries whose context the prompt overflows."""
-        self._stated: list[Exclusion] | None = None
 
     def positioned(self, ctx: Context, late: Sequence[Positioned] = ()) -> list[Positioned]:
         """Every exclusion of this prompt (`ctx`) with its pool position, and `late` (in pool order)."""
@@ -186,13 +185,6 @@ class View:
             return self.static
         context = [(i, Exclusion(f.id, context_reason(ctx, f, n))) for i, f, n, _ in self.overflowed]
         return sorted(self.static + context + list(late), key=position)
-
-    def exclusions(self, ctx: Context) -> list[Exclusion]:
-        """Every exclusion, in pool order, as the first prompt to ask for them stated them: a context
-        reason states that prompt's estimate, not this one's (as plans without a cost cap always have)."""
-        if self._stated is None:
-            self._stated = [e for _, e in self.positioned(ctx)]
-        return list(self._stated)
 
 
 def position(item: Positioned) -> int:

@@ -13,6 +13,7 @@ import pytest
 
 from modelyard.errors import ModelNotFoundError
 from modelyard.openrouter.schemas import EndpointsInfo, ModelInfo, ModelList
+from modelyard.routing import shapes
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.pricing import worst_case_cost
 from modelyard.routing.request import RouteRequest
@@ -416,6 +417,22 @@ def test_the_context_filter_admits_an_exact_fit() -> None:
     plan = _plan(cat, messages=messages, max_tokens=100)
     assert _ids(plan) == ["lab/fits"]
     assert _why(plan)["lab/short"] == "context 206 < ~107 prompt + 100 max_tokens"
+
+
+def test_a_plans_context_reasons_quote_its_own_prompt_after_the_views_are_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prompts of ~15,007, ~16,007 and ~15,507 tokens all overflow llama's context alone (one view),
+    with a short prompt's view pushing the first out (one view kept a shape): each plan, read after
+    all four, quotes its own estimate, not that of the prompt that made the view it read."""
+    monkeypatch.setattr(shapes, "_VIEWS_KEPT", 1)
+    cat = small_catalog()
+    first = _plan(cat, messages=[{"role": "user", "content": "x" * 60_000}])
+    _plan(cat)  # the views are forgotten
+    plans = [first] + [_plan(cat, messages=[{"role": "user", "content": "x" * n}]) for n in (64_000, 62_000)]
+    assert [p.prompt_tokens_estimate for p in plans] == [15_007, 16_007, 15_507]
+    for plan in plans:
+        assert _why(plan)[LLAMA] == f"context 16384 < ~{plan.prompt_tokens_estimate} prompt + 4096 max_tokens"
 
 
 def test_max_tokens_above_a_models_completion_limit_excludes_it() -> None:
