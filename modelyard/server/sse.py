@@ -8,12 +8,18 @@ The app here enters the lifespan once, in its own ASGI lifespan, as the SDK's st
 does (through its session manager), and serves each connection with the SDK's `serve_dual_era_loop`
 on that lifespan's state, as the session manager serves its sessions with `serve_loop`. Its routes are
 the SDK's: `/sse`, `/messages/` and the server's custom routes (`/health`).
+
+A connection's response is ended here when the SDK's transport leaves it open: when the server stops,
+sse-starlette's `EventSourceResponse` (which the transport streams with) sees uvicorn's `should_exit` and
+cancels its own tasks, the one streaming the events among them, so the response's last message is never
+sent. uvicorn then logged "ASGI callable returned without completing response" (an ERROR) for every
+connected client on every restart, and cut each stream off mid-chunk rather than ending it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, Final
 
 from mcp.server import MCPServer
@@ -23,7 +29,7 @@ from mcp.server.sse import SseServerTransport
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 __all__ = ["MESSAGE_PATH", "SSE_PATH", "SseConnections", "sse_app"]
 
@@ -79,6 +85,35 @@ class SseConnections:
         """
         if not self._running:
             raise RuntimeError("An SSE connection arrived while the app's lifespan is not running.")
-        async with self._transport.connect_sse(scope, receive, send) as (read, write):
+        response = _Response(send)
+        async with self._transport.connect_sse(scope, receive, response.send) as (read, write):
             options = self._server.create_initialization_options()
             await serve_dual_era_loop(self._server, read, write, lifespan_state=self._state, init_options=options)
+        await response.end()
+
+
+class _Response:
+    """The `send` of one connection's response, noting whether it began and ended, so `end()` can end one
+    the transport left open (see the module's docstring).
+
+    Args:
+        send: the ASGI server's `send`.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._started = self._ended = False
+
+    async def send(self, message: Message) -> None:
+        """Send `message`, noting the response's start and its last body message."""
+        if message["type"] == "http.response.start":
+            self._started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._ended = True
+        await self._send(message)
+
+    async def end(self) -> None:
+        """Send the empty last body message of a response begun and not ended: the client's stream ends."""
+        if self._started and not self._ended:
+            with suppress(OSError):  # the client left first (an ASGI server may raise on a closed connection)
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})

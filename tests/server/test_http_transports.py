@@ -3,10 +3,12 @@ loopback serving (refusing DNS-rebinding pages), and the refusal to serve off lo
 
 from __future__ import annotations
 
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -72,6 +74,15 @@ async def http_server(
 ) -> AsyncIterator[str]:
     """Start `modelyard serve` on a free port of `host` (loopback); yield its MCP URL once the port answers;
     stop it."""
+    async with _served(transport, env, tmp_path, host=host) as (url, _, _):
+        yield url
+
+
+@asynccontextmanager
+async def _served(
+    transport: str, env: dict[str, str], tmp_path: Path, *, host: str = "127.0.0.1"
+) -> AsyncIterator[tuple[str, Process, Path]]:
+    """`http_server`, yielding the process and its log (stdout and stderr) with the URL."""
     port = free_port() if host == "127.0.0.1" else _free_port_on(host)
     log = tmp_path / f"{transport}.log"
     command = [sys.executable, *SERVE, "--transport", transport, "--host", host, "--port", str(port)]
@@ -85,7 +96,7 @@ async def http_server(
                 assert process.returncode is None, f"server exited {process.returncode}: {log.read_text()}"
                 await anyio.sleep(0.1)
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        yield f"http://{authority}{ENDPOINT[transport]}"
+        yield f"http://{authority}{ENDPOINT[transport]}", process, log
     finally:
         await _stop(process)
         await process.aclose()
@@ -285,3 +296,38 @@ async def test_the_sse_servers_one_context_outlives_its_connections_and_is_close
             held = _leases(tmp_path / "s.db")
         stopped = _leases(tmp_path / "s.db")
     assert len(held) == 1 and stopped == []
+
+
+# uvicorn re-raises the signal it shut down on: SIGINT ends in the CLI's quiet exit, SIGTERM in its own status.
+STOPPED = {signal.SIGINT: 0, signal.SIGTERM: -signal.SIGTERM}
+
+
+@pytest.mark.parametrize("stop", list(STOPPED), ids=lambda stop: stop.name)
+async def test_stopping_the_sse_server_with_a_client_connected_ends_the_clients_stream_and_logs_no_error(
+    stop: signal.Signals, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """An ordinary restart with an SSE client connected: the client's event stream ends (the response is
+    completed, not cut off), the server logs no ERROR (it logged uvicorn's "ASGI callable returned without
+    completing response" once per open stream) and it exits promptly, with the status that signal gives."""
+    cut_off: httpx2.HTTPError | None = None
+    with anyio.fail_after(45):
+        async with (
+            _served("sse", server_env(tmp_path, sandbox.base_url), tmp_path) as (url, process, log),
+            httpx2.AsyncClient(timeout=10) as http,
+            http.stream("GET", url, headers={"Accept": "text/event-stream"}) as stream,
+        ):
+            lines = stream.aiter_lines()
+            first = await anext(lines)  # the endpoint event: the connection is served
+            process.send_signal(stop)
+            started = time.monotonic()
+            try:
+                async for _ in lines:
+                    pass
+            except httpx2.RemoteProtocolError as exc:  # the response's end never came
+                cut_off = exc
+            await process.wait()
+            took = time.monotonic() - started
+    errors = [line for line in log.read_text().splitlines() if "ERROR" in line or "Traceback" in line]
+    assert first == "event: endpoint"
+    assert (cut_off, errors, process.returncode) == (None, [], STOPPED[stop])
+    assert took < 3
