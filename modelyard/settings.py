@@ -1,22 +1,25 @@
 """Settings from the environment (`OPENROUTER_*`, `MODELYARD_*`) and an optional TOML file.
 
-Precedence, highest first: keyword arguments, environment variables, the TOML file, defaults.
+Precedence, highest first: keyword arguments, environment variables, the TOML file, defaults. A group
+(`budget`, `cache`) or a map set in more than one place is merged key by key, the higher source winning
+each key, as pydantic-settings' deep update does.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import types
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from modelyard.errors import ConfigurationError
+from modelyard.settings_env import NESTED, PREFIX, check_variables, env_names, group_model, variables, wants_json
 
 __all__ = [
     "BudgetSettings",
@@ -92,6 +95,9 @@ class CacheSettings(BaseModel):
     """Entries kept before the least recently used is evicted; 0 stores nothing."""
 
 
+_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+
+
 class Settings(BaseModel):
     """Everything modelyard can be told. Secrets are `SecretStr` so they never print.
 
@@ -105,7 +111,7 @@ class Settings(BaseModel):
     )
     """The OpenRouter key (`OPENROUTER_API_KEY`)."""
     openrouter_base_url: str = Field(
-        default="https://openrouter.ai/api/v1",
+        default=_DEFAULT_BASE_URL,
         validation_alias=AliasChoices("OPENROUTER_BASE_URL", "openrouter_base_url"),
     )
     """The API root (`OPENROUTER_BASE_URL`); point it at `modelyard sandbox` to work offline."""
@@ -163,14 +169,22 @@ class Settings(BaseModel):
             value = value.get_secret_value()
         return clean_secret(value, "the value") if isinstance(value, str) else value
 
+    @field_validator("openrouter_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        """An http(s) URL with a host, any path (proxies differ): `localhost:8399` would fail only at the
+        first request, as a connection error blamed on OpenRouter."""
+        parts = urlsplit(value)
+        if parts.scheme.lower() in ("http", "https") and parts.hostname:
+            return value
+        raise ValueError(f"it must be an http:// or https:// URL with a host, e.g. {_DEFAULT_BASE_URL}")
+
     @property
     def api_key(self) -> str | None:
         """The OpenRouter key as plain text, for the client only."""
         return self.openrouter_api_key.get_secret_value() if self.openrouter_api_key else None
 
 
-ENV_PREFIX = "MODELYARD_"
-_NESTED = "__"
 _SECRETS = frozenset({"openrouter_api_key", "http_token"})
 
 
@@ -179,8 +193,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
     Raises:
         ConfigurationError: the TOML file is missing (when named), not valid TOML, or sets a key that
-            is no setting (a typo would otherwise leave, say, no budget at all); or a value is invalid.
-            The message names the variable or file it came from.
+            is no setting (a typo would otherwise leave, say, no budget at all); a `MODELYARD_*` variable
+            is no setting; or a value is invalid. The message names the variable or file it came from.
     """
     path = config or default_config_path()
     raw_file = _file_values(path, required=config is not None)
@@ -189,12 +203,13 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     env_origins: dict[tuple[str, ...], str] = {}
     from_env = env_values(os.environ, env_origins)
     overrides = _by_field(overrides)
-    file_origins: dict[tuple[str, ...], str] = {(key,): str(path) for key in file_values}
-    origins = _layered(file_origins, env_origins, {(key,): "an argument" for key in overrides})
+    sources = _merged(
+        _sources(file_values, {}, str(path)), _sources(from_env, env_origins), _sources(overrides, {}, "an argument")
+    )
     try:
-        return Settings.model_validate({**file_values, **from_env, **overrides})
+        return Settings.model_validate(_merged(file_values, from_env, overrides))
     except ValidationError as exc:
-        raise ConfigurationError(_describe(exc, origins)) from None
+        raise ConfigurationError(_describe(exc, sources)) from None
 
 
 def env_values(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] | None = None) -> dict[str, Any]:
@@ -205,27 +220,29 @@ def env_values(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] |
     JSON. `origins`, when given, learns which variable set each value.
 
     Raises:
-        ConfigurationError: a list, map or group is not valid JSON.
+        ConfigurationError: a `MODELYARD_*` variable names no setting (see `modelyard.settings_env`), or a
+            list, map or group is not valid JSON.
     """
+    known, open_prefixes = variables(Settings)
+    check_variables(environ, known, open_prefixes=open_prefixes)
     by_name = {name.lower(): (name, value) for name, value in environ.items()}
     values: dict[str, Any] = {}
     for field, info in Settings.model_fields.items():
-        for alias in _env_names(field, info.validation_alias):
+        for alias in env_names(field, info.validation_alias):
             if alias in by_name:
                 name, raw = by_name[alias]
-                values[field] = _decode(name, raw) if _wants_json(info.annotation) else raw
+                values[field] = _decode(name, raw) if wants_json(info.annotation) else raw
                 if origins is not None:
                     origins[(field,)] = name
                 break
-    prefix = ENV_PREFIX.lower()
+    prefix = PREFIX.lower()
     for lowered, (name, raw) in by_name.items():
-        if not lowered.startswith(prefix) or _NESTED not in lowered:
+        if not lowered.startswith(prefix) or NESTED not in lowered:
             continue
-        path = lowered[len(prefix) :].split(_NESTED)
+        path = lowered[len(prefix) :].split(NESTED)
         group_info = Settings.model_fields.get(path[0])
-        if group_info is None or not _wants_json(group_info.annotation) or not all(path):
+        if group_info is None or not wants_json(group_info.annotation) or not all(path):
             continue
-        _check_group_field(name, path, group_info.annotation)
         group = values.setdefault(path[0], {})
         if not isinstance(group, dict):
             continue
@@ -239,47 +256,33 @@ def env_values(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] |
     return values
 
 
-def _check_group_field(name: str, path: list[str], annotation: Any) -> None:
-    """A variable naming a field of a settings group must name one that exists: a misspelt one would
-    still set the group, replacing the file's (and its limits) with nothing said."""
-    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)) or path[1] in annotation.model_fields:
-        return
-    known = [f"{ENV_PREFIX}{path[0]}{_NESTED}{field}".upper() for field in annotation.model_fields]
-    from difflib import get_close_matches  # only for a mistake: not on every start
-
-    close = get_close_matches(name.upper(), known, n=1)
-    hint = f"did you mean {close[0]}?" if close else f"expected one of {', '.join(known)}."
-    raise ConfigurationError(f"{name} names no setting of {path[0]}: {hint}")
-
-
 def _by_field(values: Mapping[str, Any]) -> dict[str, Any]:
     """`values` keyed by field name: a file or an argument may use any case, and the key's OpenRouter name."""
     return {_field_of(key.lower()): value for key, value in values.items()}
 
 
-def _layered(*layers: dict[tuple[str, ...], str]) -> dict[tuple[str, ...], str]:
-    """Where each value came from: a layer that sets a top-level setting replaces all it had below it."""
-    origins: dict[tuple[str, ...], str] = {}
+def _merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """`layers` merged, later ones winning key by key: where two set a group or a map, the result keeps the
+    keys only the lower one sets (pydantic-settings' deep update)."""
+    merged: dict[str, Any] = {}
     for layer in layers:
-        replaced = {key[0] for key in layer}
-        origins = {key: origin for key, origin in origins.items() if key[0] not in replaced} | layer
-    return origins
+        for key, value in layer.items():
+            below = merged.get(key)
+            merged[key] = _merged(below, value) if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+    return merged
 
 
-def _env_names(field: str, alias: object) -> list[str]:
-    if isinstance(alias, AliasChoices):
-        return [choice.lower() for choice in alias.choices if isinstance(choice, str)]
-    return [(ENV_PREFIX + field).lower()]
-
-
-def _wants_json(annotation: Any) -> bool:
-    """Lists, maps and groups come from the environment as JSON, as pydantic-settings reads them."""
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return any(_wants_json(arg) for arg in get_args(annotation) if arg is not type(None))
-    if origin in (list, dict):
-        return True
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+def _sources(
+    values: Mapping[str, Any], origins: Mapping[tuple[str, ...], str], source: str = "", at: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """`values`' shape, each value replaced by where it came from: the nearest of `origins` at or above it,
+    else `source`. Merged as the values are, it says where each merged value came from."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        path = (*at, key)
+        here = origins.get(path, source)
+        tree[key] = _sources(value, origins, here, path) if isinstance(value, Mapping) else here
+    return tree
 
 
 def _decode(name: str, raw: str) -> Any:
@@ -309,8 +312,8 @@ def _file_values(path: Path, *, required: bool) -> dict[str, Any]:
 def _check_keys(values: Mapping[str, Any], path: Path) -> None:
     """Refuse a file key that names no setting, with the setting it most looks like.
 
-    Unknown environment variables are left alone (the environment holds much that is not ours), but
-    the file is modelyard's own: a key in it that no setting reads is a mistake.
+    The file is modelyard's own, like the `MODELYARD_` prefix (`modelyard.settings_env`): a key in it that
+    no setting reads is a mistake.
 
     Raises:
         ConfigurationError: one line per unknown key, dotted (`budget.dayly`), naming the file.
@@ -329,7 +332,7 @@ def _unknown_keys(values: Mapping[str, Any], model: type[BaseModel], parents: tu
         if info is None:
             problems.append(_unknown(key, model, parents, path))
             continue
-        group = _group_model(info.annotation)
+        group = group_model(info.annotation)
         if group is not None and isinstance(value, Mapping):
             problems.extend(_unknown_keys(value, group, (*parents, field), path))
     return problems
@@ -348,26 +351,32 @@ def _unknown(key: str, model: type[BaseModel], parents: tuple[str, ...], path: P
     return f"{problem}; the settings {where} are {', '.join(names)}"
 
 
-def _group_model(annotation: Any) -> type[BaseModel] | None:
-    """The model of a group setting (`budget`, `cache`), else None."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
-
-
-def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> str:
+def _describe(exc: ValidationError, sources: Mapping[str, Any]) -> str:
     """One line per invalid value: the setting, where it came from, what is wrong, and the value (not a secret's)."""
     lines = []
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
         if loc:
             loc = (_field_of(loc[0].lower()), *loc[1:])
-        source = next((origins[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origins), None)
-        if source is None:  # the variable set a value below the one found wrong
-            source = next((o for key, o in origins.items() if key[: len(loc)] == loc), "the defaults")
+        source = _source(sources, loc)
         shown = "" if loc and loc[0] in _SECRETS else f" (got {_clipped(repr(error['input']))})"
         lines.append(f"setting {'.'.join(loc)} from {source}: {error['msg']}{shown}")
     return "Invalid settings: " + "; ".join(lines)
+
+
+def _source(sources: Mapping[str, Any], loc: tuple[str, ...]) -> str:
+    """Where the value at `loc` came from, in the tree `_sources` built: what set it or a value above it;
+    if the value is a group or map, what set the first value in it; else the defaults."""
+    node: Any = sources
+    for part in loc:
+        if isinstance(node, str):
+            return node
+        if part not in node:
+            return "the defaults"
+        node = node[part]
+    while isinstance(node, Mapping) and node:
+        node = next(iter(node.values()))
+    return node if isinstance(node, str) else "the defaults"
 
 
 def _clipped(text: str, limit: int = 200) -> str:
@@ -376,6 +385,6 @@ def _clipped(text: str, limit: int = 200) -> str:
 
 def _field_of(key: str) -> str:
     for field, info in Settings.model_fields.items():
-        if key == field or key in _env_names(field, info.validation_alias):
+        if key == field or key in env_names(field, info.validation_alias):
             return field
     return key

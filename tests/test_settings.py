@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from modelyard.errors import ConfigurationError
-from modelyard.settings import Settings, env_values, load_settings
+from modelyard.settings import BudgetSettings, CacheSettings, Settings, env_values, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -47,9 +48,14 @@ def test_variable_names_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.default_model == "premium" and settings.api_key == "sk-lower"
 
 
-def test_the_key_is_not_read_from_a_prefixed_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MODELYARD_OPENROUTER_API_KEY", "sk-ignored")
-    assert load_settings().api_key is None
+def test_the_key_under_a_prefixed_name_is_refused_pointing_at_its_openrouter_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It used to be ignored: the server then ran with no key, and said only that none was set."""
+    monkeypatch.setenv("MODELYARD_OPENROUTER_API_KEY", "sk-not-read")
+    with pytest.raises(ConfigurationError, match=r"did you mean OPENROUTER_API_KEY\?") as caught:
+        load_settings()
+    assert "sk-not-read" not in str(caught.value)
 
 
 def test_lists_and_maps_are_json_and_a_group_field_uses_a_double_underscore(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,11 +75,42 @@ def test_a_group_given_whole_as_json_is_completed_by_its_field_variables() -> No
     assert values == {"budget": {"daily": 5, "monthly": "50"}}
 
 
-def test_unknown_variables_are_ignored_but_an_unknown_field_of_a_group_is_not() -> None:
-    """An unknown field of a group would still set the group (replacing the file's): it is refused."""
-    assert env_values({"MODELYARD_NOPE": "1", "MODELYARD_STORE__X": "1", "HOME": "/root"}) == {}
-    with pytest.raises(ConfigurationError, match="MODELYARD_BUDGET__NOPE names no setting of budget"):
-        env_values({"MODELYARD_BUDGET__NOPE": "1"})
+def test_variables_outside_the_prefix_are_ignored_but_an_unknown_prefixed_one_is_not() -> None:
+    assert env_values({"HOME": "/root", "OPENROUTER_MODEL": "x", "MODELYARD_TEST_REDIS_URL": "redis://h/0"}) == {}
+    for name in ("MODELYARD_NOPE", "MODELYARD_STORE__X", "MODELYARD_BUDGET__NOPE"):
+        with pytest.raises(ConfigurationError, match=f"{name} names no setting"):
+            env_values({name: "1"})
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("MODELYARD_BUDGET_DAILY", "MODELYARD_BUDGET__DAILY"),
+        ("MODELYARD_DAILY_BUDGET", "MODELYARD_BUDGET__DAILY"),
+        ("MODELYARD_CACHE_MODE", "MODELYARD_CACHE__MODE"),
+        ("MODELYARD_BUDGET__PERREQUEST", "MODELYARD_BUDGET__PER_REQUEST"),
+        ("MODELYARD_MAX_RETRY", "MODELYARD_MAX_RETRIES"),
+    ],
+)
+def test_a_prefixed_variable_that_is_no_setting_stops_loading_saying_which_was_meant(
+    name: str, meant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each of these used to leave the default (no daily limit, the cache on) with no word of it."""
+    monkeypatch.setenv(name, "5")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert str(caught.value) == f"{name} names no setting: did you mean {meant}? Rename it, or unset it."
+
+
+def test_every_variable_a_setting_reads_is_accepted() -> None:
+    """The names in the README's table, the groups whole, and a map's key under its name: none is refused."""
+    names = ["OPENROUTER_API_KEY", "OPENROUTER_BASE_URL", "MODELYARD_BUDGET", "MODELYARD_CACHE"]
+    names += [f"MODELYARD_{field.upper()}" for field in Settings.model_fields if not field.startswith("openrouter")]
+    names += [f"MODELYARD_BUDGET__{field.upper()}" for field in BudgetSettings.model_fields]
+    names += [f"MODELYARD_CACHE__{field.upper()}" for field in CacheSettings.model_fields]
+    names.append("MODELYARD_QUALITY_OVERRIDES__openai/gpt-4o")
+    values = env_values(dict.fromkeys(names, "{}"))
+    assert set(values) == set(Settings.model_fields)
 
 
 def test_the_environment_beats_the_file_and_arguments_beat_both(
@@ -86,14 +123,77 @@ def test_the_environment_beats_the_file_and_arguments_beat_both(
     assert (settings.speed, settings.max_retries, settings.default_model) == ("fast", 3, "premium")
 
 
-def test_a_group_set_in_the_environment_replaces_the_files_group(
+def test_every_modelyard_variable_the_project_names_is_accepted() -> None:
+    """The package, the README, CI, the benchmarks and the tests name only variables modelyard reads (the
+    settings files misspell some on purpose): one read outside the settings must join `PROJECT_VARIABLES`."""
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *(root / ".ci").glob("*")]
+    files += [path for folder in ("modelyard", "bench", "tests") for path in (root / folder).rglob("*.py")]
+    mentioned = {
+        name
+        for path in files
+        if not path.name.startswith(("test_settings", "settings_env"))
+        for name in re.findall(r"\bMODELYARD_\w+\b(?! names no setting)", path.read_text())  # not one quoted refused
+        if not name.endswith("_")  # a prefix: `MODELYARD_BUDGET__*`, `f"MODELYARD_{name}"`
+    }
+    assert {"MODELYARD_DEBUG", "MODELYARD_HTTP_TOKEN", "MODELYARD_TEST_REDIS_URL"} <= mentioned
+    env_values(dict.fromkeys(mentioned, "{}"))
+
+
+def test_a_group_field_set_in_the_environment_keeps_the_files_other_fields_of_the_group(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    path = _config(tmp_path, "[budget]\ndaily = 5\nmonthly = 50\n")
-    assert load_settings(path).budget.monthly == Decimal("50")
+    """A per-request limit in the environment used to drop the file's daily and monthly limits."""
+    path = _config(tmp_path, '[budget]\ndaily = "5"\nmonthly = "50"\n')
+    monkeypatch.setenv("MODELYARD_BUDGET__PER_REQUEST", "0.1")
+    budget = load_settings(path).budget
+    assert (budget.daily, budget.monthly, budget.per_request) == (Decimal("5"), Decimal("50"), Decimal("0.1"))
     monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "2")
     budget = load_settings(path).budget
-    assert budget.daily == Decimal("2") and budget.monthly is None  # as the README says: set a group in one place
+    assert (budget.daily, budget.monthly, budget.per_request) == (Decimal("2"), Decimal("50"), Decimal("0.1"))
+
+
+def test_every_group_merges_field_by_field_across_the_file_the_environment_and_arguments(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = _config(tmp_path, '[budget]\ndaily = "5"\nmonthly = "50"\n[cache]\nmode = "off"\nttl_s = 60\n')
+    monkeypatch.setenv("MODELYARD_BUDGET", '{"monthly": 40, "per_request": 1}')
+    monkeypatch.setenv("MODELYARD_CACHE__MAX_ENTRIES", "5")
+    settings = load_settings(path, budget={"per_request": "0.5"}, cache={"ttl_s": 30})
+    budget, cache = settings.budget, settings.cache
+    assert (budget.daily, budget.monthly, budget.per_request) == (Decimal("5"), Decimal("40"), Decimal("0.5"))
+    assert (cache.mode, cache.ttl_s, cache.max_entries) == ("off", 30.0, 5)
+
+
+def test_a_map_in_the_environment_adds_to_the_files_and_wins_per_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = _config(tmp_path, '[quality_overrides]\n"a/x" = 10\n"b/y" = 20\n')
+    monkeypatch.setenv("MODELYARD_QUALITY_OVERRIDES", '{"b/y": 25, "c/z": 30}')
+    assert load_settings(path).quality_overrides == {"a/x": 10.0, "b/y": 25.0, "c/z": 30.0}
+
+
+def test_an_invalid_field_of_a_merged_group_is_blamed_on_where_that_field_came_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = _config(tmp_path, '[budget]\nmonthly = "lots"\n')
+    monkeypatch.setenv("MODELYARD_BUDGET", '{"daily": "some"}')
+    monkeypatch.setenv("MODELYARD_BUDGET__PER_REQUEST", "much")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert f"setting budget.monthly from {path}:" in message
+    assert "setting budget.daily from MODELYARD_BUDGET:" in message
+    assert "setting budget.per_request from MODELYARD_BUDGET__PER_REQUEST:" in message
+
+
+def test_a_group_given_empty_in_the_environment_leaves_the_blame_for_the_files_fields_with_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = _config(tmp_path, "[cache]\nttl_s = -1\n")
+    monkeypatch.setenv("MODELYARD_CACHE", "{}")
+    with pytest.raises(ConfigurationError, match=rf"setting cache\.ttl_s from {path}: Input should be greater"):
+        load_settings(path)
 
 
 def test_building_settings_reads_nothing_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,11 +283,14 @@ def test_an_invalid_value_under_a_files_openrouter_name_names_the_file(tmp_path:
 def test_a_variable_nested_under_another_ones_value_is_an_error_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "1")
     monkeypatch.setenv("MODELYARD_BUDGET__DAILY__X", "2")
-    with pytest.raises(ConfigurationError, match=r"budget\.daily from MODELYARD_BUDGET__DAILY"):
+    with pytest.raises(ConfigurationError, match="MODELYARD_BUDGET__DAILY__X names no setting: did you mean"):
         load_settings()
-    assert env_values({"MODELYARD_BUDGET": '{"daily": 5}', "MODELYARD_BUDGET__DAILY__X": "2"}) == {
-        "budget": {"daily": {"x": "2"}}
-    }
+    monkeypatch.delenv("MODELYARD_BUDGET__DAILY")
+    monkeypatch.delenv("MODELYARD_BUDGET__DAILY__X")
+    monkeypatch.setenv("MODELYARD_QUALITY_OVERRIDES", '{"m": 5}')
+    monkeypatch.setenv("MODELYARD_QUALITY_OVERRIDES__M__X", "2")
+    with pytest.raises(ConfigurationError, match=r"quality_overrides\.m from MODELYARD_QUALITY_OVERRIDES__M__X"):
+        load_settings()
 
 
 @pytest.mark.parametrize(
@@ -332,7 +435,7 @@ def test_every_unknown_key_in_the_file_is_named_at_once(tmp_path: Path) -> None:
     assert lines[1].endswith("the settings at the top level are " + ", ".join(Settings.model_fields))
 
 
-def test_the_files_own_keys_any_case_aliases_and_model_ids_pass_the_check_and_unknown_variables_still_do_not_count(
+def test_the_files_own_keys_any_case_aliases_and_model_ids_pass_the_check(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     path = _config(
@@ -340,8 +443,7 @@ def test_the_files_own_keys_any_case_aliases_and_model_ids_pass_the_check_and_un
         'OPENROUTER_API_KEY = "sk-file"\nMax_Retries = 1\n[budget]\ndaily = "5"\n'
         '[cache]\nttl_s = 60\n[quality_overrides]\n"openai/gpt-4o-mini" = 30\n',
     )
-    monkeypatch.setenv("MODELYARD_NOPE", "1")  # the environment holds much that is not ours: ignored
-    monkeypatch.setenv("MODELYARD_STORE__X", "1")
+    monkeypatch.setenv("NOT_MODELYARD_NOPE", "1")  # the environment holds much that is not ours: ignored
     settings = load_settings(path)
     assert (settings.api_key, settings.max_retries, settings.budget.daily) == ("sk-file", 1, Decimal("5"))
     assert settings.cache.ttl_s == 60 and settings.quality_overrides == {"openai/gpt-4o-mini": 30.0}
@@ -354,7 +456,69 @@ def test_a_misspelt_field_of_a_group_in_a_variable_is_refused_not_left_to_replac
     path = _config(tmp_path, "[budget]\ndaily = 5\n")
     monkeypatch.setenv("MODELYARD_BUDGET__DAYLY", "3")
     with pytest.raises(
-        ConfigurationError,
-        match="MODELYARD_BUDGET__DAYLY names no setting of budget: did you mean MODELYARD_BUDGET__DAILY",
+        ConfigurationError, match="MODELYARD_BUDGET__DAYLY names no setting: did you mean MODELYARD_BUDGET__DAILY"
     ):
         load_settings(path)
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:8399", "localhost:8399/api/v1", "openrouter.ai/api/v1", "ftp://openrouter.ai/api/v1", "https://"]
+)
+def test_a_base_url_without_an_http_scheme_or_a_host_is_refused_at_load_with_an_example(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`localhost:8399` used to fail only at the first request, as "Could not reach OpenRouter (ReadError: ...)"."""
+    monkeypatch.setenv("OPENROUTER_BASE_URL", url)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("Invalid settings: setting openrouter_base_url from OPENROUTER_BASE_URL: ")
+    assert "e.g. https://openrouter.ai/api/v1" in message and f"(got {url!r})" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://openrouter.ai/api/v1", "http://127.0.0.1:8399/api/v1", "http://proxy.internal:8080", "HTTPS://[::1]/"],
+)
+def test_any_http_or_https_url_with_a_host_is_a_base_url_whatever_its_path(url: str) -> None:
+    assert load_settings(openrouter_base_url=url).openrouter_base_url == url
+
+
+def test_the_budget_command_shows_the_files_limits_beside_a_limit_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`modelyard --config b.toml budget` with MODELYARD_BUDGET__PER_REQUEST showed daily and monthly as no limit."""
+    from modelyard.cli import main
+
+    path = _config(tmp_path, '[budget]\ndaily = "5"\nmonthly = "50"\n')
+    monkeypatch.setenv("MODELYARD_STORE", f"sqlite:///{tmp_path / 'budget.db'}")
+    monkeypatch.setenv("MODELYARD_BUDGET__PER_REQUEST", "0.1")
+    main(["--config", str(path), "budget"])
+    out = capsys.readouterr().out
+    assert re.search(r"daily +\$5 ", out) and re.search(r"monthly +\$50 ", out)
+    assert re.search(r"per request +\$0\.1", out)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("MODELYARD_BUDGET_DAILY", "5", "did you mean MODELYARD_BUDGET__DAILY?"),
+        ("OPENROUTER_BASE_URL", "localhost:8399", "e.g. https://openrouter.ai/api/v1"),
+    ],
+)
+def test_the_cli_stops_before_doing_anything_on_a_misnamed_variable_or_a_base_url_with_no_scheme(
+    name: str,
+    value: str,
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from modelyard.cli import main
+
+    monkeypatch.setenv("MODELYARD_STORE", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "Hello"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and name in err and said in err and "Could not reach" not in err
