@@ -9,6 +9,7 @@ ModelyardError
 │   ├── InsufficientCreditsError  402: the OpenRouter key is out of credit
 │   ├── ForbiddenError            403 (moderation or guardrail block)
 │   ├── UpstreamNotFoundError     404 (no endpoints for the model / request)
+│   │   └── WrongBaseUrlError     404 from a path that is not OpenRouter's API (OPENROUTER_BASE_URL is wrong)
 │   ├── RequestTimeoutError       408 and 524
 │   ├── PayloadTooLargeError      413
 │   ├── UnprocessableError        422
@@ -64,6 +65,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamNotFoundError",
     "UpstreamTimeoutError",
+    "WrongBaseUrlError",
     "error_for_status",
 ]
 
@@ -98,6 +100,8 @@ class UpstreamError(ModelyardError):
         metadata: OpenRouter's `error.metadata` (provider name, raw upstream text, headers...).
         retry_after: seconds to wait before retrying, from `Retry-After` or `metadata.headers`.
         model: the model the request was for, when known.
+        status_in_message: the message is a sentence written for the user that quotes the status
+            itself, so `str()` does not put it in front again.
     """
 
     retryable: bool = False
@@ -111,6 +115,7 @@ class UpstreamError(ModelyardError):
         metadata: Mapping[str, Any] | None = None,
         retry_after: float | None = None,
         model: str | None = None,
+        status_in_message: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -119,6 +124,7 @@ class UpstreamError(ModelyardError):
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.retry_after = retry_after
         self.model = model
+        self.status_in_message = status_in_message
 
     @property
     def kind(self) -> str:
@@ -126,7 +132,7 @@ class UpstreamError(ModelyardError):
         return _KIND_BY_CLASS.get(type(self), "upstream_error")
 
     def __str__(self) -> str:
-        status = f"{self.status} " if self.status is not None else ""
+        status = f"{self.status} " if self.status is not None and not self.status_in_message else ""
         return f"{status}{self.message}{_billed_note(self.billed)}"
 
     def __repr__(self) -> str:
@@ -151,6 +157,11 @@ class ForbiddenError(UpstreamError):
 
 class UpstreamNotFoundError(UpstreamError):
     """404: no model or no endpoint can serve this request."""
+
+
+class WrongBaseUrlError(UpstreamNotFoundError):
+    """404 from a path that is not OpenRouter's API (a web page, or a bare "Not Found"): the base URL is
+    wrong, not the model, so no other model can help either."""
 
 
 class RequestTimeoutError(UpstreamError):
@@ -224,6 +235,7 @@ _KIND_BY_CLASS: dict[type[UpstreamError], str] = {
     InsufficientCreditsError: "insufficient_credits",
     ForbiddenError: "forbidden",
     UpstreamNotFoundError: "not_found",
+    WrongBaseUrlError: "wrong_base_url",
     RequestTimeoutError: "request_timeout",
     PayloadTooLargeError: "payload_too_large",
     UnprocessableError: "unprocessable",

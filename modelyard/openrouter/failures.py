@@ -7,6 +7,8 @@ errors inside HTTP 200 answers) become ours. The API key is scrubbed from every 
 from __future__ import annotations
 
 import email.utils
+import socket
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +22,7 @@ from modelyard.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeoutError,
+    WrongBaseUrlError,
     error_for_status,
 )
 from modelyard.openrouter.schemas import ErrorBody, ErrorEnvelope
@@ -86,16 +89,27 @@ def _parse_retry_after(value: str, now: float) -> float | None:
 def error_from_response(
     response: httpx2.Response, *, model: str | None, scrub: Scrubber, clock: Callable[[], float]
 ) -> UpstreamError:
-    """The error for a non-2xx response whose body has been read."""
+    """The error for a non-2xx response whose body has been read.
+
+    A 404 that is not OpenRouter's own is `WrongBaseUrlError` (see `_is_openrouters_404`), and a 401's
+    message says to check the key: each names the setting to fix.
+    """
     status = response.status_code
     body = _envelope(response.content)
+    if status == 404 and not _is_openrouters_404(body):
+        return _wrong_base_url(response.request.url, model=model, scrub=scrub)
     if body is None:
-        text = response.content.decode("utf-8", "replace").strip()[:_RAW_EXCERPT]
-        message = f"HTTP {status} from OpenRouter" + (f": {text}" if text else "")
+        said = response.content.decode("utf-8", "replace").strip()[:_RAW_EXCERPT]
+        message = f"HTTP {status} from OpenRouter" + (f": {said}" if said else "")
         metadata: dict[str, Any] = {}
         code: int | str | None = status
     else:
-        message, metadata, code = _describe(body), body.metadata or {}, body.code
+        said = message = _describe(body)
+        metadata, code = body.metadata or {}, body.code
+    if status == 401:
+        message = (
+            f"OpenRouter rejected the API key ({status} {said or response.reason_phrase}): check OPENROUTER_API_KEY"
+        )
     return error_for_status(status)(
         scrub(message),
         status=status,
@@ -103,7 +117,30 @@ def error_from_response(
         metadata=metadata,
         retry_after=retry_after_seconds(response.headers, metadata, clock()),
         model=model,
+        status_in_message=status == 401,
     )
+
+
+def _wrong_base_url(url: httpx2.URL, *, model: str | None, scrub: Scrubber) -> WrongBaseUrlError:
+    shown = url.copy_with(query=None, userinfo=b"")  # a query or a password is no part of what to fix
+    message = (
+        f"The upstream answered 404 Not Found at {shown}, which is not an OpenRouter API path: check "
+        "OPENROUTER_BASE_URL (it should end in /api/v1, e.g. https://openrouter.ai/api/v1)"
+    )
+    return WrongBaseUrlError(scrub(message), status=404, code=404, model=model, status_in_message=True)
+
+
+def _is_openrouters_404(body: ErrorBody | None) -> bool:
+    """Whether a 404's body is OpenRouter's own, about the model or the request ("No endpoints found that
+    support tool use", "Model x not found"): its JSON error envelope saying what was not found.
+
+    A server's 404 for a path it does not serve is anything else: a web page (openrouter.ai's site answers
+    `/v1/...` with one), another API's JSON, nothing, or an envelope with only the bare reason phrase
+    (the sandbox's answer outside `/api/v1`).
+    """
+    if body is None:
+        return False
+    return bool(body.metadata) or body.message.strip().rstrip(".").lower() not in ("", "not found")
 
 
 def error_from_body(body: ErrorBody, *, model: str | None, scrub: Scrubber, where: str) -> StreamError:
@@ -127,7 +164,37 @@ def error_from_transport(
         return UpstreamTimeoutError(f"No answer from OpenRouter in time ({detail})", model=model)
     if streaming_started:
         return IncompleteStreamError(f"The stream broke before it finished ({detail})", model=model)
+    if isinstance(exc, httpx2.ConnectError) and (origin := _origin(exc)) is not None:
+        message = (
+            f"Could not connect to {origin} ({_connect_failure(exc)}): is OPENROUTER_BASE_URL right and the server up?"
+        )
+        return UpstreamConnectError(scrub(message), model=model)
     return UpstreamConnectError(f"Could not reach OpenRouter ({detail})", model=model)
+
+
+def _origin(exc: httpx2.HTTPError) -> str | None:
+    """`scheme://host[:port]` of the request that failed, if it is known."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # an exception raised without its request
+        return None
+    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+
+
+def _connect_failure(exc: BaseException) -> str:
+    """Why a connection could not be made, from the OS error behind `exc` (both transports chain it)."""
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return f"host not found: {cause.strerror or cause}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed: {cause}"
+        cause = cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__
 
 
 def malformed(content: bytes | str, *, model: str | None, reason: str) -> MalformedResponseError:

@@ -366,7 +366,10 @@ def _httpx2_error(exc: BaseException, request: httpx2.Request, pool_deadline: fl
     if isinstance(exc, (TimeoutError, aiohttp.SocketTimeoutError)):
         return httpx2.ReadTimeout(str(exc) or "read timed out", request=request)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx2.ConnectError(message, request=request)
+        # The OS error's own text, as httpx2's transport gives it: aiohttp's adds its `ssl` setting
+        # ("ssl:default" even for a plain-HTTP URL), which says nothing of what failed.
+        cause = exc.certificate_error if isinstance(exc, aiohttp.ClientConnectorCertificateError) else exc.os_error
+        return httpx2.ConnectError(str(cause) or message, request=request)
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
         return httpx2.RemoteProtocolError(message, request=request)
     if isinstance(exc, aiohttp.InvalidURL):

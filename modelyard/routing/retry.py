@@ -2,7 +2,8 @@
 
 `RetryPolicy` answers two questions for the router, which owns the loop and the sleeping:
 `should_retry` (is another attempt on *this* model worth it?) and `delay_s` (how long to wait before
-it). `is_final` says that no other model can help either (the key is bad or out of credit).
+it). `is_final` says that no other model can help either (the key is bad or out of credit, or the base
+URL is not OpenRouter's API).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from modelyard.errors import AuthenticationError, InsufficientCreditsError, UpstreamError
+from modelyard.errors import AuthenticationError, InsufficientCreditsError, UpstreamError, WrongBaseUrlError
 
 __all__ = ["RetryPolicy", "is_final"]
 
@@ -66,12 +67,13 @@ class RetryPolicy:
 
 
 def is_final(error: BaseException) -> bool:
-    """True when the whole request must stop now: the key is invalid (401) or out of credit (402).
+    """True when the whole request must stop now: the key is invalid (401) or out of credit (402), or the
+    base URL answers 404s that are not OpenRouter's (`WrongBaseUrlError`).
 
     Such errors hold for every model, so no fallback can help. An error object inside an HTTP 200
     body carries its code in `code` rather than `status`; both are checked.
     """
-    if isinstance(error, AuthenticationError | InsufficientCreditsError):
+    if isinstance(error, AuthenticationError | InsufficientCreditsError | WrongBaseUrlError):
         return True
     return isinstance(error, UpstreamError) and _status(error) in _FINAL
 

@@ -13,7 +13,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import AuthenticationError, ModelyardError
 from modelyard.routing.budget import MAX_LIMIT, BudgetRaiseRefusedError
 from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
 from modelyard.routing.money import Usd
@@ -64,7 +64,8 @@ async def _connection(app: AppContext) -> ConnectionReport:
             key = await app.client.key_info()
             report.key_valid, report.key_label, report.credit_remaining = True, key.label, key.limit_remaining
         except ModelyardError as exc:
-            report.key_valid = False if "401" in str(exc) else None
+            # Only a 401 says the key is bad ("401" in the text could be a port in a URL the message names).
+            report.key_valid = False if isinstance(exc, AuthenticationError) else None
             report.problems.append(f"/key: {exc}")
         report.round_trip_ms = round((time.perf_counter() - began) * 1000, 2)
     try:

@@ -66,6 +66,8 @@ CHAT_REPLIES: dict[str, Reply] = {
     "a 429 with Retry-After": _json(429, {"error": {"code": 429, "message": "slow down"}}, **{"retry-after": "7"}),
     "a 502 HTML page": (502, {"content-type": "text/html"}, b"<html>Bad gateway</html>"),
     "a 402": _json(402, {"error": {"code": 402, "message": "Insufficient credits"}}),
+    "a 401": _json(401, {"error": {"code": 401, "message": "User not found."}}),
+    "OpenRouter's 404": _json(404, {"error": {"code": 404, "message": "No endpoints found that support tool use."}}),
     "an error inside a 200": _json(200, {"error": {"code": 502, "message": "provider down"}}),
     "malformed JSON": (200, {"content-type": "application/json"}, b'{"id": "gen-1", "choi'),
     "no choices": _json(200, {**ANSWER, "choices": []}),

@@ -291,7 +291,7 @@ async def test_a_restart_without_network_serves_the_stored_catalog(tmp_path: Pat
         cat = await service.current()
         assert list(cat.entries) == sorted(m.id for m in rows())
         assert cat.fetched_at == FETCHED_AT
-        assert service.last_error is not None and "reach OpenRouter" in service.last_error
+        assert service.last_error is not None and "Could not connect to https://or.test" in service.last_error
 
 
 @pytest.mark.anyio

@@ -24,6 +24,7 @@ from modelyard.errors import (
     UpstreamError,
     UpstreamNotFoundError,
     UpstreamTimeoutError,
+    WrongBaseUrlError,
 )
 from modelyard.routing.retry import RetryPolicy, is_final
 
@@ -157,12 +158,20 @@ def test_a_bad_or_empty_key_is_final(error: UpstreamError) -> None:
     assert is_final(error)
 
 
+def test_a_wrong_base_url_is_final_and_never_retried() -> None:
+    """A 404 from a path that is not OpenRouter's API holds for every model, as a bad key does."""
+    error = WrongBaseUrlError("x", status=404)
+    assert is_final(error) and not _fixed(0.5).should_retry(error, 0)
+
+
 @pytest.mark.parametrize(
     "error",
     [
         *TRANSIENT,
         BadRequestError("x", status=400),
         ForbiddenError("x", status=403),
+        UpstreamNotFoundError("x", status=404),
+        StreamError("x", code=404),
         StreamError("x", code="oops"),
     ],
     ids=repr,

@@ -243,6 +243,38 @@ async def test_without_a_key_list_models_works_and_execute_says_how_to_set_one(
     assert "OPENROUTER_API_KEY" in message and "sandbox" in message
 
 
+async def test_a_rejected_key_is_a_tool_error_that_points_at_the_key_and_test_connection_says_it_is_invalid(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A key the upstream does not know: execute refuses naming OPENROUTER_API_KEY (never the key itself),
+    and test_connection reports it invalid with the same words."""
+    wrong = "sk-or-v1-not-the-sandboxs-key-0123456789"
+    settings = _settings(sandbox, tmp_path, openrouter_api_key=wrong)
+    async with Client(build_server(settings)) as client:
+        message = await _error(client, "execute", prompt="hi", model="gpt-4o-mini")
+        report = await _call(client, "test_connection")
+    said = "OpenRouter rejected the API key (401 User not found.): check OPENROUTER_API_KEY"
+    assert message == f"Error executing tool execute: {said}" and wrong not in message
+    assert report["key_valid"] is False and report["problems"] == [f"/key: {said}"]
+
+
+async def test_a_base_url_without_api_v1_is_reported_by_test_connection_as_the_base_url_not_the_key(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Every path under the sandbox's bare origin is a 404 that is not OpenRouter's: /key and the catalog
+    both say to check OPENROUTER_BASE_URL, and the key is not called invalid (it was never checked)."""
+    origin = sandbox.base_url.removesuffix("/api/v1")
+    settings = _settings(sandbox, tmp_path, openrouter_base_url=origin)
+    async with Client(build_server(settings)) as client:
+        report = await _call(client, "test_connection")
+    assert report["key_valid"] is None
+    assert report["problems"][0] == (
+        f"/key: The upstream answered 404 Not Found at {origin}/key, which is not an OpenRouter API path: "
+        "check OPENROUTER_BASE_URL (it should end in /api/v1, e.g. https://openrouter.ai/api/v1)"
+    )
+    assert "check OPENROUTER_BASE_URL" in report["problems"][1]
+
+
 async def test_supervisor_reviews_the_answer_and_both_calls_are_billed(client: Client, sandbox: Sandbox) -> None:
     """A supervisor call follows the primary; supervision shows its verdict and the total cost."""
     out = await _call(client, "execute", prompt="2+2?", model="economy", supervisor="premium")
