@@ -6,8 +6,8 @@ Imports are lazy so `--help` and `serve` start fast.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
@@ -17,7 +17,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from modelyard.settings import Settings
 
-__all__ = ["main"]
+    _Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "main"]
+
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT) ended a one-shot command: 128 + SIGINT, as a shell reports it."""
+EXIT_BROKEN_PIPE = 141
+"""The reader of stdout went away (`modelyard metrics | head -5`): 128 + SIGPIPE, as a shell reports it."""
+_STOPPED_BY_CTRL_C = frozenset({"serve", "sandbox"})
+"""Servers, which run until interrupted: Ctrl-C is their ordinary end (exit 0)."""
+_MCP_TOOLS_NAMED = ("list_models", "plan_route")
+_CLI_HINT = "From the command line, `modelyard models` lists the model ids with their prices, context and capabilities."
 
 
 def _port(text: str) -> int:
@@ -46,20 +57,19 @@ def _usd(text: str) -> Decimal:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelyard", description="Route prompts to the right OpenRouter model.")
-    parser.add_argument("--config", type=Path, help="TOML settings file (default: the user config dir)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run the MCP server (stdio by default)")
-    serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
-    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (off loopback needs a token)")
-    serve.add_argument("--port", type=_port, default=8765, help="HTTP port (default 8765)")
-
+def _add_run(commands: _Commands) -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="answer one prompt, streamed, then model, tokens, cost, fallbacks")
-    run.add_argument("prompt", help="the prompt ('-' reads stdin)")
+    # Optional here: `run --models A B "prompt"` hands the prompt to --models, and `_settle_prompt` takes it back.
+    run.add_argument("prompt", nargs="?", help="the prompt, required ('-' reads stdin); may also follow --models A B")
     run.add_argument("--model", default=None, help="auto, a tier, an id or a short name")
-    run.add_argument("--models", nargs="*", default=[], help="fallback chain")
+    run.add_argument(
+        "--models",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="MODEL",
+        help="fallback chain: ids separated by spaces or commas (the option may be repeated)",
+    )
     run.add_argument("--system", help="system prompt")
     run.add_argument("--max-tokens", type=int)
     run.add_argument("--max-cost", type=_usd, help="USD cap for this request")
@@ -75,6 +85,35 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-stream", action="store_true", help="print the answer at the end only (as when stdout is not a terminal)"
     )
+    return run
+
+
+def _settle_prompt(args: argparse.Namespace, run: argparse.ArgumentParser) -> None:
+    """Give `run` its prompt and its chain of `--models`.
+
+    `--models` takes every value up to the next option, so in `run --models A B "prompt"` the prompt is
+    its last value: with no prompt before it, that value is the prompt (when a model is left besides it;
+    a lone value is no clearer than a missing prompt). Values may also be comma-separated lists.
+    """
+    if args.prompt is None and len(args.models) > 1:
+        args.prompt = args.models.pop()
+    if args.prompt is None:
+        run.error("the following arguments are required: prompt")
+    args.models = [model.strip() for value in args.models for model in value.split(",") if model.strip()]
+
+
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The `modelyard` parser, and its `run` subparser (for `_settle_prompt`)."""
+    parser = argparse.ArgumentParser(prog="modelyard", description="Route prompts to the right OpenRouter model.")
+    parser.add_argument("--config", type=Path, help="TOML settings file (default: the user config dir)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the MCP server (stdio by default)")
+    serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (off loopback needs a token)")
+    serve.add_argument("--port", type=_port, default=8765, help="HTTP port (default 8765)")
+
+    run = _add_run(commands)
 
     models = commands.add_parser("models", help="list the catalog as a table")
     models.add_argument("--search", help="text in id or name")
@@ -102,7 +141,15 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="offline tour: sandbox + server over stdio + a real MCP client")
     demo.add_argument("--verbose", action="store_true", help="show the server's log lines")
-    return parser
+    return parser, run
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser, run = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        _settle_prompt(args, run)
+    return args
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -134,9 +181,17 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> None:
+    from modelyard.errors import ConfigurationError
     from modelyard.sandbox import serve
+    from modelyard.sandbox.__main__ import cannot_listen
 
-    serve(host=args.host, port=args.port, catalog_path=args.catalog, api_key=args.key)
+    try:
+        serve(host=args.host, port=args.port, catalog_path=args.catalog, api_key=args.key)
+    except OSError as exc:
+        reason = cannot_listen(exc, args.host, args.port)
+        if reason is None:
+            raise
+        raise ConfigurationError(reason) from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -147,13 +202,13 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     anyio.run(run_demo, args.verbose)
 
 
-def _async_command(name: str) -> Callable[[argparse.Namespace], None]:
+def _async_command(name: str, module: str = "modelyard.commands") -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
+        import importlib
+
         import anyio
 
-        from modelyard import commands
-
-        anyio.run(getattr(commands, name), _settings(args), args)
+        anyio.run(getattr(importlib.import_module(module), name), _settings(args), args)
 
     return run
 
@@ -166,21 +221,55 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "models": _async_command("models"),
     "metrics": _async_command("metrics"),
     "budget": _async_command("budget"),
-    "doctor": _async_command("doctor"),
+    "doctor": _async_command("doctor", "modelyard.doctor"),
 }
 
 
+def _for_the_cli(message: str) -> str:
+    """An error's message, with the CLI's own command where it names an MCP tool (`list_models`, `plan_route`)."""
+    if any(tool in message for tool in _MCP_TOOLS_NAMED):
+        return f"{message} {_CLI_HINT}"
+    return message
+
+
+def _interrupted(command: str) -> None:
+    """Ctrl-C: a server's ordinary end (exit 0); any other command's is a failure, which a script must see."""
+    if command in _STOPPED_BY_CTRL_C:
+        return
+    print("modelyard: interrupted", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _reader_gone() -> None:
+    """Stdout's reader went away: exit quietly, as the `signal` module's docs advise ("Note on SIGPIPE").
+
+    What is still buffered for stdout goes to /dev/null, or its flush at exit would fail again (a second,
+    uncatchable BrokenPipeError message).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the `modelyard` console script and `python -m modelyard`."""
+    """Entry point of the `modelyard` console script and `python -m modelyard`.
+
+    Exits 1 on an error the user can fix (the message on stderr), 2 on a usage error, 130 when Ctrl-C
+    ends a command other than `serve` or `sandbox`, and 141 when stdout's reader closes it early.
+    """
     from modelyard.errors import ModelyardError
 
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     quiet = args.command in ("run", "models", "metrics", "budget", "doctor", "demo")
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            _HANDLERS[args.command](args)
+        _HANDLERS[args.command](args)
+        sys.stdout.flush()  # a reader that left is found here, not in the flush at exit, which cannot be caught
+    except KeyboardInterrupt:
+        _interrupted(args.command)
+    except BrokenPipeError:
+        _reader_gone()
     except ModelyardError as exc:
-        print(f"modelyard: {exc}", file=sys.stderr)
+        print(f"modelyard: {_for_the_cli(str(exc))}", file=sys.stderr)
         sys.exit(1)

@@ -1,8 +1,8 @@
-"""The terminal commands `run`, `models`, `metrics`, `budget` and `doctor`.
+"""The terminal commands `run`, `models`, `metrics` and `budget` (`doctor` is in `modelyard.doctor`).
 
 Each is an async function of `(settings, args)` that opens the same `AppContext` the server uses and
-prints readable text to stdout. A failure the user can fix raises a `ModelyardError` (the CLI prints
-it on stderr and exits 1); `doctor` exits 1 itself when a check fails.
+prints readable text to stdout (`run`: the answer alone; its summary goes to stderr). A failure the user
+can fix raises a `ModelyardError` (the CLI prints it on stderr and exits 1).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelyard.errors import ConfigurationError, ModelyardError
+from modelyard.errors import ConfigurationError
 from modelyard.routing.budget import BudgetRaiseRefusedError
 from modelyard.routing.catalog import CatalogEntry
 from modelyard.routing.events import Restart, StreamEvent, TextDelta
@@ -30,7 +30,6 @@ from modelyard.settings import Settings
 __all__ = [
     "budget",
     "budget_lines",
-    "doctor",
     "footer",
     "metrics",
     "metrics_lines",
@@ -190,8 +189,9 @@ def footer(result: RouteResult) -> list[str]:
 
 async def run(settings: Settings, args: argparse.Namespace) -> None:
     """Answer one prompt: stream the text to a terminal (unless `--no-stream`), then model, tokens, cost and
-    fallbacks. Piped or redirected, the answer is printed once it is whole: a stream that broke and fell
-    back would otherwise leave the failed answer's text in the output."""
+    fallbacks on stderr, so that stdout holds the answer alone (`run ... > answer.txt`). Piped or
+    redirected, the answer is printed once it is whole: a stream that broke and fell back would otherwise
+    leave the failed answer's text in the output."""
     if settings.api_key is None:
         raise ConfigurationError(NO_KEY)
     request = _route_request(settings, args)
@@ -205,8 +205,9 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
     for call in result.tool_calls:
         function = call.get("function", {})
         print(f"tool call {function.get('name')}({function.get('arguments', '')})")
-    print("-" * 60)
-    print("\n".join(footer(result)))
+    sys.stdout.flush()  # the answer first, where both go to one terminal
+    print("-" * 60, file=sys.stderr)
+    print("\n".join(footer(result)), file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -378,74 +379,3 @@ async def budget(settings: Settings, args: argparse.Namespace) -> None:
         status = await _status(app)
     print("Budget (USD)")
     print("\n".join("  " + line for line in budget_lines(status)))
-
-
-# ---------------------------------------------------------------------------------------------- doctor
-
-
-class _Checks:
-    """✓/✗ lines and the problems behind the ✗s."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def ok(self, label: str, text: str) -> None:
-        print(f"  ✓ {label:<11} {text}")
-
-    def bad(self, label: str, text: str) -> None:
-        print(f"  ✗ {label:<11} {text}")
-        self.problems.append(f"{label}: {text}")
-
-
-async def _check_key(app: AppContext, checks: _Checks) -> None:
-    if not app.client.has_key:
-        checks.bad("key", NO_KEY)
-        return
-    began = time.perf_counter()
-    try:
-        key = await app.client.key_info()
-    except ModelyardError as exc:
-        checks.bad("key", f"present, but /key failed: {exc}")
-        return
-    elapsed = (time.perf_counter() - began) * 1000
-    credit = "unlimited" if key.limit_remaining is None else f"{usd(key.limit_remaining)} left"
-    checks.ok("key", f"present and valid ({key.label}); credit {credit}")
-    checks.ok("round trip", f"{elapsed:,.1f} ms to /key")
-
-
-async def _check_catalog(app: AppContext, checks: _Checks) -> None:
-    try:
-        catalog = await app.router.catalogs.current()
-    except ModelyardError as exc:
-        checks.bad("catalog", str(exc))
-        return
-    age = f"{len(catalog)} models, fetched {catalog.age_s(time.time()):,.0f} s ago"
-    if app.router.catalogs.last_error:
-        checks.bad("catalog", f"{age} (stored copy; refresh failed: {app.router.catalogs.last_error})")
-    else:
-        checks.ok("catalog", age)
-
-
-async def doctor(settings: Settings, args: argparse.Namespace) -> None:
-    """What `test_connection` reports, as ✓/✗ lines and a verdict; exits 1 when something is wrong."""
-    base = settings.openrouter_base_url
-    local = any(host in base for host in ("127.0.0.1", "localhost", "[::1]"))
-    checks = _Checks()
-    print("modelyard doctor")
-    checks.ok("upstream", f"{base} ({'sandbox / local' if local else 'live OpenRouter'})")
-    async with open_app_context(settings) as app:
-        await _check_key(app, checks)
-        await _check_catalog(app, checks)
-        if await app.store.healthy():
-            checks.ok("store", f"{app.store!r} answers")
-        else:
-            checks.bad("store", f"{app.store!r} does not answer")
-        status = await _status(app)
-        limits = (
-            f"daily {_limit(status.daily)}, monthly {_limit(status.monthly)}, per request {_limit(status.per_request)}"
-        )
-        checks.ok("budget", f"{limits}; spent today {usd(status.spent_today)}")
-    if checks.problems:
-        print(f"\n{len(checks.problems)} problem(s) found.")
-        sys.exit(1)
-    print("\nAll checks passed.")

@@ -252,10 +252,13 @@ class CatalogService:
             await self.refresh()
         except UpstreamError as exc:
             self.last_error = str(exc)
-            log.warning("catalog refresh failed, keeping the last good copy: %s", exc)
-            if self._catalog is not None:
-                # Back off: do not refetch on every request while the network is down.
-                self._retry_at = self._clock() + min(60.0, self._ttl_s)
+            if self._catalog is None:  # a fresh install: there is no copy to keep
+                log.warning("catalog refresh failed and no copy is stored: %s", exc)
+                return
+            age = self._catalog.age_s(self._clock())
+            log.warning("catalog refresh failed, keeping the copy fetched %s s ago: %s", f"{age:,.0f}", exc)
+            # Back off: do not refetch on every request while the network is down.
+            self._retry_at = self._clock() + min(60.0, self._ttl_s)
 
     async def _load_stored(self) -> Catalog | None:
         text = await self._store.get_value(_STORE_KEY)

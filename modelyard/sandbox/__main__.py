@@ -1,19 +1,31 @@
 """`python -m modelyard.sandbox --port P [--host H] [--catalog FILE] [--key K]`.
 
 Once listening it prints `SANDBOX_URL=http://HOST:PORT/api/v1` on stdout (for a parent process to
-read; `--port 0` picks a free port) and a human-readable line on stderr, then serves until killed.
+read; `--port 0` picks a free port) and a human-readable line on stderr, then serves until killed. A
+port already in use is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import sys
 
 import anyio
 
 from modelyard.sandbox.app import Sandbox, describe, run_until_cancelled
+
+
+def cannot_listen(exc: OSError, host: str, port: int) -> str | None:
+    """The one line to print when binding `host:port` failed because the port is taken; None for any other
+    OSError. Shared with `modelyard sandbox` (both ended in a 40-line traceback).
+    """
+    if exc.errno != errno.EADDRINUSE:
+        return None
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"cannot listen: {address} is already in use; pass --port 0 to pick a free port, or choose another --port"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,8 +53,15 @@ def main(argv: list[str] | None = None) -> None:
         api_key=args.key,
         on_ready=announce,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(run)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(run)
+    except OSError as exc:
+        reason = cannot_listen(exc, args.host, args.port)
+        if reason is None:
+            raise
+        print(f"python -m modelyard.sandbox: {reason}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ refuses an answer with nothing to route to, and survives a restart without netwo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import Counter
@@ -301,6 +302,28 @@ async def test_no_network_and_nothing_stored_is_a_clear_error() -> None:
         service = CatalogService(client, store, ttl_s=TTL, clock=FakeClock())
         with pytest.raises(ModelyardError, match=r"No model catalog.*OPENROUTER_BASE_URL"):
             await service.current()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stored", [False, True], ids=["nothing-stored", "a-stored-copy"])
+async def test_a_failed_refresh_logs_a_last_good_copy_only_when_there_is_one(
+    stored: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a fresh HOME it logged "keeping the last good copy" with no copy to keep."""
+    clock = FakeClock()
+    async with SQLiteStore(":memory:") as store:
+        if stored:
+            async with _client(FakeUpstream(rows())) as client:
+                await CatalogService(client, store, ttl_s=TTL, clock=clock).current()
+            clock.now += 2 * TTL
+        async with _offline_client() as client:
+            with contextlib.suppress(ModelyardError):
+                await CatalogService(client, store, ttl_s=TTL, clock=clock).current()
+    [record] = [r for r in caplog.records if r.name == "modelyard.routing.catalog"]
+    if stored:
+        assert record.getMessage().startswith("catalog refresh failed, keeping the copy fetched 7,200 s ago: ")
+    else:
+        assert record.getMessage().startswith("catalog refresh failed and no copy is stored: ")
 
 
 @pytest.mark.anyio

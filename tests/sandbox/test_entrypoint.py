@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import select
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,3 +76,18 @@ def test_serve_prints_one_line_with_the_url_and_the_default_key() -> None:
         line = first_line(process.stderr)
     assert line.startswith("modelyard sandbox on http://127.0.0.1:")
     assert "/api/v1" in line and "API key sk-or-v1-sandbox (the default)" in line
+
+
+@pytest.mark.parametrize(
+    "command", [["-m", "modelyard.sandbox"], ["-m", "modelyard", "sandbox"]], ids=["module", "modelyard-sandbox"]
+)
+def test_a_port_in_use_is_one_line_naming_it_and_suggesting_port_0(command: list[str]) -> None:
+    """It was a 42-line traceback ending in `OSError: [Errno 98] Address already in use`."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, *command, "--port", str(port)], capture_output=True, text=True, timeout=30
+        )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.count("\n") == 1
+    assert f"127.0.0.1:{port} is already in use" in done.stderr and "--port 0" in done.stderr

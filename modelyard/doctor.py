@@ -1,0 +1,190 @@
+"""`modelyard doctor`: the upstream, the key, the catalog, the store and the budget, one ✓/✗ line each.
+
+Every check runs whatever failed before it: a store that cannot be opened is reported on its own line,
+and the other checks run on a stand-in store kept in memory. The upstream line is decided by a request
+(`/key`, or `/models` without a key), not by the URL alone. Exits 1 when any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+
+from modelyard.commands import NO_KEY, usd
+from modelyard.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    InsufficientCreditsError,
+    ModelyardError,
+    RateLimitError,
+    UpstreamConnectError,
+    UpstreamTimeoutError,
+)
+from modelyard.openrouter.schemas import KeyInfo
+from modelyard.routing.metrics import budget_status
+from modelyard.server.context import AppContext, open_app_context
+from modelyard.settings import Settings
+from modelyard.store.base import MEMORY, BudgetLimits
+
+__all__ = ["doctor"]
+
+_ANSWERED = (AuthenticationError, InsufficientCreditsError, ForbiddenError, RateLimitError)
+"""Failures that show the upstream answered as OpenRouter does: the key or the account is the problem."""
+_SILENT = (UpstreamConnectError, UpstreamTimeoutError)
+"""Failures that show nothing answered at all."""
+
+
+class _Checks:
+    """Prints ✓/✗ lines and keeps the problems behind the ✗s."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def ok(self, label: str, text: str) -> None:
+        print(f"  ✓ {label:<11} {text}", flush=True)
+
+    def bad(self, label: str, text: str) -> None:
+        print(f"  ✗ {label:<11} {text}", flush=True)
+        self.problems.append(f"{label}: {text}")
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyAnswer:
+    """What `/key` said: the key's record, or why there is none (no key at all when both are None)."""
+
+    info: KeyInfo | None = None
+    error: ModelyardError | None = None
+    elapsed_ms: float = 0.0
+
+
+@asynccontextmanager
+async def _opened(settings: Settings) -> AsyncIterator[tuple[AppContext, str | None]]:
+    """The app context, and why the configured store could not be opened (None when it was)."""
+    async with AsyncExitStack() as stack:
+        try:
+            app = await stack.enter_async_context(open_app_context(settings))
+            failure = None
+        except ModelyardError as exc:
+            failure = str(exc)
+            stand_in = settings.model_copy(update={"store": f"sqlite:///{MEMORY}"})
+            app = await stack.enter_async_context(open_app_context(stand_in))  # fails again unless it was the store
+        yield app, failure
+
+
+async def _ask_key(app: AppContext) -> _KeyAnswer:
+    if not app.client.has_key:
+        return _KeyAnswer()
+    began = time.perf_counter()
+    try:
+        info = await app.client.key_info()
+    except ModelyardError as exc:
+        return _KeyAnswer(error=exc)
+    return _KeyAnswer(info=info, elapsed_ms=(time.perf_counter() - began) * 1000)
+
+
+async def _upstream_failure(app: AppContext, key: _KeyAnswer) -> ModelyardError | None:
+    """Why the upstream is not answering as OpenRouter does, or None when it is (`/models` asks without a key)."""
+    if key.info is not None or isinstance(key.error, _ANSWERED):
+        return None
+    if key.error is not None:
+        return key.error
+    try:
+        await app.client.list_models()
+    except ModelyardError as exc:
+        return exc
+    return None
+
+
+def _check_upstream(checks: _Checks, base: str, failure: ModelyardError | None) -> None:
+    local = any(host in base for host in ("127.0.0.1", "localhost", "[::1]"))
+    where = f"{base} ({'sandbox / local' if local else 'live OpenRouter'})"
+    if failure is None:
+        checks.ok("upstream", where)
+    elif isinstance(failure, _SILENT):
+        checks.bad("upstream", f"{where} does not answer: {failure}")
+    else:
+        checks.bad("upstream", f"{where} does not answer as OpenRouter does: {failure}")
+
+
+def _credit(key: KeyInfo) -> str:
+    """The key's own limit, or that it has none: then only the account's credit bounds it (not "unlimited")."""
+    if key.limit is None:
+        return f"no per-key limit (spent {usd(key.usage)} with this key; the account's credit bounds it)"
+    reset = f" (resets {key.limit_reset})" if key.limit_reset else ""
+    return f"per-key limit {usd(key.limit)}{reset}, {usd(key.limit_remaining)} left"
+
+
+def _check_key(checks: _Checks, key: _KeyAnswer) -> None:
+    if key.error is not None:
+        checks.bad("key", f"present, but /key failed: {key.error}")
+    elif key.info is None:
+        checks.bad("key", NO_KEY)
+    else:
+        checks.ok("key", f"present and valid ({key.info.label}); {_credit(key.info)}")
+        checks.ok("round trip", f"{key.elapsed_ms:,.1f} ms to /key")
+
+
+async def _check_catalog(app: AppContext, checks: _Checks) -> None:
+    try:
+        catalog = await app.router.catalogs.current()
+    except ModelyardError as exc:
+        checks.bad("catalog", str(exc))
+        return
+    age = f"{len(catalog)} models, fetched {catalog.age_s(time.time()):,.0f} s ago"
+    if app.router.catalogs.last_error:
+        checks.bad("catalog", f"{age} (stored copy; refresh failed: {app.router.catalogs.last_error})")
+    else:
+        checks.ok("catalog", age)
+
+
+async def _check_store(app: AppContext, checks: _Checks, failure: str | None) -> None:
+    if failure is not None:
+        checks.bad("store", failure)
+    elif await app.store.healthy():
+        checks.ok("store", f"{app.store!r} answers")
+    else:
+        checks.bad("store", f"{app.store!r} does not answer")
+
+
+def _limit(value: Decimal | None) -> str:
+    return "no limit" if value is None else usd(value)
+
+
+def _limits(limits: BudgetLimits) -> str:
+    return f"daily {_limit(limits.daily)}, monthly {_limit(limits.monthly)}, per request {_limit(limits.per_request)}"
+
+
+async def _check_budget(app: AppContext, checks: _Checks, store_failure: str | None) -> None:
+    try:
+        limits = await app.router.budgets.limits()
+        if store_failure is not None:  # the stand-in store holds no spend and no tightening
+            unknown = "spend and run-time tightenings unknown: the store could not be opened"
+            checks.bad("budget", f"{_limits(limits)} (as configured); {unknown}")
+            return
+        status = budget_status(limits, await app.router.budgets.totals())
+    except ModelyardError as exc:
+        checks.bad("budget", f"could not be read: {exc}")
+        return
+    checks.ok("budget", f"{_limits(limits)}; spent today {usd(status.spent_today)}")
+
+
+async def doctor(settings: Settings, args: argparse.Namespace) -> None:
+    """What `test_connection` reports, as ✓/✗ lines and a verdict; exits 1 when something is wrong."""
+    print("modelyard doctor", flush=True)
+    checks = _Checks()
+    async with _opened(settings) as (app, store_failure):
+        key = await _ask_key(app)
+        _check_upstream(checks, settings.openrouter_base_url, await _upstream_failure(app, key))
+        _check_key(checks, key)
+        await _check_catalog(app, checks)
+        await _check_store(app, checks, store_failure)
+        await _check_budget(app, checks, store_failure)
+    if checks.problems:
+        print(f"\n{len(checks.problems)} problem(s) found.")
+        sys.exit(1)
+    print("\nAll checks passed.")

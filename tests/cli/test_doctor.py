@@ -1,0 +1,82 @@
+"""`modelyard doctor`: one ✓/✗ line per check, every check run whatever failed before it, exit 1 on any ✗."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from modelyard.sandbox import Sandbox
+from tests.cli.support import cli, exit_code, free_port
+
+LABELS = ("upstream", "key", "round trip", "catalog", "store", "budget")
+
+
+def marks(out: str) -> dict[str, str]:
+    """Each check's label -> its mark (✓ or ✗)."""
+    return {m.group(2).strip(): m.group(1) for m in re.finditer(r"^  ([✓✗]) (.{11}) ", out, re.MULTILINE)}
+
+
+@pytest.fixture
+def key_limit(sandbox: Sandbox) -> Iterator[None]:
+    """A $1 limit on the sandbox's key, removed after the test (the sandbox is shared by the module)."""
+    sandbox.state.set_key_limit(Decimal(1))
+    yield
+    sandbox.state.set_key_limit(None)
+
+
+def test_doctor_passes_against_the_sandbox(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`doctor` against the sandbox: every line is a ✓ and the verdict is good."""
+    cli(env, "doctor")
+    out = capsys.readouterr().out
+    assert marks(out) == dict.fromkeys(LABELS, "✓")
+    assert "All checks passed." in out
+
+
+def test_doctor_with_an_upstream_that_does_not_answer_says_so_on_the_upstream_line(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream line is a real check: it was ✓ for any URL, with /key and /models failing below it."""
+    url = f"http://127.0.0.1:{free_port()}/api/v1"
+    monkeypatch.setenv("OPENROUTER_BASE_URL", url)
+    assert exit_code(env, "doctor") == 1
+    out = capsys.readouterr().out
+    assert re.search(rf"^  ✗ upstream +{re.escape(url)} \(sandbox / local\) does not answer: ", out, re.MULTILINE)
+    assert marks(out) == {"upstream": "✗", "key": "✗", "catalog": "✗", "store": "✓", "budget": "✓"}
+    assert "3 problem(s) found." in out
+
+
+def test_doctor_with_a_store_that_does_not_answer_still_runs_every_other_check(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis store that is down was a one-line error after the upstream line; the key, catalog and budget
+    checks never ran."""
+    monkeypatch.setenv("MODELYARD_STORE", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "5")
+    assert exit_code(env, "doctor") == 1
+    out = capsys.readouterr().out
+    assert marks(out) == {"upstream": "✓", "key": "✓", "round trip": "✓", "catalog": "✓", "store": "✗", "budget": "✗"}
+    assert re.search(r"✗ store +The Redis store at redis://127\.0\.0\.1:\d+/0 does not answer", out)
+    configured = r"daily \$5, monthly no limit, per request no limit \(as configured\)"
+    assert re.search(rf"✗ budget +{configured}; spend and run-time tightenings unknown", out)
+    assert "2 problem(s) found." in out
+
+
+def test_doctor_with_no_per_key_limit_says_so_rather_than_unlimited_credit(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key without a limit of its own still spends the account's credit: "credit unlimited" was wrong."""
+    cli(env, "doctor")
+    out = capsys.readouterr().out
+    assert "unlimited" not in out
+    assert re.search(r"✓ key +present and valid \(sk-or-v1-san\.\.\.box\); no per-key limit \(spent \$[0-9.]+", out)
+
+
+def test_doctor_with_a_per_key_limit_shows_what_is_left_of_it(
+    env: Path, key_limit: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(env, "doctor")
+    assert re.search(r"✓ key +present and valid \(.*\); per-key limit \$1, \$1 left", capsys.readouterr().out)
