@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 
 from modelyard.errors import ConfigurationError
 from modelyard.settings_env import NESTED, PREFIX, check_variables, env_names, group_model, variables, wants_json
+from modelyard.settings_file import check_file_keys, read_file_values
 
 __all__ = [
     "BudgetSettings",
@@ -172,10 +174,16 @@ class Settings(BaseModel):
     @field_validator("openrouter_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        """An http(s) URL with a host, any path (proxies differ): `localhost:8399` would fail only at the
-        first request, as a connection error blamed on OpenRouter."""
+        """An http(s) URL with a host and a valid port, any path (proxies differ), without the whitespace
+        around it: `localhost:8399` would fail only at the first request, as a connection error blamed on
+        OpenRouter, and a bad port or a control character at the start, with a traceback."""
+        value = value.strip()
         parts = urlsplit(value)
-        if parts.scheme.lower() in ("http", "https") and parts.hostname:
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+        except ValueError:
+            raise ValueError("its port must be a number from 0 to 65535") from None
+        if parts.scheme.lower() in ("http", "https") and parts.hostname and value.isprintable():
             return value
         raise ValueError(f"it must be an http:// or https:// URL with a host, e.g. {_DEFAULT_BASE_URL}")
 
@@ -197,8 +205,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             is no setting; or a value is invalid. The message names the variable or file it came from.
     """
     path = config or default_config_path()
-    raw_file = _file_values(path, required=config is not None)
-    _check_keys(raw_file, path)
+    raw_file = read_file_values(path, required=config is not None)
+    check_file_keys(raw_file, path, Settings, field_of=_field_of)
     file_values = _by_field(raw_file)
     env_origins: dict[tuple[str, ...], str] = {}
     from_env = env_values(os.environ, env_origins)
@@ -232,6 +240,7 @@ def env_values(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] |
             if alias in by_name:
                 name, raw = by_name[alias]
                 values[field] = _decode(name, raw) if wants_json(info.annotation) else raw
+                _check_group_keys(name, field, values[field])
                 if origins is not None:
                     origins[(field,)] = name
                 break
@@ -254,6 +263,30 @@ def env_values(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] |
         if origins is not None:
             origins[tuple(path)] = name
     return values
+
+
+def _check_group_keys(name: str, field: str, value: Any) -> None:
+    """A group given whole as JSON (`MODELYARD_BUDGET`) must name only its fields: `{"dayly": 5}` would
+    leave no daily limit and say nothing.
+
+    Raises:
+        ConfigurationError: one line per unknown key, with the field it most looks like.
+    """
+    group = group_model(Settings.model_fields[field].annotation)
+    if group is None or not isinstance(value, Mapping):
+        return
+    fields = list(group.model_fields)
+    unknown = [key for key in value if key not in fields]
+    if not unknown:
+        return
+    from difflib import get_close_matches  # only for a mistake: not on every start
+
+    lines = []
+    for key in unknown:
+        close = get_close_matches(str(key).lower(), fields, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"its fields are {', '.join(fields)}."
+        lines.append(f"{name} sets {key!r}, no field of {field}: {hint}")
+    raise ConfigurationError("\n".join(lines))
 
 
 def _by_field(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -293,64 +326,6 @@ def _decode(name: str, raw: str) -> Any:
         raise ConfigurationError(f"{name} must be JSON, e.g. {example}: {exc}") from None
 
 
-def _file_values(path: Path, *, required: bool) -> dict[str, Any]:
-    if not path.exists():
-        if required:
-            raise ConfigurationError(f"Config file {path} does not exist.")
-        return {}
-    import tomllib  # only when there is a file: most servers get their settings from the environment
-
-    try:
-        with path.open("rb") as file:
-            return tomllib.load(file)
-    except OSError as exc:
-        raise ConfigurationError(f"Config file {path} cannot be read: {exc}") from None
-    except (ValueError, RecursionError) as exc:  # not UTF-8, not TOML, or nested too deep
-        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
-
-
-def _check_keys(values: Mapping[str, Any], path: Path) -> None:
-    """Refuse a file key that names no setting, with the setting it most looks like.
-
-    The file is modelyard's own, like the `MODELYARD_` prefix (`modelyard.settings_env`): a key in it that
-    no setting reads is a mistake.
-
-    Raises:
-        ConfigurationError: one line per unknown key, dotted (`budget.dayly`), naming the file.
-    """
-    problems = _unknown_keys(values, Settings, (), path)
-    if problems:
-        raise ConfigurationError("\n".join(problems))
-
-
-def _unknown_keys(values: Mapping[str, Any], model: type[BaseModel], parents: tuple[str, ...], path: Path) -> list[str]:
-    """What is wrong with `values`' keys as fields of `model`, descending into the groups they set."""
-    problems = []
-    for key, value in values.items():
-        field = key if parents else _field_of(key.lower())  # top-level keys may use any case, or their alias
-        info = model.model_fields.get(field)
-        if info is None:
-            problems.append(_unknown(key, model, parents, path))
-            continue
-        group = group_model(info.annotation)
-        if group is not None and isinstance(value, Mapping):
-            problems.extend(_unknown_keys(value, group, (*parents, field), path))
-    return problems
-
-
-def _unknown(key: str, model: type[BaseModel], parents: tuple[str, ...], path: Path) -> str:
-    """`unknown setting 'budget.dayly' in PATH; did you mean 'budget.daily'?`, or the names it may be."""
-    names = list(model.model_fields)
-    problem = f"unknown setting {'.'.join((*parents, key))!r} in {path}"
-    from difflib import get_close_matches  # only for a mistake: not on every start
-
-    close = get_close_matches(key.lower(), names, n=1, cutoff=0.6)
-    if close:
-        return f"{problem}; did you mean {'.'.join((*parents, close[0]))!r}?"
-    where = f"under [{'.'.join(parents)}]" if parents else "at the top level"
-    return f"{problem}; the settings {where} are {', '.join(names)}"
-
-
 def _describe(exc: ValidationError, sources: Mapping[str, Any]) -> str:
     """One line per invalid value: the setting, where it came from, what is wrong, and the value (not a secret's)."""
     lines = []
@@ -359,7 +334,7 @@ def _describe(exc: ValidationError, sources: Mapping[str, Any]) -> str:
         if loc:
             loc = (_field_of(loc[0].lower()), *loc[1:])
         source = _source(sources, loc)
-        shown = "" if loc and loc[0] in _SECRETS else f" (got {_clipped(repr(error['input']))})"
+        shown = "" if loc and loc[0] in _SECRETS else f" (got {_clipped(_redacted(repr(error['input'])))})"
         lines.append(f"setting {'.'.join(loc)} from {source}: {error['msg']}{shown}")
     return "Invalid settings: " + "; ".join(lines)
 
@@ -377,6 +352,11 @@ def _source(sources: Mapping[str, Any], loc: tuple[str, ...]) -> str:
     while isinstance(node, Mapping) and node:
         node = next(iter(node.values()))
     return node if isinstance(node, str) else "the defaults"
+
+
+def _redacted(text: str) -> str:
+    """`text` with the password of any URL in it hidden (a base URL may carry a proxy's)."""
+    return re.sub(r"://([^:/@\s]*):[^@/\s]*@", r"://\1:***@", text)
 
 
 def _clipped(text: str, limit: int = 200) -> str:

@@ -92,10 +92,15 @@ def check_variables(names: Iterable[str], known: Collection[str], *, open_prefix
     unknown = [
         name
         for name in names
-        if name.upper().startswith(PREFIX) and name.upper() not in accepted and not name.upper().startswith(prefixes)
+        if name.upper().startswith(PREFIX) and name.upper() not in accepted and not _under(name.upper(), prefixes)
     ]
     if unknown:
         raise ConfigurationError("\n".join(_unknown(name, options) for name in unknown))
+
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether `name` names a key under one of `prefixes` (a key, not the prefix alone)."""
+    return any(name.startswith(prefix) and len(name) > len(prefix) for prefix in prefixes)
 
 
 def _unknown(name: str, options: list[str]) -> str:

@@ -522,3 +522,44 @@ def test_the_cli_stops_before_doing_anything_on_a_misnamed_variable_or_a_base_ur
         main(["run", "Hello"])
     err = capsys.readouterr().err
     assert stopped.value.code == 1 and name in err and said in err and "Could not reach" not in err
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:abc/api/v1", "http://localhost:99999/api/v1", "https://openrouter.ai/api\x7f/v1"]
+)
+def test_a_base_url_the_client_cannot_use_is_refused_at_load(url: str) -> None:
+    """A bad port or a control character passed the check: the client then failed at the start with a
+    traceback (`httpx2.InvalidURL: Invalid port: 'abc'`) or at the first request."""
+    with pytest.raises(ConfigurationError, match="setting openrouter_base_url from an argument: "):
+        load_settings(openrouter_base_url=url)
+
+
+@pytest.mark.parametrize("url", ["https://openrouter.ai/api/v1\r", " https://openrouter.ai/api/v1\n"])
+def test_a_base_url_read_with_a_line_end_or_spaces_around_it_still_works(url: str) -> None:
+    """As the key does (an env file with Windows line ends): it passed the check as given, and the client then
+    sent `%20https://...` or stopped the start with `InvalidURL: Invalid non-printable ASCII character`."""
+    assert load_settings(openrouter_base_url=url).openrouter_base_url == "https://openrouter.ai/api/v1"
+
+
+def test_a_refused_base_urls_password_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_BASE_URL", "ftp://proxyuser:hunter2-secret@proxy.example/api/v1")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "hunter2-secret" not in str(caught.value) and "proxyuser:***@proxy.example" in str(caught.value)
+
+
+def test_a_misspelt_field_in_a_group_given_whole_as_json_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`MODELYARD_BUDGET='{"dayly": 5}'` left no daily limit with no word of it, as the variables the README
+    says are refused would have."""
+    monkeypatch.setenv("MODELYARD_BUDGET", '{"dayly": 5, "monthly": 50}')
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert str(caught.value) == "MODELYARD_BUDGET sets 'dayly', no field of budget: did you mean 'daily'?"
+
+
+def test_a_map_variable_with_no_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`MODELYARD_QUALITY_OVERRIDES__=90` (the model id lost, say to an unset shell variable) was accepted and
+    set nothing."""
+    monkeypatch.setenv("MODELYARD_QUALITY_OVERRIDES__", "90")
+    with pytest.raises(ConfigurationError, match="MODELYARD_QUALITY_OVERRIDES__ names no setting"):
+        load_settings()
