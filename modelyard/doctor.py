@@ -1,4 +1,5 @@
-"""`modelyard doctor`: the upstream, the key, the catalog, the store and the budget, one ✓/✗ line each.
+"""`modelyard doctor`: the upstream, the key, the account's credit, the catalog, the store and the budget,
+one ✓/✗ line each (the credit's only when the key may read it).
 
 Every check runs whatever failed before it: a store that cannot be opened is reported on its own line,
 and the other checks run on a stand-in store kept in memory. The upstream line is decided by a request
@@ -23,6 +24,7 @@ from modelyard.errors import (
     ModelyardError,
     RateLimitError,
     UpstreamConnectError,
+    UpstreamNotFoundError,
     UpstreamTimeoutError,
 )
 from modelyard.openrouter.schemas import KeyInfo
@@ -37,6 +39,7 @@ _ANSWERED = (AuthenticationError, InsufficientCreditsError, ForbiddenError, Rate
 """Failures that show the upstream answered as OpenRouter does: the key or the account is the problem."""
 _SILENT = (UpstreamConnectError, UpstreamTimeoutError)
 """Failures that show nothing answered at all."""
+_ADD_CREDIT = "https://openrouter.ai/settings/credits"
 
 
 class _Checks:
@@ -119,6 +122,27 @@ def _credit(key: KeyInfo) -> str:
     return f"per-key limit {usd(key.limit)}{reset}, {usd(key.limit_remaining)} left"
 
 
+async def _check_credit(app: AppContext, checks: _Checks, key: _KeyAnswer) -> None:
+    """The account's credit, when the key may read it: since 2026 only a management key may (an ordinary
+    key's 403, or a 404, leaves the line out: nothing is wrong with the setup)."""
+    if key.info is None:
+        return  # no key, or /key failed: the key line says so
+    try:
+        credits = await app.client.credits()
+    except (ForbiddenError, UpstreamNotFoundError):
+        return
+    except ModelyardError as exc:
+        checks.bad("credit", f"/credits failed: {exc}")
+        return
+    if (left := credits.remaining) is None:
+        return
+    text = f"account credit {usd(left)} left of {usd(credits.total_credits)}"
+    if left > 0:
+        checks.ok("credit", text)
+    else:
+        checks.bad("credit", f"{text}: add credit at {_ADD_CREDIT}")
+
+
 def _check_key(checks: _Checks, key: _KeyAnswer) -> None:
     if key.error is not None:
         checks.bad("key", f"present, but /key failed: {key.error}")
@@ -181,6 +205,7 @@ async def doctor(settings: Settings, args: argparse.Namespace) -> None:
         key = await _ask_key(app)
         _check_upstream(checks, settings.openrouter_base_url, await _upstream_failure(app, key))
         _check_key(checks, key)
+        await _check_credit(app, checks, key)
         await _check_catalog(app, checks)
         await _check_store(app, checks, store_failure)
         await _check_budget(app, checks, store_failure)

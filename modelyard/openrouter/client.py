@@ -29,6 +29,7 @@ from modelyard.openrouter.schemas import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
+    Credits,
     EndpointsInfo,
     Generation,
     KeyInfo,
@@ -152,6 +153,19 @@ class OpenRouterClient:
         """`GET /key`: the key's label, limit, remaining credit and spend."""
         response = await self._get("key", auth=True)
         return KeyInfo.model_validate(self._parse(response, _DataEnvelope, model=None).data)
+
+    async def credits(self) -> Credits:
+        """`GET /credits`: the account's credit, bought and used (what bounds a key with no limit of its own).
+
+        Raises:
+            ForbiddenError: the key may not read it (since 2026 only a management key may).
+        """
+        response = await self._get("credits", auth=True)
+        data = self._parse(response, _DataEnvelope, model=None).data
+        try:
+            return Credits.model_validate(data)
+        except ValidationError:
+            raise malformed(response.content, model=None, reason="not a credits record") from None
 
     async def generation(self, generation_id: str) -> Generation:
         """`GET /generation?id=`: OpenRouter's record of one completion."""

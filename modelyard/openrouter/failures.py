@@ -164,12 +164,26 @@ def error_from_transport(
         return UpstreamTimeoutError(f"No answer from OpenRouter in time ({detail})", model=model)
     if streaming_started:
         return IncompleteStreamError(f"The stream broke before it finished ({detail})", model=model)
-    if isinstance(exc, httpx2.ConnectError) and (origin := _origin(exc)) is not None:
-        message = (
-            f"Could not connect to {origin} ({_connect_failure(exc)}): is OPENROUTER_BASE_URL right and the server up?"
-        )
-        return UpstreamConnectError(scrub(message), model=model)
+    if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout) and (origin := _origin(exc)) is not None:
+        return UpstreamConnectError(scrub(_could_not_connect(origin, exc)), model=model)
     return UpstreamConnectError(f"Could not reach OpenRouter ({detail})", model=model)
+
+
+def _could_not_connect(origin: str, exc: httpx2.ConnectError | httpx2.ConnectTimeout) -> str:
+    """The same sentence for a connection refused, not found or not made in time: the URL, why, what to check."""
+    if isinstance(exc, httpx2.ConnectTimeout):
+        limit = _connect_timeout(exc)
+        why = "in time" if limit is None else f"within connect_timeout_s={limit:g}s"
+    else:
+        why = f"({_connect_failure(exc)})"
+    return f"Could not connect to {origin} {why}: is OPENROUTER_BASE_URL right and the server up?"
+
+
+def _connect_timeout(exc: httpx2.HTTPError) -> float | None:
+    """The connect timeout of the request that failed, from its `timeout` extension (both transports set it)."""
+    timeouts = exc.request.extensions.get("timeout")
+    limit = timeouts.get("connect") if isinstance(timeouts, Mapping) else None
+    return float(limit) if isinstance(limit, int | float) else None
 
 
 def _origin(exc: httpx2.HTTPError) -> str | None:

@@ -27,6 +27,7 @@ __all__ = [
     "ChunkChoice",
     "CompletionTokensDetails",
     "CostDetails",
+    "Credits",
     "Delta",
     "Endpoint",
     "EndpointsInfo",
@@ -390,6 +391,23 @@ class KeyInfo(_Wire):
     usage_daily: Decimal | None = None
     usage_monthly: Decimal | None = None
     is_free_tier: bool = False
+
+
+class Credits(_Wire):
+    """`GET /credits`: the account's credit, bought and used, in USD (None: not said).
+
+    Since 2026 only a management key may read it: an ordinary key gets 403 (reference §7.2).
+    """
+
+    total_credits: Decimal | None = None
+    total_usage: Decimal | None = None
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """What is left of the account's credit (negative once overspent); None when either part is unknown."""
+        if self.total_credits is None or self.total_usage is None:
+            return None
+        return self.total_credits - self.total_usage
 
 
 class Generation(_Wire):

@@ -110,7 +110,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         pool_deadline = None if timeout.connect is None else asyncio.get_running_loop().time() + timeout.connect
         if _LOOKUP_TIMEOUT.get() != timeout.sock_connect:
             _LOOKUP_TIMEOUT.set(timeout.sock_connect)
-        with _mapped(request, method, url, pool_deadline):
+        with _mapped(request, method, url, pool_deadline, timeouts):
             return await session.request(
                 method,
                 url,
@@ -340,19 +340,26 @@ class _TimedReads:
 
 @contextmanager
 def _mapped(
-    request: httpx2.Request | None, method: str, url: str, pool_deadline: float | None = None
+    request: httpx2.Request | None,
+    method: str,
+    url: str,
+    pool_deadline: float | None = None,
+    timeouts: dict[str, float | None] | None = None,
 ) -> Iterator[None]:
     """Raise the httpx2 exception each aiohttp failure means (the client maps only httpx2's).
 
-    `request` is the httpx2 request sent, if any; else one is built for the exception (only then). A
-    connection timeout from `pool_deadline` (the event loop's time) on is the pool's.
+    `request` is the httpx2 request sent, if any; else one is built for the exception (only then), with
+    `timeouts` as its `timeout` extension, as httpx2 sets it (a connect timeout's message names the
+    limit). A connection timeout from `pool_deadline` (the event loop's time) on is the pool's.
     """
     import aiohttp
 
     try:
         yield
     except (aiohttp.ClientError, OSError) as exc:
-        raise _httpx2_error(exc, request or httpx2.Request(method, url), pool_deadline) from exc
+        if request is None:
+            request = httpx2.Request(method, url, extensions={"timeout": timeouts} if timeouts else None)
+        raise _httpx2_error(exc, request, pool_deadline) from exc
 
 
 def _httpx2_error(exc: BaseException, request: httpx2.Request, pool_deadline: float | None) -> httpx2.HTTPError:

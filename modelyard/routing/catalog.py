@@ -169,6 +169,15 @@ def _tier(score: float, cuts: tuple[float, float]) -> Tier:
     return "balanced" if score < cuts[1] else "premium"
 
 
+def _no_catalog(reason: str | None) -> str:
+    """Why there is no catalog at all, and what to check: the advice only once, for the client's messages
+    for a wrong base URL and a connection that cannot be made already say to check OPENROUTER_BASE_URL."""
+    message = f"No model catalog: OpenRouter's /models could not be fetched ({reason}) and none was stored earlier."
+    if reason is not None and "OPENROUTER_BASE_URL" in reason:
+        return message
+    return f"{message} Check OPENROUTER_BASE_URL and the network."
+
+
 class CatalogService:
     """Keeps a current `Catalog`: fetched live, refreshed on a TTL, the last good copy in the store.
 
@@ -219,10 +228,7 @@ class CatalogService:
             if self._catalog is None or not self._fresh(self._catalog):
                 await self._try_refresh()
             if self._catalog is None:
-                raise ModelyardError(
-                    f"No model catalog: OpenRouter's /models could not be fetched ({self.last_error}) "
-                    "and none was stored earlier. Check OPENROUTER_BASE_URL and the network."
-                )
+                raise ModelyardError(_no_catalog(self.last_error))
             return self._catalog
 
     async def refresh(self) -> Catalog:
@@ -252,8 +258,8 @@ class CatalogService:
             await self.refresh()
         except UpstreamError as exc:
             self.last_error = str(exc)
-            if self._catalog is None:  # a fresh install: there is no copy to keep
-                log.warning("catalog refresh failed and no copy is stored: %s", exc)
+            if self._catalog is None:  # a fresh install: `current()` raises it next, so a warning would repeat it
+                log.info("catalog refresh failed and no copy is stored: %s", exc)
                 return
             age = self._catalog.age_s(self._clock())
             log.warning("catalog refresh failed, keeping the copy fetched %s s ago: %s", f"{age:,.0f}", exc)

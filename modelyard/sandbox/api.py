@@ -143,6 +143,13 @@ def key_info(state: SandboxState) -> Response:
     )
 
 
+def credits(state: SandboxState) -> Response:
+    """`GET /credits`: bought and used, in USD; 403 for an ordinary key when `credits_need_management_key`."""
+    if state.config.credits_need_management_key:
+        return error_response(403, "Only management keys can perform this operation")
+    return _json({"data": {"total_credits": state.config.total_credits, "total_usage": state.billed_total()}})
+
+
 def generation(state: SandboxState, request: Request) -> Response:
     """`GET /generation?id=`: the stored record, or 404."""
     generation_id = request.query.get("id", "")
@@ -172,8 +179,7 @@ def handle_get(state: SandboxState, request: Request, path: str) -> Response:
     if path in ("/key", "/auth/key"):
         return key_info(state)
     if path == "/credits":
-        data = {"total_credits": state.config.total_credits, "total_usage": state.billed_total()}
-        return _json({"data": data})
+        return credits(state)
     if path == "/generation":
         return generation(state, request)
     return error_response(404, "Not Found", user_id=False)

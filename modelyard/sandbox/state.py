@@ -41,6 +41,9 @@ class SandboxConfig:
     ready, whether or not the client is still there. False: headers and body together, after it."""
     total_credits: Decimal = Decimal(100)
     """What `/credits` reports as purchased (USD)."""
+    credits_need_management_key: bool = False
+    """`/credits` answers the key 403 "Only management keys can perform this operation", as OpenRouter
+    answers an ordinary key since 2026; False: it answers, as it did any key in 2025."""
     default_model: str = "openai/gpt-4o-mini"
     """The model used when a request names none."""
 

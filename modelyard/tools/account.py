@@ -13,7 +13,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from modelyard.errors import AuthenticationError, ModelyardError
+from modelyard.errors import AuthenticationError, ForbiddenError, ModelyardError, UpstreamNotFoundError
 from modelyard.routing.budget import MAX_LIMIT, BudgetRaiseRefusedError
 from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
 from modelyard.routing.money import Usd
@@ -32,7 +32,16 @@ class ConnectionReport(ResultModel):
     key_present: bool
     key_valid: bool | None = Field(description="null when it could not be checked.")
     key_label: str | None = None
-    credit_remaining: Usd | None = Field(default=None, description="USD left on the key; null = unlimited/unknown.")
+    credit_remaining: Usd | None = Field(
+        default=None,
+        description="USD left of the key's own limit; null = no per-key limit (the account's credit bounds it) "
+        "or unknown.",
+    )
+    account_credit_remaining: Usd | None = Field(
+        default=None,
+        description="USD left of the account's credit (/credits: bought minus used); null when the key may not "
+        "read it (since 2026 only a management key may) or it is unknown.",
+    )
     round_trip_ms: float | None = None
     catalog_models: int | None = None
     catalog_age_s: float | None = None
@@ -42,6 +51,16 @@ class ConnectionReport(ResultModel):
 
 async def _budget(app: AppContext) -> BudgetStatus:
     return budget_status(await app.router.budgets.limits(), await app.router.budgets.totals())
+
+
+async def _account_credit(app: AppContext, report: ConnectionReport) -> None:
+    """The account's credit left, when the key may read it (an ordinary key's 403, or a 404, is no problem)."""
+    try:
+        report.account_credit_remaining = (await app.client.credits()).remaining
+    except (ForbiddenError, UpstreamNotFoundError):
+        pass
+    except ModelyardError as exc:
+        report.problems.append(f"/credits: {exc}")
 
 
 async def _connection(app: AppContext) -> ConnectionReport:
@@ -68,6 +87,8 @@ async def _connection(app: AppContext) -> ConnectionReport:
             report.key_valid = False if isinstance(exc, AuthenticationError) else None
             report.problems.append(f"/key: {exc}")
         report.round_trip_ms = round((time.perf_counter() - began) * 1000, 2)
+        if report.key_valid:
+            await _account_credit(app, report)
     try:
         catalog = await app.router.catalogs.current()
         report.catalog_models, report.catalog_age_s = len(catalog), round(catalog.age_s(time.time()), 1)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.cli import main
+from modelyard.sandbox import Sandbox
 from tests.cli.support import cli, exit_code, free_port, modelyard_process
 
 
@@ -46,6 +47,19 @@ def test_models_works_offline_from_the_stored_catalog(
     out = capsys.readouterr().out
     assert "openai/gpt-4o-mini" in out
     assert "offline: showing the stored catalog" in out
+
+
+def test_models_with_a_base_url_without_api_v1_and_nothing_stored_says_to_check_it_once(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A fresh HOME and the sandbox's bare origin: the client's 404 message says to check
+    OPENROUTER_BASE_URL, and the catalog's error quoted it and said so again (a warning line repeated both)."""
+    origin = sandbox.base_url.removesuffix("/api/v1")
+    done = modelyard_process(tmp_path, "models", OPENROUTER_BASE_URL=origin)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith("modelyard: No model catalog: OpenRouter's /models could not be fetched (")
+    assert f"404 Not Found at {origin}/models" in done.stderr
+    assert done.stderr.count("OPENROUTER_BASE_URL") == 1, done.stderr
 
 
 def test_budget_shows_limits_spent_reserved_and_remaining(

@@ -12,12 +12,28 @@ import pytest
 from modelyard.sandbox import Sandbox
 from tests.cli.support import cli, exit_code, free_port
 
-LABELS = ("upstream", "key", "round trip", "catalog", "store", "budget")
+LABELS = ("upstream", "key", "round trip", "credit", "catalog", "store", "budget")
 
 
 def marks(out: str) -> dict[str, str]:
     """Each check's label -> its mark (✓ or ✗)."""
     return {m.group(2).strip(): m.group(1) for m in re.finditer(r"^  ([✓✗]) (.{11}) ", out, re.MULTILINE)}
+
+
+@pytest.fixture
+def ordinary_key(sandbox: Sandbox) -> Iterator[None]:
+    """The sandbox's key as an ordinary one of 2026: `/credits` answers it 403 (management keys only)."""
+    sandbox.state.config.credits_need_management_key = True
+    yield
+    sandbox.state.config.credits_need_management_key = False
+
+
+@pytest.fixture
+def no_credit_bought(sandbox: Sandbox) -> Iterator[None]:
+    """An account that bought no credit: `/credits` says $0 of $0."""
+    sandbox.state.config.total_credits = Decimal(0)
+    yield
+    sandbox.state.config.total_credits = Decimal(100)
 
 
 @pytest.fixture
@@ -58,7 +74,7 @@ def test_doctor_with_a_store_that_does_not_answer_still_runs_every_other_check(
     monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "5")
     assert exit_code(env, "doctor") == 1
     out = capsys.readouterr().out
-    assert marks(out) == {"upstream": "✓", "key": "✓", "round trip": "✓", "catalog": "✓", "store": "✗", "budget": "✗"}
+    assert marks(out) == {**dict.fromkeys(LABELS, "✓"), "store": "✗", "budget": "✗"}
     assert re.search(r"✗ store +The Redis store at redis://127\.0\.0\.1:\d+/0 does not answer", out)
     configured = r"daily \$5, monthly no limit, per request no limit \(as configured\)"
     assert re.search(rf"✗ budget +{configured}; spend and run-time tightenings unknown", out)
@@ -80,3 +96,33 @@ def test_doctor_with_a_per_key_limit_shows_what_is_left_of_it(
 ) -> None:
     cli(env, "doctor")
     assert re.search(r"✓ key +present and valid \(.*\); per-key limit \$1, \$1 left", capsys.readouterr().out)
+
+
+def test_doctor_shows_the_accounts_credit_left_of_what_was_bought(
+    env: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no per-key limit the account's credit is what bounds the key: doctor says how much is left."""
+    cli(env, "doctor")
+    left = Decimal(100) - sandbox.state.billed_total()
+    line = rf"^  ✓ credit +account credit {re.escape(f'${left:f}')} left of \$100$"
+    assert re.search(line, capsys.readouterr().out, re.MULTILINE)
+
+
+def test_doctor_leaves_the_credit_line_out_when_the_key_may_not_read_it(
+    env: Path, ordinary_key: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`/credits` answers an ordinary key 403 since 2026: that is no problem of the setup, and no ✗."""
+    cli(env, "doctor")
+    out = capsys.readouterr().out
+    assert marks(out) == {label: "✓" for label in LABELS if label != "credit"}
+    assert "All checks passed." in out
+
+
+def test_doctor_with_no_account_credit_left_says_to_add_some(
+    env: Path, no_credit_bought: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert exit_code(env, "doctor") == 1
+    out = capsys.readouterr().out
+    add = "add credit at https://openrouter.ai/settings/credits"
+    assert re.search(rf"^  ✗ credit +account credit \$0 left of \$0: {re.escape(add)}$", out, re.MULTILINE)
+    assert "1 problem(s) found." in out

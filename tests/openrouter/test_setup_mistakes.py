@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from aiohttp import web
@@ -214,6 +215,32 @@ async def test_a_refused_connection_names_the_url_and_never_ssl(path: str, name:
     assert type(error) is errors.UpstreamConnectError and error.retryable
     assert str(error) == (
         f"Could not connect to {origin} (connection refused): is OPENROUTER_BASE_URL right and the server up?"
+    )
+
+
+@contextmanager
+def _unanswered() -> Iterator[str]:
+    """The origin of a loopback listener whose backlog one connection it never accepts fills: a further
+    connect is never answered (the kernel drops its SYN), as at an address a firewall drops."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        filler.connect(listener.getsockname())
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", CALLS)
+async def test_a_connect_that_is_never_answered_names_the_url_and_the_connect_timeout(path: str, name: str) -> None:
+    """It read "Could not reach OpenRouter (ConnectTimeout: ...)" where a refused connection names the URL."""
+    with _unanswered() as origin:
+        base_url = origin + "/api/v1"
+        async with OpenRouterClient(KEY, base_url=base_url, transport=_transport(path), connect_timeout=0.3) as client:
+            with anyio.fail_after(10):
+                error = await _failure(client, CALLS[name][0])
+    assert type(error) is errors.UpstreamConnectError and error.retryable
+    assert str(error) == (
+        f"Could not connect to {origin} within connect_timeout_s=0.3s: is OPENROUTER_BASE_URL right and the server up?"
     )
 
 

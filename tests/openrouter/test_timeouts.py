@@ -196,9 +196,13 @@ async def test_a_tls_handshake_that_never_completes_is_a_connect_error_after_the
         _client(path, f"https://127.0.0.1:{port}", timeout=read_timeout, connect_timeout=connect_timeout) as client,
     ):
         started = time.monotonic()
-        with anyio.fail_after(10), pytest.raises(errors.UpstreamConnectError):
+        with anyio.fail_after(10), pytest.raises(errors.UpstreamConnectError) as caught:
             await client.chat(REQUEST)
         assert connect_timeout - 0.05 <= time.monotonic() - started < connect_timeout + 2.0
+    assert str(caught.value) == (
+        f"Could not connect to https://127.0.0.1:{port} within connect_timeout_s={connect_timeout}s: "
+        "is OPENROUTER_BASE_URL right and the server up?"
+    )
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -223,8 +227,10 @@ async def test_a_name_lookup_that_never_answers_is_a_connect_error_after_the_con
     try:
         async with _client(path, "http://dns-never-answers.test", timeout=0.3, connect_timeout=0.5) as client:
             started = time.monotonic()
-            with anyio.fail_after(10), pytest.raises(errors.UpstreamConnectError):
+            with anyio.fail_after(10), pytest.raises(errors.UpstreamConnectError) as caught:
                 await client.chat(REQUEST)
             assert 0.45 <= time.monotonic() - started < 0.75
+        named = "Could not connect to http://dns-never-answers.test within connect_timeout_s=0.5s: "
+        assert str(caught.value).startswith(named)
     finally:
         release.set()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -304,12 +306,43 @@ async def test_no_network_and_nothing_stored_is_a_clear_error() -> None:
             await service.current()
 
 
+def _refuse(request: httpx2.Request) -> httpx2.Response:
+    raise httpx2.ConnectError("connection refused", request=request)
+
+
+UNFETCHABLE: dict[str, Callable[[httpx2.Request], httpx2.Response]] = {
+    "a base URL without /api/v1": lambda request: httpx2.Response(404, text="<!DOCTYPE html><h1>404</h1>"),
+    "a refused connection": _refuse,
+    "a server error": lambda request: httpx2.Response(500, json={"error": {"message": "Internal", "code": 500}}),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("reason", UNFETCHABLE)
+async def test_with_nothing_stored_the_error_says_to_check_the_base_url_once(reason: str) -> None:
+    """The client's errors for a wrong base URL and a refused connection already say to check
+    OPENROUTER_BASE_URL; the catalog's error quoted them and said it again. Any other failure gets the
+    catalog's own advice."""
+    transport = httpx2.MockTransport(UNFETCHABLE[reason])
+    async with (
+        OpenRouterClient(base_url="https://or.test/api/v1", transport=transport) as client,
+        SQLiteStore(":memory:") as store,
+    ):
+        with pytest.raises(ModelyardError) as caught:
+            await CatalogService(client, store, ttl_s=TTL, clock=FakeClock()).current()
+    message = str(caught.value)
+    assert message.startswith("No model catalog: OpenRouter's /models could not be fetched (")
+    assert message.count("OPENROUTER_BASE_URL") == 1, message
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("stored", [False, True], ids=["nothing-stored", "a-stored-copy"])
 async def test_a_failed_refresh_logs_a_last_good_copy_only_when_there_is_one(
     stored: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """On a fresh HOME it logged "keeping the last good copy" with no copy to keep."""
+    """On a fresh HOME it logged "keeping the last good copy" with no copy to keep. With none, the failure is
+    raised at once with the same text: the log line is INFO, so a command's stderr does not show it twice."""
+    caplog.set_level(logging.INFO, logger="modelyard.routing.catalog")
     clock = FakeClock()
     async with SQLiteStore(":memory:") as store:
         if stored:
@@ -322,8 +355,10 @@ async def test_a_failed_refresh_logs_a_last_good_copy_only_when_there_is_one(
     [record] = [r for r in caplog.records if r.name == "modelyard.routing.catalog"]
     if stored:
         assert record.getMessage().startswith("catalog refresh failed, keeping the copy fetched 7,200 s ago: ")
+        assert record.levelno == logging.WARNING
     else:
         assert record.getMessage().startswith("catalog refresh failed and no copy is stored: ")
+        assert record.levelno == logging.INFO
 
 
 @pytest.mark.anyio

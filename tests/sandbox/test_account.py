@@ -47,6 +47,20 @@ async def test_credits_report_purchases_and_usage(sandbox: Sandbox, client: http
     assert Decimal(repr(data["total_usage"])) == sandbox.state.billed_total()
 
 
+async def test_credits_answer_an_ordinary_key_with_the_2026_403_when_told_to(
+    sandbox: Sandbox, client: httpx2.AsyncClient
+) -> None:
+    """Since 2026 `/credits` needs a management key (reference §7.2); `credits_need_management_key` makes
+    the sandbox's key an ordinary one there, and `/key` still answers it."""
+    async with httpx2.AsyncClient(base_url=sandbox.control_url) as control:
+        configured = await control.post("/config", json={"credits_need_management_key": True})
+    assert configured.json()["config"]["credits_need_management_key"] is True
+    refused = await client.get("/credits")
+    assert refused.status_code == 403
+    assert refused.json()["error"] == {"message": "Only management keys can perform this operation", "code": 403}
+    assert (await client.get("/key")).status_code == 200
+
+
 async def test_a_generation_can_be_looked_up_by_its_id(sandbox: Sandbox, client: httpx2.AsyncClient) -> None:
     """`/generation?id=` returns the stored record with the reference's fields; unknown ids are 404."""
     answer = (await client.post("/chat/completions", json=chat("anthropic/claude-haiku-4.5"))).json()

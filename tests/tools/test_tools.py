@@ -232,6 +232,24 @@ async def test_test_connection_reports_sandbox_key_catalog_and_store(client: Cli
     assert out["problems"] == []
 
 
+async def test_test_connection_reports_the_accounts_credit_beside_the_keys_own_limit(
+    client: Client, sandbox: Sandbox
+) -> None:
+    """The sandbox's key has no limit of its own (`credit_remaining` null): the account's credit bounds it."""
+    out = await _call(client, "test_connection")
+    assert out["credit_remaining"] is None
+    assert Decimal(str(out["account_credit_remaining"])) == Decimal(100) - sandbox.state.billed_total()
+
+
+async def test_test_connection_leaves_the_accounts_credit_null_when_the_key_may_not_read_it(
+    client: Client, sandbox: Sandbox
+) -> None:
+    """`/credits` answers an ordinary key 403 since 2026: unknown, and no problem of the setup."""
+    sandbox.state.config.credits_need_management_key = True
+    out = await _call(client, "test_connection")
+    assert out["account_credit_remaining"] is None and out["key_valid"] and out["problems"] == []
+
+
 async def test_without_a_key_list_models_works_and_execute_says_how_to_set_one(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
