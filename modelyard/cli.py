@@ -92,14 +92,24 @@ def _settle_prompt(args: argparse.Namespace, run: argparse.ArgumentParser) -> No
     """Give `run` its prompt and its chain of `--models`.
 
     `--models` takes every value up to the next option, so in `run --models A B "prompt"` the prompt is
-    its last value: with no prompt before it, that value is the prompt (when a model is left besides it;
-    a lone value is no clearer than a missing prompt). Values may also be comma-separated lists.
+    its last value: with no prompt before it, that value is the prompt when a model is left besides it
+    and it cannot be a model reference (it has a space, or is `-` for stdin). `run --models A B` with the
+    prompt forgotten would otherwise send B, a model id, as the question, and bill it. Values may also be
+    comma-separated lists.
     """
-    if args.prompt is None and len(args.models) > 1:
+    if args.prompt is None and len(args.models) > 1 and _prompt_like(args.models[-1]):
         args.prompt = args.models.pop()
     if args.prompt is None:
-        run.error("the following arguments are required: prompt")
+        run.error(
+            "the following arguments are required: prompt "
+            '(after --models, a one-word prompt needs "--" before it: run --models A B -- hello)'
+        )
     args.models = [model.strip() for value in args.models for model in value.split(",") if model.strip()]
+
+
+def _prompt_like(value: str) -> bool:
+    """Whether a `--models` value can only be a prompt: `-` (stdin) or words (no model id has a space)."""
+    return value == "-" or any(ch.isspace() for ch in value.strip())
 
 
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:

@@ -304,9 +304,13 @@ async def _tour(sandbox: Sandbox, params: StdioServerParameters, errlog: TextIO)
                     with anyio.fail_after(STEP_TIMEOUT_S):
                         await step()
                 except Exception as exc:
+                    if isinstance(_leaf(exc), BrokenPipeError):  # our own stdout's reader left: not a step's failure
+                        raise
                     failure = DemoFailedError(f"step {number} ({title}) failed: {_leaf(exc)}")
                     break
     except Exception as exc:
+        if isinstance(leaf := _leaf(exc), BrokenPipeError):  # the CLI ends quietly with 141
+            raise leaf from None
         failure = failure or DemoFailedError(f"the MCP session with `modelyard serve` failed: {_leaf(exc)!r}")
     if failure is not None:
         raise failure

@@ -40,6 +40,9 @@ _ANSWERED = (AuthenticationError, InsufficientCreditsError, ForbiddenError, Rate
 _SILENT = (UpstreamConnectError, UpstreamTimeoutError)
 """Failures that show nothing answered at all."""
 _ADD_CREDIT = "https://openrouter.ai/settings/credits"
+REQUEST_TIMEOUT_S = 10.0
+"""The longest `doctor` waits on one upstream read: `/key` and `/models` answer in about a second, and an
+upstream that accepts and never answers must not hold the verdict for `request_timeout_s` (120 s) per call."""
 
 
 class _Checks:
@@ -201,6 +204,8 @@ async def doctor(settings: Settings, args: argparse.Namespace) -> None:
     """What `test_connection` reports, as ✓/✗ lines and a verdict; exits 1 when something is wrong."""
     print("modelyard doctor", flush=True)
     checks = _Checks()
+    timeout_s = min(settings.request_timeout_s, REQUEST_TIMEOUT_S)
+    settings = settings.model_copy(update={"request_timeout_s": timeout_s})
     async with _opened(settings) as (app, store_failure):
         key = await _ask_key(app)
         _check_upstream(checks, settings.openrouter_base_url, await _upstream_failure(app, key))

@@ -95,8 +95,9 @@ def error_from_response(
     message says to check the key: each names the setting to fix.
     """
     status = response.status_code
-    body = _envelope(response.content)
-    if status == 404 and not _is_openrouters_404(body):
+    envelope = _parsed_envelope(response.content)
+    body = envelope.error if envelope is not None else None
+    if status == 404 and not _is_openrouters_404(envelope):
         return _wrong_base_url(response.request.url, model=model, scrub=scrub)
     if body is None:
         said = response.content.decode("utf-8", "replace").strip()[:_RAW_EXCERPT]
@@ -130,17 +131,24 @@ def _wrong_base_url(url: httpx2.URL, *, model: str | None, scrub: Scrubber) -> W
     return WrongBaseUrlError(scrub(message), status=404, code=404, model=model, status_in_message=True)
 
 
-def _is_openrouters_404(body: ErrorBody | None) -> bool:
+def _is_openrouters_404(envelope: ErrorEnvelope | None) -> bool:
     """Whether a 404's body is OpenRouter's own, about the model or the request ("No endpoints found that
     support tool use", "Model x not found"): its JSON error envelope saying what was not found.
 
+    The envelope is OpenRouter's whatever its message when it names the caller (`user_id`, as every
+    authenticated error does) or carries more than a message and a code (`metadata`, a 2026 availability
+    error's `error_type`/`availability`): a bare "Not Found" has been reported from the live router about
+    an unknown model (`GET /models/{id}/endpoints`), so the message alone cannot decide it.
     A server's 404 for a path it does not serve is anything else: a web page (openrouter.ai's site answers
     `/v1/...` with one), another API's JSON, nothing, or an envelope with only the bare reason phrase
     (the sandbox's answer outside `/api/v1`).
     """
-    if body is None:
+    if envelope is None:
         return False
-    return bool(body.metadata) or body.message.strip().rstrip(".").lower() not in ("", "not found")
+    body = envelope.error
+    if envelope.user_id or body.metadata or body.model_extra:
+        return True
+    return body.message.strip().rstrip(".").lower() not in ("", "not found")
 
 
 def error_from_body(body: ErrorBody, *, model: str | None, scrub: Scrubber, where: str) -> StreamError:
@@ -218,9 +226,9 @@ def malformed(content: bytes | str, *, model: str | None, reason: str) -> Malfor
     return MalformedResponseError(f"Malformed answer from OpenRouter ({reason}): {excerpt!r}", model=model)
 
 
-def _envelope(content: bytes) -> ErrorBody | None:
+def _parsed_envelope(content: bytes) -> ErrorEnvelope | None:
     try:
-        return ErrorEnvelope.model_validate_json(content).error
+        return ErrorEnvelope.model_validate_json(content)
     except ValidationError:
         return None
 
