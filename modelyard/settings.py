@@ -183,6 +183,9 @@ class Settings(BaseModel):
             parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
         except ValueError:
             raise ValueError("its port must be a number from 0 to 65535") from None
+        if parts.username is not None or parts.password is not None:
+            # aiohttp refuses a URL's credentials beside the bearer key: every request would fail.
+            raise ValueError("it must not carry a user or password: the key goes in OPENROUTER_API_KEY")
         if parts.scheme.lower() in ("http", "https") and parts.hostname and value.isprintable():
             return value
         raise ValueError(f"it must be an http:// or https:// URL with a host, e.g. {_DEFAULT_BASE_URL}")

@@ -541,6 +541,15 @@ def test_a_base_url_read_with_a_line_end_or_spaces_around_it_still_works(url: st
     assert load_settings(openrouter_base_url=url).openrouter_base_url == "https://openrouter.ai/api/v1"
 
 
+def test_a_base_url_with_a_user_or_password_is_refused_at_load_without_showing_the_password() -> None:
+    """The default client refused such a URL beside the bearer key at every request, with a traceback
+    ("Cannot combine AUTHORIZATION header with AUTH argument or credentials encoded in URL")."""
+    for url in ("https://proxyuser:hunter2-secret@proxy.example/api/v1", "https://proxyuser@proxy.example/api/v1"):
+        with pytest.raises(ConfigurationError, match="must not carry a user or password") as caught:
+            load_settings(openrouter_base_url=url)
+        assert "hunter2-secret" not in str(caught.value)
+
+
 def test_a_refused_base_urls_password_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENROUTER_BASE_URL", "ftp://proxyuser:hunter2-secret@proxy.example/api/v1")
     with pytest.raises(ConfigurationError) as caught:

@@ -19,13 +19,20 @@ from modelyard.sandbox.app import Sandbox, describe, run_until_cancelled
 
 
 def cannot_listen(exc: OSError, host: str, port: int) -> str | None:
-    """The one line to print when binding `host:port` failed because the port is taken; None for any other
-    OSError. Shared with `modelyard sandbox` (both ended in a 40-line traceback).
+    """The one line to print when binding `host:port` failed (the port is taken or needs privileges, the
+    host is no address of this machine); None for any other OSError. Shared with `modelyard sandbox` (both
+    ended in a 40-line traceback).
     """
-    if exc.errno != errno.EADDRINUSE:
-        return None
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return f"cannot listen: {address} is already in use; pass --port 0 to pick a free port, or choose another --port"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen: {address} is already in use; pass --port 0 to pick a free port, or choose another --port"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot listen: {address} needs privileges (ports below 1024 do); pass --port 0 to pick a free port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen: {host} is not an address of this machine; use --host 127.0.0.1"
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:

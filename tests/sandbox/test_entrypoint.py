@@ -78,9 +78,12 @@ def test_serve_prints_one_line_with_the_url_and_the_default_key() -> None:
     assert "/api/v1" in line and "API key sk-or-v1-sandbox (the default)" in line
 
 
-@pytest.mark.parametrize(
+ENTRY_POINTS = pytest.mark.parametrize(
     "command", [["-m", "modelyard.sandbox"], ["-m", "modelyard", "sandbox"]], ids=["module", "modelyard-sandbox"]
 )
+
+
+@ENTRY_POINTS
 def test_a_port_in_use_is_one_line_naming_it_and_suggesting_port_0(command: list[str]) -> None:
     """It was a 42-line traceback ending in `OSError: [Errno 98] Address already in use`."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
@@ -91,3 +94,13 @@ def test_a_port_in_use_is_one_line_naming_it_and_suggesting_port_0(command: list
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr.count("\n") == 1
     assert f"127.0.0.1:{port} is already in use" in done.stderr and "--port 0" in done.stderr
+
+
+@ENTRY_POINTS
+def test_a_host_that_is_not_this_machines_is_one_line_naming_it(command: list[str]) -> None:
+    """`--host 192.0.2.1`, no address of this machine (EADDRNOTAVAIL), ended in a traceback, as a busy port did."""
+    done = subprocess.run(
+        [sys.executable, *command, "--host", "192.0.2.1", "--port", "0"], capture_output=True, text=True, timeout=30
+    )
+    assert (done.returncode, done.stdout, done.stderr.count("\n")) == (1, "", 1)
+    assert "192.0.2.1 is not an address of this machine" in done.stderr
