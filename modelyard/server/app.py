@@ -18,10 +18,17 @@ from modelyard.server.http_auth import BearerAuth, check_bind, transport_securit
 from modelyard.server.tuning import paused_gc, tune_gc
 from modelyard.settings import Settings
 
-__all__ = ["INSTRUCTIONS", "Transport", "build_server", "serve"]
+__all__ = ["GRACEFUL_SHUTDOWN_S", "INSTRUCTIONS", "Transport", "build_server", "serve"]
 
 Transport = Literal["stdio", "sse", "streamable-http"]
 _IDLE_CONNECTION_S = 75
+# How long a stopping HTTP server gives the calls in flight (and responses still being written) to finish
+# before it cancels them: uvicorn's default waits for ever, so one client that had stopped reading its event
+# stream kept a SIGTERMed server running. A cancelled call's budget hold is still settled on the way out (by
+# the router, or the reconciler's last pass for an answer that had begun) and the store closed. Bounded well
+# below what an orchestrator waits before a SIGKILL (typically 30 s; the Python SDK's stdio host gives 2 s),
+# which would lose the ledger rows not yet written.
+GRACEFUL_SHUTDOWN_S = 5
 
 INSTRUCTIONS = """\
 modelyard reaches OpenRouter's models through one set of tools and picks the right model per request.
@@ -112,6 +119,12 @@ def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "12
     # Idle connections stay open longer than clients keep theirs (httpx's pool: 5 s), so a client never
     # reuses a connection at the moment the server closes it (uvicorn's default is also 5 s: a ReadError).
     config = uvicorn.Config(
-        asgi, host=host, port=port, log_level="warning", lifespan="on", timeout_keep_alive=_IDLE_CONNECTION_S
+        asgi,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_keep_alive=_IDLE_CONNECTION_S,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     anyio.run(uvicorn.Server(config).serve)

@@ -73,7 +73,7 @@ async def open_app_context(settings: Settings, keepalives: Keepalives | None = N
         router = Router(client, store, settings)
         log.info(
             "modelyard ready: upstream %s, store %s, key %s",
-            settings.openrouter_base_url,
+            settings.openrouter_base_url,  # never with credentials: the settings refuse them
             redacted(settings.store.split("?")[0]),
             "set" if settings.api_key else "MISSING",
         )

@@ -19,6 +19,7 @@ from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
 from modelyard.routing.money import Usd
 from modelyard.routing.schema import ResultModel
 from modelyard.server.context import AppContext, AppContextOnDemand
+from modelyard.store import redacted
 from modelyard.tools.common import app_of, tool_errors
 
 __all__ = ["ConnectionReport", "register"]
@@ -67,7 +68,7 @@ async def _connection(app: AppContext) -> ConnectionReport:
     base = app.settings.openrouter_base_url
     local = any(h in base for h in ("127.0.0.1", "localhost", "[::1]"))
     report = ConnectionReport(
-        upstream=base,
+        upstream=base,  # never with credentials: the settings refuse them
         sandbox=local,
         key_present=app.client.has_key,
         key_valid=None,
@@ -95,7 +96,7 @@ async def _connection(app: AppContext) -> ConnectionReport:
     except ModelyardError as exc:
         report.problems.append(f"catalog: {exc}")
     if not report.store_healthy:
-        report.problems.append(f"store {app.settings.store} does not answer")
+        report.problems.append(f"store {redacted(app.settings.store)} does not answer")
     return report
 
 

@@ -3,6 +3,7 @@ loopback serving (refusing DNS-rebinding pages), and the refusal to serve off lo
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import sqlite3
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from modelyard.sandbox import Sandbox
+from modelyard.server.app import GRACEFUL_SHUTDOWN_S
 from tests.server.conftest import SERVE, free_port, server_env, structured
 
 pytestmark = pytest.mark.anyio
@@ -308,7 +311,12 @@ async def test_stopping_the_sse_server_with_a_client_connected_ends_the_clients_
 ) -> None:
     """An ordinary restart with an SSE client connected: the client's event stream ends (the response is
     completed, not cut off), the server logs no ERROR (it logged uvicorn's "ASGI callable returned without
-    completing response" once per open stream) and it exits promptly, with the status that signal gives."""
+    completing response" once per open stream) and it exits promptly, with the status that signal gives.
+
+    Promptly: a client reading its stream must not hold the stop up. An idle machine stops in well under a
+    second; the 10 s bound leaves room for a busy 2-core CI runner and still catches a stop that hangs or
+    drags on. A stream the server failed to end would be waited for until `GRACEFUL_SHUTDOWN_S` and then
+    cancelled, which uvicorn logs as an ERROR: the check on the log catches that one."""
     cut_off: httpx2.HTTPError | None = None
     with anyio.fail_after(45):
         async with (
@@ -330,4 +338,86 @@ async def test_stopping_the_sse_server_with_a_client_connected_ends_the_clients_
     errors = [line for line in log.read_text().splitlines() if "ERROR" in line or "Traceback" in line]
     assert first == "event: endpoint"
     assert (cut_off, errors, process.returncode) == (None, [], STOPPED[stop])
-    assert took < 3
+    assert took < 10
+
+
+def _lease_amounts(db: Path) -> list[Decimal]:
+    """The amounts of the budget leases in the SQLite store at `db`."""
+    with sqlite3.connect(db) as conn:
+        return [Decimal(row[0]) for row in conn.execute("SELECT amount FROM reservations WHERE id LIKE 'lease-%'")]
+
+
+def _ledger(db: Path) -> list[tuple[str, bool]]:
+    """The status of each ledger row in the SQLite store at `db`, and whether it is an abandoned answer's."""
+    with sqlite3.connect(db) as conn:
+        query = "SELECT status, coalesce(json_extract(detail, '$.abandoned'), 0) FROM ledger ORDER BY ts"
+        return [(row[0], bool(row[1])) for row in conn.execute(query)]
+
+
+def _sse_connection_that_stops_reading(port: int) -> tuple[socket.socket, str]:
+    """An SSE connection whose client reads the endpoint event and nothing after it, with a receive buffer so
+    small that the server's writes to it soon stall; and the connection's message path."""
+    connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # before connecting: it sets the window
+    connection.settimeout(10)
+    connection.connect(("127.0.0.1", port))
+    connection.sendall(f"GET /sse HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    received = b""
+    while (endpoint := re.search(rb"data: (/messages/\?session_id=\w+)\r\n", received)) is None:
+        chunk = connection.recv(4096)
+        assert chunk, f"the server closed the connection: {received!r}"
+        received += chunk
+    return connection, endpoint[1].decode()
+
+
+def _request(number: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": number, "method": method, "params": params}
+
+
+async def _stall(http: httpx2.AsyncClient, path: str) -> None:
+    """Ask for the tool list (about 47 KB an answer) over the connection at `path` until a request is not
+    taken within the client's timeout: the answers pile up unwritten behind a client that does not read, until
+    the server stops taking requests (after some 2,800 here; small answers, pings, never get that far)."""
+    with pytest.raises(httpx2.TimeoutException):
+        for number in range(2, 10_000):
+            await http.post(path, json=_request(number, "tools/list", {}))
+
+
+async def test_a_client_that_stopped_reading_holds_up_a_stopping_server_only_for_the_graceful_shutdown_time(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A client that stops reading its event stream (its receive window full, the server's writes to it
+    paused) left a SIGTERMed server waiting for ever for that connection to end. Now what is still running
+    gets `GRACEFUL_SHUTDOWN_S` and is then cancelled, and the lifespan still ends as it should: the answer an
+    execute had begun when it was cancelled gets its ledger row from the reconciler's last pass, and the store
+    is closed (its budget lease shrunk to that answer's hold, which may still be billed) before the process
+    exits on the signal."""
+    sandbox.state.faults.add(model="openai/gpt-4o-mini", kind="latency", count=1, latency_ms=30_000)
+    env = server_env(tmp_path, sandbox.base_url, MODELYARD_BUDGET__DAILY="10")
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}
+    execute = {"name": "execute", "arguments": {"prompt": "Say hi", "model": "gpt-4o-mini"}}
+    with anyio.fail_after(60):
+        async with _served("sse", env, tmp_path) as (url, process, log):
+            origin = url.removesuffix(ENDPOINT["sse"])
+            port = int(origin.rsplit(":", 1)[1])
+            connection, path = await anyio.to_thread.run_sync(_sse_connection_that_stops_reading, port)
+            try:
+                async with httpx2.AsyncClient(base_url=origin, timeout=1) as http:
+                    await http.post(path, json=_request(0, "initialize", hello))
+                    await http.post(path, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+                    await http.post(path, json=_request(1, "tools/call", execute))  # its answer would take 30 s
+                    await _stall(http, path)
+                leased = _lease_amounts(tmp_path / "s.db")
+                process.terminate()
+                started = time.monotonic()
+                with anyio.move_on_after(GRACEFUL_SHUTDOWN_S + 6):
+                    await process.wait()
+                took = time.monotonic() - started
+                if process.returncode is None:  # it hangs: end it, and fail
+                    process.kill()
+            finally:
+                connection.close()
+    assert (took < GRACEFUL_SHUTDOWN_S + 6, process.returncode) == (True, -signal.SIGTERM), log.read_text()
+    assert ("error", True) in _ledger(tmp_path / "s.db")
+    (before,), (after,) = leased, _lease_amounts(tmp_path / "s.db")
+    assert 0 < after < before

@@ -6,15 +6,19 @@ import base64
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from mcp import Client
 
+from modelyard.errors import ModelyardError
 from modelyard.sandbox import Sandbox
 from modelyard.server import build_server
+from modelyard.server.context import AppContext
 from modelyard.settings import Settings
 from modelyard.tools import TOOL_NAMES
+from modelyard.tools.account import _connection
 from tests.tools.calls import answer, refusal
 from tests.tools.conftest import KEY
 
@@ -248,6 +252,28 @@ async def test_test_connection_leaves_the_accounts_credit_null_when_the_key_may_
     sandbox.state.config.credits_need_management_key = True
     out = await _call(client, "test_connection")
     assert out["account_credit_remaining"] is None and out["key_valid"] and out["problems"] == []
+
+
+async def test_test_connection_names_the_store_without_its_password() -> None:
+    """A store URL may carry Redis's password: the report's problem names the store without it. (A base URL
+    with credentials is refused when the settings load.)"""
+    settings = Settings(store="redis://:hunter3@127.0.0.1:9/0")
+
+    async def no_catalog() -> None:
+        raise ModelyardError("no catalog")
+
+    async def unhealthy() -> bool:
+        return False
+
+    app = SimpleNamespace(
+        settings=settings,
+        client=SimpleNamespace(has_key=False),
+        store=SimpleNamespace(healthy=unhealthy),
+        router=SimpleNamespace(catalogs=SimpleNamespace(current=no_catalog)),
+    )
+    report = await _connection(cast(AppContext, app))
+    assert "store redis://:***@127.0.0.1:9/0 does not answer" in report.problems
+    assert "hunter" not in report.model_dump_json()
 
 
 async def test_without_a_key_list_models_works_and_execute_says_how_to_set_one(
