@@ -1,10 +1,18 @@
-"""Raw HTTP/1.1 on a byte stream, for the hand-written upstreams of the transport tests."""
+"""Hand-written upstreams for the transport tests: raw HTTP/1.1 on a byte stream, and a loopback
+server answering every chat call with one reply."""
 
 from __future__ import annotations
 
-import anyio.abc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-__all__ = ["read_request"]
+import anyio.abc
+from aiohttp import web
+
+__all__ = ["Reply", "loopback_server", "read_request"]
+
+Reply = tuple[int, dict[str, str], bytes]
+"""A reply as sent: status, headers, body."""
 
 
 async def read_request(stream: anyio.abc.ByteStream) -> bytes:
@@ -19,3 +27,28 @@ async def read_request(stream: anyio.abc.ByteStream) -> bytes:
     while len(body) < length:
         body += await stream.receive()
     return body
+
+
+@asynccontextmanager
+async def loopback_server(reply: Reply, seen: list[tuple[dict[str, str], bytes]] | None = None) -> AsyncIterator[str]:
+    """A loopback HTTP server that answers every chat call with `reply`, noting each request's headers
+    and body in `seen`; yields its base URL."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        if seen is not None:
+            seen.append((dict(request.headers), body))
+        status, headers, content = reply
+        return web.Response(status=status, headers=headers, body=content)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/chat/completions", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1"
+    finally:
+        await runner.cleanup()

@@ -21,6 +21,7 @@ from aiohttp import web
 from modelyard.errors import ModelyardError
 from modelyard.openrouter import ChatRequest, OpenRouterClient
 from modelyard.openrouter.transport import AiohttpTransport
+from tests.openrouter.raw_http import Reply, loopback_server
 
 KEY = "sk-or-v1-test-key-for-the-client-tests"
 REQUEST = ChatRequest(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
@@ -32,7 +33,6 @@ ANSWER = {
     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Olá"}}],
     "usage": USAGE,
 }
-Reply = tuple[int, dict[str, str], bytes]
 _JSON_TYPE = {"content-type": "application/json"}
 
 
@@ -102,30 +102,8 @@ def _mock_client(reply: Reply, seen: list[tuple[dict[str, str], bytes]]) -> Open
 
 
 @asynccontextmanager
-async def _loopback_server(reply: Reply, seen: list[tuple[dict[str, str], bytes]]) -> AsyncIterator[str]:
-    """A loopback HTTP server that answers every chat call with `reply`; yields its base URL."""
-
-    async def handle(request: web.Request) -> web.Response:
-        seen.append((dict(request.headers), await request.read()))
-        status, headers, body = reply
-        return web.Response(status=status, headers=headers, body=body)
-
-    app = web.Application()
-    app.router.add_post("/api/v1/chat/completions", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/api/v1"
-    finally:
-        await runner.cleanup()
-
-
-@asynccontextmanager
 async def _loopback_client(reply: Reply, seen: list[tuple[dict[str, str], bytes]]) -> AsyncIterator[OpenRouterClient]:
-    async with _loopback_server(reply, seen) as base_url, OpenRouterClient(KEY, base_url=base_url) as client:
+    async with loopback_server(reply, seen) as base_url, OpenRouterClient(KEY, base_url=base_url) as client:
         assert isinstance(client._direct, AiohttpTransport)  # the path under test
         yield client
 
@@ -180,7 +158,7 @@ async def test_an_event_stream_whose_media_type_is_in_mixed_case_is_read_as_a_st
     """`Text/Event-Stream` is a stream on both paths, through plain httpx2's transport and aiohttp's."""
     transport = httpx2.AsyncHTTPTransport() if path == "httpx2" else None
     async with (
-        _loopback_server(MIXED_CASE_STREAM, []) as base_url,
+        loopback_server(MIXED_CASE_STREAM, []) as base_url,
         OpenRouterClient(KEY, base_url=base_url, transport=transport) as client,
     ):
         assert (client._direct is None) == (path == "httpx2")

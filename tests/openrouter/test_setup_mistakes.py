@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from aiohttp import web
 
 from modelyard import errors
 from modelyard.openrouter import ChatRequest, OpenRouterClient
 from modelyard.openrouter.transport import AiohttpTransport
 from modelyard.sandbox import Sandbox
+from tests.openrouter.raw_http import Reply, loopback_server
 
 pytestmark = pytest.mark.anyio
 
@@ -31,7 +31,6 @@ KEY = "sk-or-v1-sandbox"
 WRONG_KEY = "sk-or-v1-not-the-sandboxs-key-0123456789"
 REQUEST = ChatRequest(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
 PATHS = ["direct", "httpx2"]
-Reply = tuple[int, dict[str, str], bytes]
 Call = Callable[[OpenRouterClient], Awaitable[Any]]
 
 
@@ -126,28 +125,6 @@ OPENROUTERS_404: Reply = (
 )
 
 
-@asynccontextmanager
-async def _upstream(reply: Reply) -> AsyncIterator[str]:
-    """A loopback server answering every chat call with `reply`; yields its base URL."""
-
-    async def handle(request: web.Request) -> web.Response:
-        await request.read()
-        status, headers, body = reply
-        return web.Response(status=status, headers=headers, body=body)
-
-    app = web.Application()
-    app.router.add_post("/api/v1/chat/completions", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/api/v1"
-    finally:
-        await runner.cleanup()
-
-
 async def _on_both_paths(reply: Reply, call: Call) -> tuple[errors.UpstreamError, str]:
     """The error `call` raises for `reply`, the same from the httpx2 path (`MockTransport`) and the direct
     path (aiohttp over loopback), both at one base URL; and that URL."""
@@ -156,7 +133,7 @@ async def _on_both_paths(reply: Reply, call: Call) -> tuple[errors.UpstreamError
         status, headers, body = reply
         return httpx2.Response(status, headers=headers, content=body)
 
-    async with _upstream(reply) as base_url:
+    async with loopback_server(reply) as base_url:
         async with OpenRouterClient(KEY, base_url=base_url, transport=httpx2.MockTransport(handler)) as client:
             expected = await _failure(client, call)
         async with OpenRouterClient(KEY, base_url=base_url) as client:
