@@ -54,6 +54,28 @@ Images = Annotated[
     list[str] | None,
     Field(description="Images for the last user message: URLs, data URIs, or local files under allowed dirs."),
 ]
+Quality = Annotated[
+    Literal["low", "medium", "high"] | None,
+    Field(description="Quality vs cost: 'high' favours the strongest models, 'low' the cheapest."),
+]
+Speed = Annotated[
+    Literal["any", "fast"] | None, Field(description="'fast' favours the models answering fastest (observed).")
+]
+Provider = Annotated[list[str] | None, Field(description="Allowed model authors, e.g. ['openai', 'anthropic'].")]
+Tools = Annotated[
+    list[dict[str, Any]] | None,
+    Field(description="OpenAI-format tool definitions; only models that call tools are considered."),
+]
+ResponseFormat = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description="{'type':'json_object'} or {'type':'json_schema','json_schema':{'name':..,'schema':..}};"
+        " the answer is validated."
+    ),
+]
+Reasoning = Annotated[
+    dict[str, Any] | None, Field(description="Reasoning settings, e.g. {'effort': 'high'}; needs a reasoning model.")
+]
 
 
 class ExecuteResult(RouteResult):
@@ -95,31 +117,32 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         system: System = None,
         model: Model = None,
         models: Models = None,
-        quality: Annotated[Literal["low", "medium", "high"] | None, Field(description="Quality vs cost.")] = None,
-        speed: Annotated[Literal["any", "fast"] | None, Field(description="'fast' favours throughput.")] = None,
+        quality: Quality = None,
+        speed: Speed = None,
         capabilities: Caps = None,
-        provider: Annotated[list[str] | None, Field(description="Allowed model authors, e.g. ['openai'].")] = None,
+        provider: Provider = None,
         max_cost_per_1k: PricePer1K = None,
         max_cost: MaxCost = None,
         max_tokens: MaxTokens = None,
-        temperature: Annotated[float | None, Field(ge=0, le=2)] = None,
-        top_p: Annotated[float | None, Field(gt=0, le=1)] = None,
+        temperature: Annotated[
+            float | None,
+            Field(ge=0, le=2, description="Sampling temperature, 0-2. 0 (or a seed) makes the answer cacheable."),
+        ] = None,
+        top_p: Annotated[
+            float | None, Field(gt=0, le=1, description="Nucleus sampling: the probability mass kept.")
+        ] = None,
         stop: Annotated[str | list[str] | None, Field(description="Stop sequence(s).")] = None,
-        seed: int | None = None,
-        tools: Annotated[list[dict[str, Any]] | None, Field(description="OpenAI-format tool definitions.")] = None,
+        seed: Annotated[
+            int | None, Field(description="Sampling seed, where the model supports one; makes the answer cacheable.")
+        ] = None,
+        tools: Tools = None,
         tool_choice: Annotated[
             str | dict[str, Any] | None, Field(description="auto, none, required or a tool.")
         ] = None,
         functions: Annotated[list[dict[str, Any]] | None, Field(description="Legacy; use tools.")] = None,
         function_call: Annotated[str | dict[str, Any] | None, Field(description="Legacy; use tool_choice.")] = None,
-        response_format: Annotated[
-            dict[str, Any] | None,
-            Field(
-                description="{'type':'json_object'} or {'type':'json_schema','json_schema':{'name':..,'schema':..}};"
-                " the answer is validated."
-            ),
-        ] = None,
-        reasoning: Annotated[dict[str, Any] | None, Field(description="e.g. {'effort': 'high'}.")] = None,
+        response_format: ResponseFormat = None,
+        reasoning: Reasoning = None,
         images: Images = None,
         stream: Annotated[bool, Field(description="Send the text as progress notifications as it arrives.")] = False,
         cache: Annotated[Literal["auto", "on", "off"] | None, Field(description="auto: deterministic only.")] = None,
@@ -165,16 +188,16 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         system: System = None,
         model: Model = None,
         models: Models = None,
-        quality: Literal["low", "medium", "high"] | None = None,
-        speed: Literal["any", "fast"] | None = None,
+        quality: Quality = None,
+        speed: Speed = None,
         capabilities: Caps = None,
-        provider: list[str] | None = None,
+        provider: Provider = None,
         max_cost_per_1k: PricePer1K = None,
         max_cost: MaxCost = None,
         max_tokens: MaxTokens = None,
-        tools: list[dict[str, Any]] | None = None,
-        response_format: dict[str, Any] | None = None,
-        reasoning: dict[str, Any] | None = None,
+        tools: Tools = None,
+        response_format: ResponseFormat = None,
+        reasoning: Reasoning = None,
         images: Images = None,
     ) -> PlanView:
         """Dry run of execute: the ranked candidate models with their worst-case cost, and why every other

@@ -171,7 +171,9 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
             Field(description="System prompts, one per answer (a 'swarm' of viewpoints); with one model or auto."),
         ] = None,
         judge: Annotated[str | None, Field(description="A model or tier that picks the best answer.")] = None,
-        max_tokens: Annotated[int | None, Field(ge=1, le=200_000)] = None,
+        max_tokens: Annotated[
+            int | None, Field(ge=1, le=200_000, description="Max completion tokens per answer (default 4096).")
+        ] = None,
         max_cost: Annotated[Decimal | None, Field(ge=0, description="USD cap per answer.")] = None,
     ) -> CompareResult:
         """The same prompt on several models (or one model per perspective) in parallel; all answers with

@@ -48,6 +48,21 @@ async def test_the_nine_tools_are_listed_with_schemas_and_read_only_hints(client
     assert "model" in tools["execute"].input_schema["properties"]
 
 
+async def test_every_parameter_of_every_tool_is_described_for_the_agent(client: Client) -> None:
+    """An agent reads only the schema: `temperature`, `seed` and six of `plan_route`'s parameters had no
+    description, and `plan_route`'s shared ones must say what `execute`'s say."""
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    undescribed = [
+        f"{tool.name}.{name}"
+        for tool in tools.values()
+        for name, schema in tool.input_schema.get("properties", {}).items()
+        if not schema.get("description")
+    ]
+    assert undescribed == []
+    execute, plan = (tools[name].input_schema["properties"] for name in ("execute", "plan_route"))
+    assert all(plan[name]["description"] == execute[name]["description"] for name in plan)
+
+
 async def test_output_schemas_are_inline_and_the_real_results_fit_them(client: Client) -> None:
     """No `$ref` for a validating client to chase, and what execute and plan_route return still validates."""
     import jsonschema
