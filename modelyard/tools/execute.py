@@ -11,7 +11,8 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import BudgetExceededError, ModelyardError, NoCandidatesError
+from modelyard.routing.money import Usd
 from modelyard.routing.request import Capability, RouteRequest
 from modelyard.routing.result import PlanView, RouteResult
 from modelyard.routing.supervise import Supervision, supervise
@@ -81,10 +82,22 @@ Reasoning = Annotated[
 class ExecuteResult(RouteResult):
     """The answer, plus the supervisor's review when `supervisor` was given."""
 
+    content: str | None = Field(
+        description="The answer text (null when the model only called tools); the supervisor's revision "
+        "instead when `supervision.revised` is true."
+    )
+    request_cost: Usd | None = Field(
+        default=None,
+        description="USD the whole call was billed: this answer, the earlier attempts OpenRouter billed "
+        "(answers the requested schema rejected) and the supervisor's review, if any; 0 for a cache hit "
+        "without review; null when any part is unknown, as when an earlier attempt was abandoned after its "
+        "answer began (it may be billed). `max_cost` caps this whole amount.",
+    )
     supervision: Supervision | None = None
     supervision_error: str | None = Field(
         default=None,
-        description="Why the supervisor's review failed; the answer above stands, unreviewed. Null otherwise.",
+        description="Why there is no supervisor's review (it failed, or was not run because too little of "
+        "`max_cost` was left after the answer); the answer above stands, unreviewed. Null otherwise.",
     )
 
 
@@ -104,6 +117,25 @@ async def _request(app: AppContext, **fields: Any) -> RouteRequest:
     cleaned = {k: v for k, v in fields.items() if v is not None}
     cleaned.setdefault("model", settings.default_model)
     return RouteRequest(messages=messages, tools=tools, tool_choice=tool_choice, **cleaned)
+
+
+async def _reviewed(app: AppContext, request: RouteRequest, result: RouteResult, supervisor: str) -> ExecuteResult:
+    """`result` with `supervisor`'s review: its revision in `content` where one applies, its cost in
+    `request_cost`; or, when the review failed or was not run, why (the answer is paid for: it is returned)."""
+    review, failure, billed = None, None, None
+    try:
+        review = await supervise(app.router, request, result, supervisor)
+        billed = review.request_cost
+    except (NoCandidatesError, BudgetExceededError) as exc:  # refused before sending
+        failure, billed = f"The supervisor's review was not run: {exc}", exc.billed
+    except ModelyardError as exc:
+        failure, billed = f"The supervisor's review failed: {exc}", exc.billed
+    spent = result.request_cost
+    answer = ExecuteResult.model_construct(**dict(result), supervision=review, supervision_error=failure)
+    answer.request_cost = spent + billed if spent is not None and billed is not None else None
+    if review is not None and review.revised:
+        answer.content = review.revised_content
+    return answer
 
 
 def register(server: MCPServer[AppContextOnDemand]) -> None:
@@ -149,13 +181,18 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         timeout_s: Annotated[float | None, Field(gt=0, le=3600, description="Seconds for the whole request.")] = None,
         supervisor: Annotated[
             str | None,
-            Field(description="A model or tier that reviews the answer: it approves it or returns a revision."),
+            Field(
+                description="A model or tier that reviews the answer: it approves it or returns a revision, "
+                "which replaces `content` unless the answer called tools or the revision fails the "
+                "response_format. The review spends only what the answer left of `max_cost`."
+            ),
         ] = None,
     ) -> ExecuteResult:
         """Run a prompt on the best model for it (or the one named), with fallback, budget and cache.
 
         Returns the answer, the model that gave it, token usage, the exact cost in USD (the answer's, and
-        the whole request's with any attempt billed before it), every attempt, and why the model was selected.
+        the whole call's with any attempt billed before it and any review), every attempt, and why the model
+        was selected.
         """
         app = await app_of(ctx)
         arguments = dict(locals())
@@ -168,17 +205,10 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
             reporter = Progress(ctx)
             sink = reporter.on_event if stream else None
             result = await with_keepalive(app, reporter, lambda: app.router.execute(request, on_event=sink))
-        review, failure = None, None
-        if supervisor:
-            try:
-                review = await supervise(app.router, request, result, supervisor)
-            except ModelyardError as exc:  # the answer is paid for: return it, and say why it was not reviewed
-                failure = f"The supervisor's review failed: {exc}"
-        # The router's result is already valid: copy its fields over instead of validating them again.
-        answer = ExecuteResult.model_construct(**dict(result), supervision=review, supervision_error=failure)
-        if review is not None and review.revised_content is not None:
-            answer.content = review.revised_content
-        return answer
+        if not supervisor:
+            # The router's result is already valid: copy its fields over instead of validating them again.
+            return ExecuteResult.model_construct(**dict(result))
+        return await _reviewed(app, request, result, supervisor)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False))
     async def plan_route(
