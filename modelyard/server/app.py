@@ -9,16 +9,21 @@ from typing import Any, Literal
 import anyio
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, InputRequiredResult
+from mcp.types import Tool as MCPTool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from modelyard import __version__
+from modelyard.server.arguments import ArgumentCheck, closed
 from modelyard.server.context import AppContextOnDemand
 from modelyard.server.http_auth import BearerAuth, check_bind, transport_security
 from modelyard.server.tuning import paused_gc, tune_gc
 from modelyard.settings import Settings
 
-__all__ = ["GRACEFUL_SHUTDOWN_S", "INSTRUCTIONS", "Transport", "build_server", "serve"]
+__all__ = ["GRACEFUL_SHUTDOWN_S", "INSTRUCTIONS", "ModelyardServer", "Transport", "build_server", "serve"]
 
 Transport = Literal["stdio", "sse", "streamable-http"]
 _IDLE_CONNECTION_S = 75
@@ -40,6 +45,40 @@ modelyard reaches OpenRouter's models through one set of tools and picks the rig
 Costs are USD; an unknown cost is null, never 0."""
 
 
+class ModelyardServer(MCPServer[AppContextOnDemand]):
+    """The SDK's server, whose tools refuse an argument they do not declare instead of dropping it unread.
+
+    Every tool's published input schema says so (`additionalProperties: false`), and a call naming an
+    unknown argument, at the top level or inside a closed nested object such as a batch task, is a tool
+    error naming it and the closest real one, before the tool runs (`modelyard.server.arguments`).
+    """
+
+    _checks: dict[str, ArgumentCheck] | None = None  # built at the first call, from the published schemas
+
+    async def list_tools(self) -> list[MCPTool]:
+        """The tools, each input schema closed to arguments it does not declare."""
+        tools = await super().list_tools()
+        for tool in tools:
+            tool.input_schema = closed(tool.input_schema)
+        return tools
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppContextOnDemand, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        """Call the tool `name`, refusing arguments it does not declare (the SDK would ignore them).
+
+        Raises:
+            ToolError: an unknown argument, named with the closest declared one; or as `MCPServer.call_tool`.
+        """
+        checks = self._checks
+        if checks is None or name not in checks:  # a tool added since: look again
+            checks = self._checks = {tool.name: ArgumentCheck(tool.input_schema) for tool in await self.list_tools()}
+        check = checks.get(name)
+        if check is not None and (problem := check.problem(arguments)) is not None:
+            raise ToolError(f"Error executing tool {name}: {problem}")
+        return await super().call_tool(name, arguments, context)
+
+
 def build_server(settings: Settings) -> MCPServer[AppContextOnDemand]:
     """The MCP server with every tool registered; client, store and router open once, in the background
     after the tools are first listed (or at the first tool call, if that comes first)."""
@@ -56,7 +95,7 @@ def build_server(settings: Settings) -> MCPServer[AppContextOnDemand]:
                 await context.close()
                 background.cancel_scope.cancel()
 
-    server: MCPServer[AppContextOnDemand] = MCPServer(
+    server = ModelyardServer(
         "modelyard",
         version=__version__,
         instructions=INSTRUCTIONS,

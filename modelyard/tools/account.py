@@ -5,7 +5,7 @@
 
 import time
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -22,7 +22,13 @@ from modelyard.server.context import AppContext, AppContextOnDemand
 from modelyard.store import redacted
 from modelyard.tools.common import app_of, tool_errors
 
+if TYPE_CHECKING:
+    from modelyard.routing.catalog import Catalog
+
 __all__ = ["ConnectionReport", "register"]
+
+_KEYS_PAGE = "https://openrouter.ai/settings/keys"
+_CREDITS_PAGE = "https://openrouter.ai/settings/credits"
 
 
 class ConnectionReport(ResultModel):
@@ -47,7 +53,11 @@ class ConnectionReport(ResultModel):
     catalog_models: int | None = None
     catalog_age_s: float | None = None
     store_healthy: bool
-    problems: list[str] = Field(default_factory=list)
+    problems: list[str] = Field(
+        default_factory=list,
+        description="What stands in the way of a request, each with its fix: no key or a bad one, a key or "
+        "account without the credit for one request (402), no catalog, a store that does not answer.",
+    )
 
 
 async def _budget(app: AppContext) -> BudgetStatus:
@@ -62,6 +72,57 @@ async def _account_credit(app: AppContext, report: ConnectionReport) -> None:
         pass
     except ModelyardError as exc:
         report.problems.append(f"/credits: {exc}")
+
+
+async def _key(app: AppContext, report: ConnectionReport) -> None:
+    """The key's validity, label and limit (`/key`), the round trip, and the account's credit."""
+    began = time.perf_counter()
+    try:
+        key = await app.client.key_info()
+        report.key_valid, report.key_label, report.credit_remaining = True, key.label, key.limit_remaining
+    except ModelyardError as exc:
+        # Only a 401 says the key is bad ("401" in the text could be a port in a URL the message names).
+        report.key_valid = False if isinstance(exc, AuthenticationError) else None
+        report.problems.append(f"/key: {exc}")
+    report.round_trip_ms = round((time.perf_counter() - began) * 1000, 2)
+    if report.key_valid:
+        await _account_credit(app, report)
+
+
+def _least_hold(catalog: "Catalog", max_tokens: int) -> tuple[Decimal, str] | None:
+    """The least credit a request at `max_tokens` needs, and the model: OpenRouter answers 402 when a request's
+    `max_tokens` at the model's completion price is more than the credit left. The cheapest paid model's;
+    None when the catalog has none (free models are not held to it)."""
+    holds = (
+        (info.pricing.completion * min(max_tokens, info.capabilities.max_completion_tokens or max_tokens), info.id)
+        for info in (entry.info for entry in catalog.entries.values())
+        if not info.pricing.is_dynamic and info.pricing.completion > 0
+    )
+    return min(holds, default=None)
+
+
+def _credit_problems(report: ConnectionReport, least: tuple[Decimal, str] | None, max_tokens: int) -> None:
+    """A problem for the key's limit or the account's credit, when either is too small for one request."""
+    for what, left, fix in (
+        ("The key's limit", report.credit_remaining, f"raise the key's limit at {_KEYS_PAGE}"),
+        ("The account's credit", report.account_credit_remaining, f"add credit at {_CREDITS_PAGE}"),
+    ):
+        if left is None or (left > 0 and (least is None or left >= least[0])):
+            continue
+        if left <= 0 or least is None:
+            why = f"{what} is spent ({_usd(left)} left): requests to paid models will fail"
+        else:
+            why = (
+                f"{what} has {_usd(left)} left, less than the {_usd(least[0])} OpenRouter needs "
+                f"for a request at the default max_tokens {max_tokens} even to the cheapest paid model ({least[1]}): "
+                "such requests will fail"
+            )
+        report.problems.append(f"{why} with 402 (out of credit); {fix}.")
+
+
+def _usd(amount: Decimal) -> str:
+    """`$0.0000001`, `-$0.5`: plain digits, never an exponent."""
+    return f"{'-' if amount < 0 else ''}${abs(amount).normalize():f}"
 
 
 async def _connection(app: AppContext) -> ConnectionReport:
@@ -79,22 +140,15 @@ async def _connection(app: AppContext) -> ConnectionReport:
             "No key: set OPENROUTER_API_KEY, or run `modelyard sandbox` and point OPENROUTER_BASE_URL at it."
         )
     else:
-        began = time.perf_counter()
-        try:
-            key = await app.client.key_info()
-            report.key_valid, report.key_label, report.credit_remaining = True, key.label, key.limit_remaining
-        except ModelyardError as exc:
-            # Only a 401 says the key is bad ("401" in the text could be a port in a URL the message names).
-            report.key_valid = False if isinstance(exc, AuthenticationError) else None
-            report.problems.append(f"/key: {exc}")
-        report.round_trip_ms = round((time.perf_counter() - began) * 1000, 2)
-        if report.key_valid:
-            await _account_credit(app, report)
+        await _key(app, report)
+    least, max_tokens = None, app.settings.default_max_tokens
     try:
         catalog = await app.router.catalogs.current()
         report.catalog_models, report.catalog_age_s = len(catalog), round(catalog.age_s(time.time()), 1)
+        least = _least_hold(catalog, max_tokens)
     except ModelyardError as exc:
         report.problems.append(f"catalog: {exc}")
+    _credit_problems(report, least, max_tokens)
     if not report.store_healthy:
         report.problems.append(f"store {redacted(app.settings.store)} does not answer")
     return report

@@ -4,22 +4,39 @@
 # times while building the server (about 20 ms of the cold start).
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from modelyard.errors import ModelyardError
 from modelyard.routing.money import Usd
-from modelyard.routing.request import Capability, RouteRequest
+from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import RouteResult
 from modelyard.routing.schema import ResultModel
 from modelyard.server.context import AppContextOnDemand
-from modelyard.tools.common import Progress, app_of, check_model, tool_errors, with_keepalive
+from modelyard.tools.common import Progress, app_of, check_model, compact, tool_errors, with_keepalive
+from modelyard.tools.execute import (
+    Caps,
+    MaxCost,
+    MaxTokens,
+    Messages,
+    Model,
+    Models,
+    PricePer1K,
+    Prompt,
+    Provider,
+    Quality,
+    Reasoning,
+    ResponseFormat,
+    Speed,
+    System,
+    Tools,
+)
 from modelyard.tools.inputs import build_messages
 
 if TYPE_CHECKING:
@@ -28,6 +45,11 @@ if TYPE_CHECKING:
 __all__ = ["BatchResult", "BatchTask", "CompareResult", "register"]
 
 _MAX_PARALLEL = 8
+JUDGE_MAX_TOKENS = 1024
+"""What the judge may write, whatever the answers' `max_tokens`: its verdict is one label, and the rest is room
+for a reasoning model's thinking, which counts toward max_tokens (4096 by default made the judge the dearest
+request of a comparison)."""
+_QUOTED = 200  # characters of a verdict that named no answer, quoted in `judge_error`
 
 
 class Outcome(ResultModel):
@@ -56,22 +78,45 @@ class CompareResult(ResultModel):
     best: str | None = Field(default=None, description="The label the judge picked.")
     judge: RouteResult | None = None
     judge_error: str | None = Field(
-        default=None, description="Why the judge gave no verdict; the answers above stand. Null otherwise."
+        default=None,
+        description="Why the judge picked no answer: it failed, or its verdict (quoted) named none; the answers "
+        "above stand. Null otherwise.",
     )
 
 
 class BatchTask(BaseModel):
-    """One independent task of a batch."""
+    """One independent task of a batch: `execute`'s arguments, each as `execute` reads it, but for `images`,
+    `stream`, `supervisor` and the legacy `functions`/`function_call`."""
 
-    prompt: str | None = None
-    messages: list[dict[str, Any]] | None = None
-    system: str | None = None
-    model: str | None = Field(default=None, description="Default: the server's default model ('auto' unless set).")
-    capabilities: list[Capability] = Field(default_factory=list)
-    max_cost_per_1k: Decimal | None = Field(default=None, ge=0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    response_format: dict[str, Any] | None = None
+    model_config = ConfigDict(extra="forbid")  # a misspelt field (a cost cap) is refused, not dropped
+
+    prompt: Prompt = None
+    messages: Messages = None
+    system: System = None
+    model: Model = None
+    models: Models = None
+    quality: Quality = None
+    speed: Speed = None
+    capabilities: Caps = None
+    provider: Provider = None
+    max_cost_per_1k: PricePer1K = None
+    max_cost: MaxCost = None
+    max_tokens: MaxTokens = None
+    temperature: Annotated[
+        float | None,
+        Field(ge=0, le=2, description="Sampling temperature, 0-2. 0 (or a seed) makes the answer cacheable."),
+    ] = None
+    top_p: Annotated[float | None, Field(gt=0, le=1, description="Nucleus sampling: the probability mass kept.")] = None
+    stop: Annotated[str | list[str] | None, Field(description="Stop sequence(s).")] = None
+    seed: Annotated[
+        int | None, Field(description="Sampling seed, where the model supports one; makes the answer cacheable.")
+    ] = None
+    tools: Tools = None
+    tool_choice: Annotated[str | dict[str, Any] | None, Field(description="auto, none, required or a tool.")] = None
+    response_format: ResponseFormat = None
+    reasoning: Reasoning = None
+    cache: Annotated[Literal["auto", "on", "off"] | None, Field(description="auto: deterministic only.")] = None
+    timeout_s: Annotated[float | None, Field(gt=0, le=3600, description="Seconds for the whole request.")] = None
 
 
 class BatchResult(ResultModel):
@@ -117,14 +162,18 @@ def _total(outcomes: list[Outcome], extra: Decimal | None = Decimal(0)) -> Decim
 
 
 async def _judge(
-    router: "Router", question: str, outcomes: list[Outcome], judge: str
+    router: "Router", question: str, outcomes: list[Outcome], judge: str, max_cost: Decimal | None
 ) -> tuple[str | None, RouteResult]:
+    """The label the judge picks (None: its verdict named none), and its answer. It writes at most
+    `JUDGE_MAX_TOKENS` and is held to `max_cost`, the cap each answer had."""
     answered = [o for o in outcomes if o.result is not None]
     listing = "\n\n".join(f"[{o.label}]\n{o.result.content if o.result else ''}" for o in answered)
     request = RouteRequest(
         model=judge,
         temperature=0,
         cache="off",
+        max_tokens=JUDGE_MAX_TOKENS,
+        max_cost=max_cost,
         messages=[
             {"role": "system", "content": "Pick the best answer. Reply with only its label, exactly as written."},
             {"role": "user", "content": f"Question:\n{question}\n\nAnswers:\n{listing}"},
@@ -143,6 +192,13 @@ def _pick(verdict: str, labels: list[str]) -> str | None:
     if text in labels:
         return text
     return max((label for label in labels if label in text), key=len, default=None)
+
+
+def _no_pick(verdict: RouteResult) -> str:
+    """`judge_error` for a verdict that named no answer, quoting how it starts."""
+    text = (verdict.content or "").strip()
+    cut = f" (cut off at its {JUDGE_MAX_TOKENS}-token limit)" if verdict.finish_reason == "length" else ""
+    return f"The judge's verdict named no answer{cut}: {compact(text, _QUOTED)!r}"
 
 
 async def _task_request(number: int, task: BatchTask, default_model: str) -> RouteRequest | str:
@@ -170,11 +226,19 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
             list[str] | None,
             Field(description="System prompts, one per answer (a 'swarm' of viewpoints); with one model or auto."),
         ] = None,
-        judge: Annotated[str | None, Field(description="A model or tier that picks the best answer.")] = None,
+        judge: Annotated[
+            str | None,
+            Field(
+                description=f"A model or tier that picks the best answer. It replies with a label, in at most "
+                f"{JUDGE_MAX_TOKENS} tokens, and is held to `max_cost` like each answer."
+            ),
+        ] = None,
         max_tokens: Annotated[
             int | None, Field(ge=1, le=200_000, description="Max completion tokens per answer (default 4096).")
         ] = None,
-        max_cost: Annotated[Decimal | None, Field(ge=0, description="USD cap per answer.")] = None,
+        max_cost: Annotated[
+            Decimal | None, Field(ge=0, description="USD cap per answer, and for the judge's verdict.")
+        ] = None,
     ) -> CompareResult:
         """The same prompt on several models (or one model per perspective) in parallel; all answers with
         cost and latency; an optional judge picks the best."""
@@ -206,8 +270,9 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         judged: Decimal | None = Decimal(0)  # what the judge's request was billed
         if judge:
             try:
-                best, verdict = await _judge(app.router, prompt, outcomes, judge)
+                best, verdict = await _judge(app.router, prompt, outcomes, judge, max_cost)
                 judged = verdict.request_cost
+                failure = None if best is not None else _no_pick(verdict)
             except ModelyardError as exc:  # the answers are paid for: return them, and say why there is no pick
                 failure, judged = f"The judge failed: {exc}", billed(exc)
         return CompareResult(
@@ -222,7 +287,8 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
     ) -> BatchResult:
         """Several independent tasks (each with its own prompt and model or constraints) in parallel, with
         bounded concurrency, all inside the same budget. A failed task does not stop the others, nor does a
-        malformed one (no prompt, a message without a role): its error starts with its number, `task N:`."""
+        malformed one (no prompt, a message without a role): its error starts with its number, `task N:`. A task
+        outside the input schema (an unknown field, a negative cap) refuses the batch before anything runs."""
         app = await app_of(ctx)
         built = [await _task_request(i + 1, t, app.settings.default_model) for i, t in enumerate(tasks)]
         labelled = [(f"task {i + 1}", r) for i, r in enumerate(built) if isinstance(r, RouteRequest)]

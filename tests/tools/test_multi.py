@@ -1,5 +1,5 @@
-"""`compare_models` and `execute_batch`: a judge that is refused or fails, the judge's pick, malformed tasks,
-the total cost."""
+"""`compare_models` and `execute_batch`: a judge that is refused, fails, is bounded, or names no answer; the
+judge's pick; malformed tasks; a task's own cap, fallback chain and timeout; the total cost."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from modelyard.sandbox import CatalogModel, Sandbox, answers
 from modelyard.sandbox.replies import Reply
 from modelyard.server import build_server
 from modelyard.settings import Settings
+from modelyard.tools.multi import JUDGE_MAX_TOKENS
 from tests.rejected_json import json_answered_with_prose
 from tests.tools.calls import answer, refusal
 from tests.tools.conftest import KEY
@@ -154,4 +155,85 @@ async def test_a_batchs_total_cost_counts_the_rejected_answers_of_a_task_that_fa
     tasks = [{"prompt": "A colour as JSON", "response_format": {"type": "json_object"}}, {"prompt": "Say hi"}]
     out = await answer(client, "execute_batch", tasks=tasks, max_parallel=1)
     assert (out["succeeded"], out["failed"]) == (1, 1) and "OpenRouter billed" in out["results"][0]["error"]
+    assert Decimal(str(out["total_cost"])) == sandbox.state.billed_total()
+
+
+async def test_every_field_of_a_batch_task_is_one_of_executes_described_as_execute_describes_it(
+    client: Client,
+) -> None:
+    """A task takes `max_cost`, `models` and `timeout_s` (it had none of them), and reads each field as execute."""
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    execute = tools["execute"].input_schema["properties"]
+    task = tools["execute_batch"].input_schema["$defs"]["BatchTask"]
+    assert {"max_cost", "models", "timeout_s"} <= task["properties"].keys()
+    assert {name: field["description"] for name, field in task["properties"].items()} == {
+        name: execute[name]["description"] for name in task["properties"]
+    }
+    assert task["additionalProperties"] is False
+
+
+async def test_a_batch_tasks_max_cost_caps_it_as_it_caps_execute(client: Client, sandbox: Sandbox) -> None:
+    """A cap no model meets fails that task, in execute's words, before it is sent; the other task answers."""
+    capped = {"prompt": "a", "model": "gpt-4o-mini", "max_cost": 1e-06}
+    refused = await refusal(client, "execute", **capped)
+    out = await answer(client, "execute_batch", tasks=[capped, {"prompt": "b", "model": "gpt-4o-mini"}])
+    assert (out["succeeded"], out["failed"]) == (1, 1) and "per-request cap $0.000001" in out["results"][0]["error"]
+    assert refused.endswith(out["results"][0]["error"])
+    assert sandbox.state.request_count == 1
+
+
+async def test_a_batch_tasks_models_are_its_fallback_chain(client: Client, sandbox: Sandbox) -> None:
+    """gpt-4o is blocked: the task moves on to the model its own `models` names."""
+    sandbox.state.faults.add(model="openai/gpt-4o", kind="moderation")
+    task = {"prompt": "a", "model": "openai/gpt-4o", "models": ["meta-llama/llama-3.1-8b-instruct"]}
+    out = await answer(client, "execute_batch", tasks=[task])
+    result = out["results"][0]["result"]
+    assert [a["model"] for a in result["attempts"]] == ["openai/gpt-4o", "meta-llama/llama-3.1-8b-instruct"]
+    assert result["model"] == "meta-llama/llama-3.1-8b-instruct"
+
+
+async def test_a_batch_tasks_timeout_s_bounds_that_task_alone(client: Client, sandbox: Sandbox) -> None:
+    """llama answers after 1 s: the task that gives it 0.3 s fails with execute's timeout; the other answers."""
+    sandbox.state.faults.add(model="meta-llama/llama-3.1-8b-instruct", kind="latency", latency_ms=1000)
+    tasks = [
+        {"prompt": "a", "model": "meta-llama/llama-3.1-8b-instruct", "timeout_s": 0.3},
+        {"prompt": "b", "model": "gpt-4o-mini"},
+    ]
+    out = await answer(client, "execute_batch", tasks=tasks)
+    assert (out["succeeded"], out["failed"]) == (1, 1)
+    assert "No complete answer within timeout_s=0.3" in out["results"][0]["error"]
+
+
+async def test_the_judge_writes_a_short_verdict_whatever_the_answers_max_tokens(
+    client: Client, sandbox: Sandbox
+) -> None:
+    """The judge asked for the default 4096 tokens to name one label: it gets `JUDGE_MAX_TOKENS`."""
+    out = await answer(client, "compare_models", prompt="Name a colour", models=ANSWERING, judge="openai/gpt-4o")
+    assert out["judge"] is not None
+    *answers_sent, judge_sent = sandbox.state.ledger
+    assert judge_sent.requested_model == "openai/gpt-4o" and judge_sent.max_tokens == JUDGE_MAX_TOKENS
+    assert [entry.max_tokens for entry in answers_sent] == [4096, 4096]
+
+
+async def test_the_judge_is_held_to_max_cost_like_each_answer(client: Client, sandbox: Sandbox) -> None:
+    """max_cost=$0.00005 with a gpt-5.5 judge: the answers fit it, the judge does not and is not sent (it cost
+    $0.000865 with neither max_tokens nor max_cost applied)."""
+    out = await answer(
+        client, "compare_models", prompt="q", models=ANSWERING, judge="gpt-5.5", max_cost=0.00005, max_tokens=10
+    )
+    assert all(a["result"] for a in out["answers"]) and out["judge"] is None and out["best"] is None
+    assert out["judge_error"].startswith("The judge failed:") and "per-request cap $0.00005" in out["judge_error"]
+    sent = sorted(entry.requested_model for entry in sandbox.state.ledger)
+    assert sent == ["meta-llama/llama-3.1-8b-instruct", "openai/gpt-4o-mini"]
+    assert Decimal(str(out["total_cost"])) == sandbox.state.billed_total()
+
+
+async def test_a_verdict_that_names_no_answer_is_a_judge_error_quoting_it(
+    client: Client, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """best and judge_error were both null: the verdict (paid for, and returned) is quoted in judge_error."""
+    _judge_replies(monkeypatch, "  Both answers are equally good.  ")
+    out = await answer(client, "compare_models", prompt="Name a colour", models=ANSWERING, judge="economy")
+    assert out["best"] is None and out["judge"]["content"].strip() == "Both answers are equally good."
+    assert out["judge_error"] == "The judge's verdict named no answer: 'Both answers are equally good.'"
     assert Decimal(str(out["total_cost"])) == sandbox.state.billed_total()
