@@ -28,6 +28,7 @@ EXIT_BROKEN_PIPE = 141
 _STOPPED_BY_CTRL_C = frozenset({"serve", "sandbox"})
 """Servers, which run until interrupted: Ctrl-C is their ordinary end (exit 0)."""
 _MCP_TOOLS_NAMED = ("list_models", "plan_route")
+_CHATTY_LIBRARIES = ("httpx2", "httpcore2")
 _CLI_HINT = "From the command line, `modelyard models` lists the model ids with their prices, context and capabilities."
 
 
@@ -186,7 +187,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         if enabled:
             gc.enable()
     if settings.debug:  # MODELYARD_DEBUG=1: main() configured INFO before the settings were read
-        logging.getLogger().setLevel(logging.DEBUG)
+        configure_logging(quiet=False, debug=True)
     serve(settings, args.transport, host=args.host, port=args.port)
 
 
@@ -261,6 +262,20 @@ def _reader_gone() -> None:
     sys.exit(EXIT_BROKEN_PIPE)
 
 
+def configure_logging(*, quiet: bool, debug: bool = False) -> None:
+    """Log to stderr (stdout may be the MCP protocol): warnings only for `quiet` commands, INFO for the servers,
+    DEBUG with `debug` (MODELYARD_DEBUG=1).
+
+    The HTTP client libraries log every upstream request at INFO; they say only warnings unless `debug`, as
+    modelyard's own chat path logs its requests at DEBUG.
+    """
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `modelyard` console script and `python -m modelyard`.
 
@@ -270,9 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from modelyard.errors import ModelyardError
 
     args = _parse(argv)
-    quiet = args.command in ("run", "models", "metrics", "budget", "doctor", "demo")
-    level = logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(quiet=args.command in ("run", "models", "metrics", "budget", "doctor", "demo"))
     try:
         _HANDLERS[args.command](args)
         sys.stdout.flush()  # a reader that left is found here, not in the flush at exit, which cannot be caught

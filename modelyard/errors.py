@@ -5,6 +5,7 @@ ModelyardError
 ├── ConfigurationError            settings are missing or inconsistent (e.g. no API key)
 ├── UpstreamError                 OpenRouter (or the network to it) failed one request
 │   ├── BadRequestError           400 (also an unknown model id upstream)
+│   │   └── InvalidRequestError   400 that OpenRouter says is the request's own (every model would refuse it)
 │   ├── AuthenticationError       401
 │   ├── InsufficientCreditsError  402: the OpenRouter key is out of credit
 │   ├── ForbiddenError            403 (moderation or guardrail block)
@@ -48,6 +49,7 @@ __all__ = [
     "ForbiddenError",
     "IncompleteStreamError",
     "InsufficientCreditsError",
+    "InvalidRequestError",
     "MalformedResponseError",
     "ModelNotFoundError",
     "ModelyardError",
@@ -76,9 +78,12 @@ class ModelyardError(Exception):
     Attributes:
         billed: USD OpenRouter billed the failed request for all the same (answers the requested schema
             rejected before it failed); None when an attempt may have been billed at a cost not known yet.
+        retry_after_s: seconds to wait before sending the request again, when the failure says (a
+            `Retry-After`, a circuit breaker's cooldown); None when it does not.
     """
 
     billed: Decimal | None = Decimal(0)
+    retry_after_s: float | None = None
 
 
 class ConfigurationError(ModelyardError):
@@ -98,7 +103,7 @@ class UpstreamError(ModelyardError):
         code: OpenRouter's `error.code` as sent (an int, sometimes a string), if any.
         message: the human-readable message, with any secret scrubbed.
         metadata: OpenRouter's `error.metadata` (provider name, raw upstream text, headers...).
-        retry_after: seconds to wait before retrying, from `Retry-After` or `metadata.headers`.
+        retry_after (also `retry_after_s`): seconds to wait before retrying, from `Retry-After` or `metadata.headers`.
         model: the model the request was for, when known.
         status_in_message: the message is a sentence written for the user that quotes the status
             itself, so `str()` does not put it in front again.
@@ -122,7 +127,7 @@ class UpstreamError(ModelyardError):
         self.status = status
         self.code = code
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self.retry_after = retry_after
+        self.retry_after = self.retry_after_s = retry_after
         self.model = model
         self.status_in_message = status_in_message
 
@@ -133,7 +138,7 @@ class UpstreamError(ModelyardError):
 
     def __str__(self) -> str:
         status = f"{self.status} " if self.status is not None and not self.status_in_message else ""
-        return f"{status}{self.message}{_billed_note(self.billed)}"
+        return _with_note(f"{status}{self.message}", _billed_note(self.billed))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"
@@ -141,6 +146,11 @@ class UpstreamError(ModelyardError):
 
 class BadRequestError(UpstreamError):
     """400: the request is invalid (also an unknown model id)."""
+
+
+class InvalidRequestError(BadRequestError):
+    """400 that OpenRouter itself says is about the request (its `invalid_request`/`invalid_prompt`), not one
+    model's limit: every model would refuse it, so the request stops and the caller fixes it."""
 
 
 class AuthenticationError(UpstreamError):
@@ -231,6 +241,7 @@ class UpstreamTimeoutError(UpstreamError):
 _KIND_BY_CLASS: dict[type[UpstreamError], str] = {
     UpstreamError: "upstream_error",
     BadRequestError: "bad_request",
+    InvalidRequestError: "invalid_request",
     AuthenticationError: "authentication",
     InsufficientCreditsError: "insufficient_credits",
     ForbiddenError: "forbidden",
@@ -301,11 +312,16 @@ class NoCandidatesError(ModelyardError):
 
     Attributes:
         exclusions: model id -> why it was excluded (a sample when the catalog is large).
+        retry_after_s: when only open circuit breakers stand in the way, the seconds until the first of them
+            lets a trial request through.
     """
 
-    def __init__(self, message: str, exclusions: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, exclusions: Mapping[str, str] | None = None, *, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.exclusions = dict(exclusions or {})
+        self.retry_after_s = retry_after_s
 
 
 class BudgetExceededError(ModelyardError):
@@ -348,12 +364,15 @@ class SchemaValidationError(ModelyardError):
 
 
 class AllCandidatesFailedError(ModelyardError):
-    """Every attempt on every candidate failed.
+    """No candidate answered: every one failed, or a limit (`max_attempts`, `timeout_s`) stopped the chain first.
 
     Attributes:
-        errors: (model id, error) per attempt, in order.
+        errors: (model id, error) per candidate that failed or was refused, in order.
+        attempts: upstream attempts made; tried: candidate models one was sent to, of `candidates`.
+        gave_up: what stopped the chain before every candidate was reached ("after max_attempts=6"), or None.
         billed: USD OpenRouter billed for the attempts all the same (answers the requested schema
             rejected); None when one may have been billed at a cost not known yet.
+        retry_after_s: the shortest wait any failed model's upstream asked for; None when none asked.
     """
 
     def __init__(
@@ -362,19 +381,47 @@ class AllCandidatesFailedError(ModelyardError):
         *,
         attempts: int | None = None,
         billed: Decimal | None = Decimal(0),
+        tried: int | None = None,
+        candidates: int | None = None,
+        gave_up: str | None = None,
     ) -> None:
         self.errors = list(errors)
         self.attempts = attempts if attempts is not None else len(self.errors)
-        self.billed = billed
+        self.billed, self.tried, self.candidates, self.gave_up = billed, tried, candidates, gave_up
+        waits = [w for _, e in self.errors if isinstance(e, ModelyardError) and (w := e.retry_after_s) is not None]
+        self.retry_after_s = min(waits) if waits else None
+        head = f"All candidates failed ({self.attempts} attempt{'' if self.attempts == 1 else 's'}). "
+        if gave_up is not None:
+            head = f"Gave up {gave_up} ({tried} of {candidates} candidate models tried): "
         lines = "; ".join(f"{model}: {error}" for model, error in self.errors) or "no attempt was made"
-        noun = "attempt" if self.attempts == 1 else "attempts"
-        super().__init__(f"All candidates failed ({self.attempts} {noun}). {lines}{_billed_note(billed)}")
+        super().__init__(_with_note(f"{head}{lines}", _billed_note(billed)))
+
+    def with_billed(self, billed: Decimal | None) -> AllCandidatesFailedError:
+        """The same failure, its message written for another bill."""
+        return AllCandidatesFailedError(
+            self.errors,
+            attempts=self.attempts,
+            billed=billed,
+            tried=self.tried,
+            candidates=self.candidates,
+            gave_up=self.gave_up,
+        )
 
 
 def _billed_note(billed: Decimal | None) -> str:
     """What a failed request was billed all the same, said at the end of its message (nothing when $0)."""
     if billed is None:
-        return " An attempt may still be billed (its answer had begun); the ledger will show what it cost."
+        return (
+            " An attempt may still be billed (its answer had begun): get_metrics will show its cost once "
+            "OpenRouter has recorded it."
+        )
     if not billed:
         return ""
     return f" OpenRouter billed ${billed.normalize():f} for the rejected answers (in the ledger and the budget)."
+
+
+def _with_note(message: str, note: str) -> str:
+    """`message`, then `note` (a sentence of its own, or nothing) after a full stop."""
+    if not note or message.endswith((".", "!", "?")):
+        return f"{message}{note}"
+    return f"{message}.{note}"

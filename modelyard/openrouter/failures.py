@@ -7,6 +7,7 @@ errors inside HTTP 200 answers) become ours. The API key is scrubbed from every 
 from __future__ import annotations
 
 import email.utils
+import math
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from modelyard.errors import (
     IncompleteStreamError,
+    InvalidRequestError,
     MalformedResponseError,
     StreamError,
     UpstreamConnectError,
@@ -39,6 +41,13 @@ __all__ = [
 # Codes inside a 200 body that no retry can fix (OpenRouter reuses HTTP statuses as error codes).
 _FINAL_CODES = frozenset({400, 401, 402, 403, 404, 413, 422})
 _RAW_EXCERPT = 300
+# What a wait is said as, by status: the sentence the agent reads before OpenRouter's own message.
+_WAITED_FOR = {429: "rate limited", 503: "unavailable", 529: "overloaded"}
+# OpenRouter's own verdict that a 400 is about the request, whatever the model (reference §6.4's `error_type`;
+# its Responses API sends the kind as a string `code`). Only when no provider is named and no upstream `raw`
+# is quoted: a provider's 400 can be that provider's own strictness (one rejects a tool schema others take),
+# and an unknown model id, a context length or max_tokens 400 is about the model. Those still fall back.
+_REQUEST_ERROR_TYPES = frozenset({"invalid_request", "invalid_prompt"})
 
 
 class Scrubber:
@@ -111,14 +120,49 @@ def error_from_response(
         message = (
             f"OpenRouter rejected the API key ({status} {said or response.reason_phrase}): check OPENROUTER_API_KEY"
         )
-    return error_for_status(status)(
+    retry_after = retry_after_seconds(response.headers, metadata, clock())
+    if retry_after is not None and status in _WAITED_FOR:
+        message = f"{_WAITED_FOR[status]}: OpenRouter asks to wait {_seconds(retry_after)}. {message}"
+    kind = error_for_status(status)
+    if status == 400 and (verdict := _request_verdict(body)) is not None:
+        kind, message = InvalidRequestError, _requests_own_mistake(verdict, said)
+    return kind(
         scrub(message),
         status=status,
         code=code,
         metadata=metadata,
-        retry_after=retry_after_seconds(response.headers, metadata, clock()),
+        retry_after=retry_after,
         model=model,
         status_in_message=status == 401,
+    )
+
+
+def _seconds(wait: float) -> str:
+    """A wait as the agent reads it: whole seconds (tenths below 10 s), and roughly in minutes or hours when long."""
+    text = f"{math.ceil(wait)} s" if wait >= 10 else f"{math.ceil(wait * 10) / 10:g} s"
+    if wait >= 3600:
+        return f"{text} (about {wait / 3600:.0f} h)"
+    return f"{text} (about {wait / 60:.0f} min)" if wait >= 600 else text
+
+
+def _request_verdict(body: ErrorBody | None) -> str | None:
+    """OpenRouter's own `invalid_request`/`invalid_prompt` verdict on a 400's body, if that is what it is."""
+    if body is None:
+        return None
+    metadata = body.metadata or {}
+    if metadata.get("provider_name") or metadata.get("raw"):
+        return None
+    extra = body.model_extra or {}
+    for kind in (metadata.get("error_type"), extra.get("error_type"), body.code):
+        if isinstance(kind, str) and kind in _REQUEST_ERROR_TYPES:
+            return kind
+    return None
+
+
+def _requests_own_mistake(verdict: str, said: str) -> str:
+    return (
+        f"OpenRouter rejected the request itself ({verdict}: {said}): every model would, so no other model was "
+        "tried. Fix the request and send it again."
     )
 
 

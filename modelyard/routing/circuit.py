@@ -76,6 +76,18 @@ class CircuitBreakers:
         breaker.trial_started = now
         return True
 
+    def trial_in_s(self, model: str) -> float | None:
+        """Seconds until `model`'s breaker lets a trial request through (0: it would now); None when closed.
+
+        The end of the cooldown, or, while a half-open trial is in flight, the moment that trial is
+        presumed lost and another may start.
+        """
+        breaker = self._breakers.get(model)
+        if breaker is None or breaker.opened_at is None:
+            return None
+        since = breaker.opened_at if breaker.trial_started is None else max(breaker.opened_at, breaker.trial_started)
+        return max(0.0, since + self._cooldown_s - self._clock())
+
     def record_success(self, model: str) -> None:
         """A request to `model` succeeded: close its breaker and forget its failures."""
         breaker = self._breakers.setdefault(model, _Breaker())

@@ -15,7 +15,6 @@ from decimal import Decimal
 import anyio
 
 from modelyard.errors import (
-    AllCandidatesFailedError,
     BudgetExceededError,
     IncompleteStreamError,
     MalformedResponseError,
@@ -33,6 +32,7 @@ from modelyard.routing.budget import BudgetManager
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.circuit import CircuitBreakers
 from modelyard.routing.ledger import attempt_record, failure_row, rejected_row, success_row
+from modelyard.routing.no_answer import no_answer, timed_out
 from modelyard.routing.progress import AttemptPace, CandidateOutcome, RequestProgress, RequestSpend
 from modelyard.routing.reconcile import Abandoned, Reconciler
 from modelyard.routing.request import RouteRequest
@@ -93,7 +93,8 @@ class FallbackLoop:
         from the reconciler).
 
         Raises:
-            AllCandidatesFailedError: no candidate answered (each one's failure is listed).
+            AllCandidatesFailedError: no candidate answered (each one's failure is listed, and what stopped
+                the chain when `max_attempts` or `timeout_s` did before every candidate was tried).
             UpstreamError: a failure no fallback can fix (`is_final`).
         """
         progress = RequestProgress()
@@ -103,12 +104,14 @@ class FallbackLoop:
             refusals: list[tuple[str, BudgetExceededError]] = []
             budget_left = self.max_attempts
             spent = RequestSpend(tightest(request.max_cost, (await self.budgets.limits()).per_request))
-            out_of_time = False
+            out_of_time, tried = False, 0
+            gave_up: str | None = None  # what stopped the chain before its last candidate
             for candidate in plan.candidates:
                 if budget_left <= 0:
+                    gave_up = f"after max_attempts={self.max_attempts}"
                     break
                 if self.time_left(request, started) <= 0:
-                    out_of_time = True
+                    out_of_time, gave_up = True, f"when timeout_s={request.timeout_s:g} ran out"
                     break
                 try:
                     worst = candidate.worst_case or Decimal(0)
@@ -124,6 +127,7 @@ class FallbackLoop:
                     attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
                     continue
                 outcome = progress.outcome = CandidateOutcome(spent)
+                tried += 1
                 tries = self._try_candidate(
                     request, plan, catalog, candidate, reservation, streamed, attempts, budget_left, started, outcome
                 )
@@ -141,9 +145,18 @@ class FallbackLoop:
                     await self.budgets.settle(None, failure_row(request, plan, attempts, outcome.final, self._now()))
                     raise outcome.final
             if out_of_time and not failures and not refusals:  # `timeout_s` ran out before any attempt was sent
-                error: ModelyardError = _timed_out(request, plan.candidates[0])
+                error: ModelyardError = timed_out(request, plan.candidates[0])
             else:
-                error = _all_failed(failures, refusals, sum(1 for a in attempts if a.outcome == "error"), spent.billed)
+                made = sum(1 for a in attempts if a.outcome == "error")
+                error = no_answer(
+                    failures,
+                    refusals,
+                    attempts=made,
+                    billed=spent.billed,
+                    tried=tried,
+                    gave_up=gave_up,
+                    candidates=len(plan.candidates),
+                )
             refused = not failures and bool(refusals)
             row = failure_row(request, plan, attempts, error, self._now(), status="refused" if refused else "error")
             progress.recorded = True
@@ -273,7 +286,7 @@ class FallbackLoop:
             return await self.client.chat(body, on_generation=on_generation)
         with anyio.move_on_after(max(0.0, self.time_left(request, started))):
             return await self.client.chat(body, on_generation=on_generation)
-        raise _timed_out(request, candidate)
+        raise timed_out(request, candidate)
 
     async def _streamed_call(
         self, request: RouteRequest, candidate: Candidate, started: float, on_generation: GenerationHook
@@ -294,10 +307,10 @@ class FallbackLoop:
                 except StopAsyncIteration:
                     return
                 if deadline.cancelled_caught:
-                    raise _timed_out(request, candidate)
+                    raise timed_out(request, candidate)
                 if isinstance(item, TextDelta) and self.time_left(request, started) <= 0:
                     # The consumer took the time, not the model: this must not count against its breaker.
-                    late = _timed_out(request, candidate)
+                    late = timed_out(request, candidate)
                     late.retryable = False
                     raise late  # (a finished answer is kept: it has been billed)
                 yield item
@@ -399,24 +412,6 @@ class FallbackLoop:
         return billed.cost
 
 
-def _timed_out(request: RouteRequest, candidate: Candidate) -> UpstreamTimeoutError:
-    return UpstreamTimeoutError(f"No complete answer within timeout_s={request.timeout_s:g}", model=candidate.id)
-
-
 def tightest(a: Decimal | None, b: Decimal | None) -> Decimal | None:
     """The tighter of two caps (None: no cap)."""
     return b if a is None else a if b is None else min(a, b)
-
-
-def _all_failed(
-    failures: list[tuple[str, BaseException]],
-    refusals: list[tuple[str, BudgetExceededError]],
-    attempts: int,
-    billed: Decimal | None,
-) -> ModelyardError:
-    if not failures and refusals:
-        return min(
-            (r for _, r in refusals), key=lambda r: r.estimate if r.estimate is not None else Decimal("Infinity")
-        )
-    # Models the budget refused are named too: "all failed" alone would hide that a fallback was never tried.
-    return AllCandidatesFailedError([*failures, *refusals], attempts=attempts, billed=billed)

@@ -1,9 +1,15 @@
-"""What a caller asks the router for: the prompt, the constraints, and the sampling parameters."""
+"""What a caller asks the router for: the prompt, the constraints, and the sampling parameters.
+
+A request is checked before anything is sent or paid: what JSON cannot carry, and the shapes every model
+would refuse (reference §3.1): roles, content part types, tool definitions, the response format.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import math
+import re
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -23,6 +29,13 @@ a `video_url` only to models that process video). Not listed: `image_url`, which
 capability, and `file`, which works on any model (OpenRouter parses a PDF for one that cannot read it)."""
 _NO_INPUTS: frozenset[str] = frozenset()
 _INPUT_PART_TYPES = tuple(_INPUT_OF_PART)  # a tuple: `in` compares, so an unhashable `type` is just no match
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_PART_TYPES = ("text", "image_url", "input_audio", "video_url", "file")
+_FORMAT_TYPES = ("text", "json_object", "json_schema", "grammar", "python")
+_SERVER_TOOL_PREFIX = (
+    "openrouter:"  # OpenRouter's own tools (`openrouter:web_search`...), and the `web_search` shorthand
+)
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for a function name
 
 
 class RouteRequest(BaseModel):
@@ -56,12 +69,18 @@ class RouteRequest(BaseModel):
     @model_validator(mode="after")
     def _check_messages(self) -> RouteRequest:
         for index, message in enumerate(self.messages):
-            if not isinstance(message.get("role"), str):
-                raise ValueError(f"messages[{index}] needs a 'role' (system, user, assistant or tool)")
-            if not isinstance(message.get("content"), str | list | None):
+            role = message.get("role")
+            if not isinstance(role, str) or role not in _ROLES:
+                raise ValueError(_wrong_role(index, role))
+            content = message.get("content")
+            if isinstance(content, list):
+                _check_parts(index, content)
+            elif not isinstance(content, str | None):
                 raise ValueError(f"messages[{index}].content must be a string, a list of content parts, or null")
         for name in ("messages", "stop", "tools", "tool_choice", "response_format", "reasoning"):
             _check_wire_json(name, getattr(self, name))
+        if self.tools:
+            _check_tools(self.tools)
         _check_response_format(self.response_format)
         return self
 
@@ -203,12 +222,20 @@ def _check_int(number: int) -> None:
 
 
 def _check_response_format(response_format: dict[str, Any] | None) -> None:
-    """A `json_schema` response format must carry an object schema that is itself valid, before anything is paid.
+    """A known response format type; a `json_schema` one must carry an object schema that is itself valid.
 
     Raises:
         ValueError: the shape is wrong or the schema is not a valid JSON Schema.
     """
-    if not response_format or response_format.get("type") != "json_schema":
+    if response_format is None:
+        return
+    kind = response_format.get("type")
+    if kind not in _FORMAT_TYPES:
+        raise ValueError(
+            "response_format.type must be 'text', 'json_object' (any JSON object) or 'json_schema' (with a schema), "
+            f"not {_shown(kind)}"
+        )
+    if kind != "json_schema":
         return
     spec = response_format.get("json_schema")
     if not isinstance(spec, dict):
@@ -218,13 +245,98 @@ def _check_response_format(response_format: dict[str, Any] | None) -> None:
         return
     if not isinstance(schema, dict):
         raise ValueError("response_format.json_schema.schema must be a JSON Schema object")
+    _check_schema("response_format.json_schema.schema", schema)
+
+
+def _check_schema(where: str, schema: dict[str, Any]) -> None:
+    """`schema` must be a valid JSON Schema (of the draft its `$schema` names, else the latest)."""
+    if (problem := _schema_problem(json.dumps(schema))) is not None:
+        raise ValueError(f"{where} {problem}")
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_problem(text: str) -> str | None:
+    """What is wrong with the JSON Schema `text` (as it goes on the wire), or None.
+
+    Memoized: checking a schema takes about 0.5 ms, and an agent sends the same tools on every turn.
+    """
     import jsonschema  # only requests that carry a schema pay for the import (~50 ms at startup)
 
+    schema = json.loads(text)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise ValueError(f"response_format.json_schema.schema is not a valid JSON Schema: {exc.message}") from None
+        return f"is not a valid JSON Schema: {exc.message}"
     except RecursionError:
+        return "is nested too deeply to check: flatten it, e.g. with $defs and $ref"
+    return None
+
+
+def _wrong_role(index: int, role: Any) -> str:
+    if role is None:
+        return f"messages[{index}] needs a 'role' (system, developer, user, assistant or tool)"
+    return f"messages[{index}].role must be system, developer, user, assistant or tool, not {_shown(role)}"
+
+
+def _check_parts(index: int, parts: list[Any]) -> None:
+    """Each content part is an object of a type OpenRouter reads."""
+    for at, part in enumerate(parts):
+        where = f"messages[{index}].content[{at}]"
+        if not isinstance(part, dict):
+            raise ValueError(
+                f"{where} must be an object such as {{'type': 'text', 'text': '...'}}, not a {_kind(part)}"
+            )
+        if (kind := part.get("type")) not in _PART_TYPES:
+            raise ValueError(
+                f"{where}.type must be text, image_url, input_audio, video_url or file, not {_shown(kind)} (a text "
+                "part is {'type': 'text', 'text': '...'}; an image, {'type': 'image_url', 'image_url': {'url': ...}})"
+            )
+
+
+def _check_tools(tools: list[dict[str, Any]]) -> None:
+    """Each tool is a function with a valid name and JSON Schema parameters, or one of OpenRouter's server tools."""
+    for at, tool in enumerate(tools):
+        where = f"tools[{at}]"
+        kind = tool.get("type")
+        if kind == "function":
+            _check_function(f"{where}.function", tool.get("function"))
+        elif not isinstance(kind, str) or not (kind.startswith(_SERVER_TOOL_PREFIX) or kind == "web_search"):
+            raise ValueError(
+                f"{where}.type must be 'function' (or an OpenRouter server tool such as 'openrouter:web_search'), "
+                f"not {_shown(kind)}"
+            )
+
+
+def _check_function(where: str, function: Any) -> None:
+    if not isinstance(function, dict) or "name" not in function:
+        raise ValueError(f"{where} must be an object with a 'name' (and usually 'description' and 'parameters')")
+    name = function["name"]
+    if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
         raise ValueError(
-            "response_format.json_schema.schema is nested too deeply to check: flatten it, e.g. with $defs and $ref"
-        ) from None
+            f"{where}.name must be 1 to 64 letters, digits, underscores or hyphens (e.g. 'get_weather'), "
+            f"not {_shown(name)}"
+        )
+    if "parameters" not in function:
+        return
+    parameters = function["parameters"]
+    if not isinstance(parameters, dict):
+        raise ValueError(
+            f"{where}.parameters must be a JSON Schema object such as {{'type': 'object', 'properties': "
+            f"{{'city': {{'type': 'string'}}}}}}, not a {_kind(parameters)}"
+        )
+    if "type" in parameters and parameters["type"] != "object":
+        raise ValueError(
+            f"{where}.parameters must have 'type': 'object' (the arguments are an object of named parameters), "
+            f"not {_shown(parameters['type'])}"
+        )
+    _check_schema(f"{where}.parameters", parameters)
+
+
+def _shown(value: Any) -> str:
+    """`value` as the caller wrote it, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__

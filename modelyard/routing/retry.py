@@ -2,8 +2,8 @@
 
 `RetryPolicy` answers two questions for the router, which owns the loop and the sleeping:
 `should_retry` (is another attempt on *this* model worth it?) and `delay_s` (how long to wait before
-it). `is_final` says that no other model can help either (the key is bad or out of credit, or the base
-URL is not OpenRouter's API).
+it). `is_final` says that no other model can help either (the key is bad or out of credit, the base
+URL is not OpenRouter's API, or OpenRouter says the request itself is invalid).
 """
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from modelyard.errors import AuthenticationError, InsufficientCreditsError, UpstreamError, WrongBaseUrlError
+from modelyard.errors import (
+    AuthenticationError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    UpstreamError,
+    WrongBaseUrlError,
+)
 
 __all__ = ["RetryPolicy", "is_final"]
 
@@ -67,13 +73,14 @@ class RetryPolicy:
 
 
 def is_final(error: BaseException) -> bool:
-    """True when the whole request must stop now: the key is invalid (401) or out of credit (402), or the
-    base URL answers 404s that are not OpenRouter's (`WrongBaseUrlError`).
+    """True when the whole request must stop now: the key is invalid (401) or out of credit (402), the
+    base URL answers 404s that are not OpenRouter's (`WrongBaseUrlError`), or OpenRouter says the request
+    itself is invalid (`InvalidRequestError`).
 
     Such errors hold for every model, so no fallback can help. An error object inside an HTTP 200
     body carries its code in `code` rather than `status`; both are checked.
     """
-    if isinstance(error, AuthenticationError | InsufficientCreditsError | WrongBaseUrlError):
+    if isinstance(error, AuthenticationError | InsufficientCreditsError | WrongBaseUrlError | InvalidRequestError):
         return True
     return isinstance(error, UpstreamError) and _status(error) in _FINAL
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -252,7 +253,7 @@ class Router:
         if (request.speed or self.settings.speed) == "fast" and await self._probe_speeds(plan):
             plan = self._select(catalog, request, cap)
         if not plan.candidates:
-            error = _no_candidates(plan)
+            error = _no_candidates(plan, self.breakers)
             if record_refusal:
                 await self._record(failure_row(request, plan, [], error, self.clock.now(), status="refused"))
             raise error
@@ -382,7 +383,7 @@ def _unbilled(error: Exception) -> Exception:
     if not isinstance(error, ModelyardError) or error.billed == 0:
         return error
     if isinstance(error, AllCandidatesFailedError):  # its message was written with the bill
-        return AllCandidatesFailedError(error.errors, attempts=error.attempts, billed=Decimal(0))
+        return error.with_billed(Decimal(0))
     unbilled = copy.copy(error)
     unbilled.billed = Decimal(0)
     return unbilled
@@ -419,7 +420,7 @@ async def _drive(items: AsyncGenerator[StreamEvent | RouteResult], sink: EventSi
     raise AssertionError("FallbackLoop.run ends with a result or an error")  # pragma: no cover
 
 
-def _no_candidates(plan: Plan) -> NoCandidatesError:
+def _no_candidates(plan: Plan, breakers: CircuitBreakers) -> NoCandidatesError:
     reasons: dict[str, int] = {}
     for exclusion in plan.exclusions:
         key = exclusion.reason.split(" (")[0] if exclusion.model != "*" else exclusion.reason
@@ -427,12 +428,19 @@ def _no_candidates(plan: Plan) -> NoCandidatesError:
     summary = "; ".join(f"{reason} ({count})" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:6])
     sample = {e.model: e.reason for e in plan.exclusions[:20]}
     broken = [e.model for e in plan.exclusions if e.reason == BREAKER_OPEN]
+    wait = None
     if broken and len(broken) == sum(1 for e in plan.exclusions if e.model != "*"):
         # Only failing upstreams stand in the way: relaxing constraints would not help, waiting would.
+        waits = [w for model in broken if (w := breakers.trial_in_s(model)) is not None]
+        wait = min(waits) if waits else None
+        whose = "its circuit breaker lets" if len(broken) == 1 else "the first of their circuit breakers lets"
+        when = f"in {math.ceil(wait)} s (when {whose} a trial request through)" if wait else "in a little while"
         advice = (
             f"every eligible model failed repeatedly and is paused by its circuit breaker ({', '.join(broken[:5])}). "
-            "Retry in a little while, or name another model in `models`."
+            f"Retry {when}, or name another model in `models`."
         )
     else:
         advice = "Relax capabilities, max_cost_per_1k, max_tokens or provider, or call plan_route to see every reason."
-    return NoCandidatesError(f"No model meets the constraints. Excluded: {summary}. {advice}", sample)
+    return NoCandidatesError(
+        f"No model meets the constraints. Excluded: {summary}. {advice}", sample, retry_after_s=wait
+    )

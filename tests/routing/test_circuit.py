@@ -154,3 +154,20 @@ def test_a_threshold_below_one_is_rejected() -> None:
     """A breaker that could never close makes no sense."""
     with pytest.raises(ValueError, match="failure_threshold"):
         CircuitBreakers(failure_threshold=0)
+
+
+def test_an_open_breaker_says_how_long_until_it_lets_a_trial_through(
+    breakers: CircuitBreakers, clock: FakeClock
+) -> None:
+    """The wait the refusal quotes: the cooldown left, then none once half-open, then a lost trial's slot."""
+    assert breakers.trial_in_s("a/m") is None
+    _fail(breakers, "a/m", 3)
+    clock.advance(12)
+    assert breakers.trial_in_s("a/m") == pytest.approx(18)
+    clock.advance(18)
+    assert breakers.trial_in_s("a/m") == 0
+    assert breakers.allow("a/m")
+    clock.advance(5)
+    assert breakers.trial_in_s("a/m") == pytest.approx(25)  # the trial in flight holds the one slot
+    breakers.record_success("a/m")
+    assert breakers.trial_in_s("a/m") is None

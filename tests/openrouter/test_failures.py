@@ -1,0 +1,116 @@
+"""What an upstream error tells the agent: how long OpenRouter asks it to wait, and whether a 400 is the
+request's own mistake (stop) or one model's limit (fall back).
+
+The 400 rule is deliberately narrow (reference §6.4, §6.5): only OpenRouter's own verdict that the request
+is invalid (`error_type` `invalid_request`/`invalid_prompt`, no provider named, no upstream `raw`) holds for
+every model. A provider's 400 can be its own strictness (one provider's tool-schema rule), and a model id,
+context length or max_tokens 400 is about the model, so those still fall back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import pytest
+
+from modelyard import errors
+from modelyard.openrouter.failures import Scrubber, error_from_response
+from modelyard.routing.retry import RetryPolicy, is_final
+
+URL = "https://openrouter.ai/api/v1/chat/completions"
+NOW = 1_788_220_740.0
+
+
+def _error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> errors.UpstreamError:
+    response = httpx2.Response(status, json=body, headers=headers or {}, request=httpx2.Request("POST", URL))
+    return error_from_response(response, model="openai/gpt-4o", scrub=Scrubber(None), clock=lambda: NOW)
+
+
+def _upstream_429() -> dict[str, Any]:
+    raw = "openai/gpt-4o is temporarily rate-limited upstream. Please retry shortly."
+    return {"error": {"message": "Provider returned error", "code": 429, "metadata": {"raw": raw}}, "user_id": "u"}
+
+
+def test_a_429_with_retry_after_says_how_long_openrouter_asks_to_wait() -> None:
+    """`Retry-After: 120` is in the text the agent reads, and in `retry_after_s`, beside OpenRouter's words."""
+    error = _error(429, _upstream_429(), {"Retry-After": "120"})
+    assert str(error).startswith("429 rate limited: OpenRouter asks to wait 120 s. Provider returned error")
+    assert "Please retry shortly" in str(error)
+    assert error.retry_after_s == 120
+
+
+def test_a_platform_429_says_the_wait_until_its_reset_as_a_long_one_reads() -> None:
+    """A daily cap's reset (epoch milliseconds in `metadata.headers`) is said in seconds, and roughly in hours."""
+    reset = str(int((NOW + 6 * 3600) * 1000))
+    metadata = {"headers": {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}}
+    body = {"error": {"message": "Rate limit exceeded: free-models-per-day.", "code": 429, "metadata": metadata}}
+    error = _error(429, body)
+    assert "rate limited: OpenRouter asks to wait 21600 s (about 6 h)." in str(error)
+    assert error.retry_after_s == pytest.approx(21600)
+
+
+def test_a_503_with_retry_after_says_the_wait_too() -> None:
+    body = {"error": {"message": "Service temporarily unavailable", "code": 503}}
+    error = _error(503, body, {"Retry-After": "30"})
+    assert str(error) == "503 unavailable: OpenRouter asks to wait 30 s. Service temporarily unavailable"
+
+
+def test_a_429_without_a_wait_promises_none() -> None:
+    error = _error(429, _upstream_429())
+    assert "asks to wait" not in str(error) and error.retry_after_s is None
+
+
+def test_an_error_that_is_not_upstream_has_no_wait_to_give() -> None:
+    assert errors.SchemaValidationError("not JSON").retry_after_s is None
+
+
+def _openrouters_own_400(error_type: str) -> dict[str, Any]:
+    message = "Invalid tool parameters schema: tools[0].function.parameters.type must be a JSON Schema type"
+    return {"error": {"message": message, "code": 400, "metadata": {"error_type": error_type}}, "user_id": "u"}
+
+
+@pytest.mark.parametrize("error_type", ["invalid_request", "invalid_prompt"])
+def test_openrouters_own_verdict_that_the_request_is_invalid_stops_the_request(error_type: str) -> None:
+    """Every model would refuse it: the error is final and says it is the request's to fix."""
+    error = _error(400, _openrouters_own_400(error_type))
+    assert isinstance(error, errors.InvalidRequestError) and is_final(error)
+    assert not RetryPolicy().should_retry(error, 0)
+    assert str(error).startswith(f"400 OpenRouter rejected the request itself ({error_type}: Invalid tool param")
+    assert "no other model was tried" in str(error) and "Fix the request" in str(error)
+
+
+def test_a_string_code_invalid_prompt_is_the_requests_mistake_too() -> None:
+    """The shape OpenRouter's Responses API sends: the kind in `code`, a string."""
+    body = {"error": {"message": "Invalid request", "code": "invalid_prompt"}}
+    assert isinstance(_error(400, body), errors.InvalidRequestError)
+
+
+MODEL_400S: dict[str, dict[str, Any]] = {
+    "unknown model id": {"error": {"message": "x/y is not a valid model ID", "code": 400}, "user_id": "u"},
+    "context length": {
+        "error": {
+            "message": "This endpoint's maximum context length is 8192 tokens.",
+            "code": 400,
+            "metadata": {"error_type": "context_length_exceeded"},
+        }
+    },
+    "a provider's own tool-schema rule": {
+        "error": {
+            "message": "Provider returned error",
+            "code": 400,
+            "metadata": {
+                "error_type": "invalid_request",
+                "provider_name": "DeepSeek",
+                "raw": "Invalid tool parameters schema : field `anyOf`: missing field `type`",
+            },
+        }
+    },
+    "no error type at all": {"error": {"message": "Invalid request parameters", "code": 400}},
+}
+
+
+@pytest.mark.parametrize("body", MODEL_400S.values(), ids=list(MODEL_400S))
+def test_a_400_that_may_be_about_the_model_still_falls_back(body: dict[str, Any]) -> None:
+    error = _error(400, body)
+    assert type(error) is errors.BadRequestError and not is_final(error)
