@@ -331,18 +331,27 @@ class BudgetExceededError(ModelyardError):
         budget: which budget refused (`per_request`, `daily`, `monthly`, `max_cost`).
         remaining: what is left of it, in USD.
         estimate: the worst-case cost of the cheapest candidate that was considered, in USD.
+        limit, spent, held: the limit and what is spent and held by requests in flight (daily, monthly).
     """
 
-    def __init__(self, budget: str, remaining: Decimal, estimate: Decimal | None, detail: str = "") -> None:
-        self.budget = budget
-        self.remaining = remaining
-        self.estimate = estimate
+    def __init__(
+        self,
+        budget: str,
+        remaining: Decimal,
+        estimate: Decimal | None,
+        detail: str = "",
+        *,
+        limit: Decimal | None = None,
+        spent: Decimal = Decimal(0),
+        held: Decimal = Decimal(0),
+    ) -> None:
+        self.budget, self.remaining, self.estimate = budget, remaining, estimate
+        self.limit, self.spent, self.held = limit, spent, held
         est = f"${_usd(estimate)}" if estimate is not None else "unknown"
         extra = f" {detail}" if detail else ""
         super().__init__(
             f"Refused before sending: the {budget} budget has ${_usd(remaining)} left, but the worst-case cost "
-            f"of the cheapest eligible model is {est}.{extra} Lower max_tokens, pick a cheaper model or "
-            f"raise the budget."
+            f"of the cheapest eligible model is {est}.{extra} {self._advice()}"
         )
 
     @classmethod
@@ -351,7 +360,31 @@ class BudgetExceededError(ModelyardError):
     ) -> BudgetExceededError:
         """`amount` does not fit `limit`, of which `spent` is spent and `held` reserved: the message says all three."""
         detail = f"(limit ${_usd(limit)}, spent ${_usd(spent)}, held by requests in flight ${_usd(held)})"
-        return cls(budget, remaining, amount, detail)
+        return cls(budget, remaining, amount, detail, limit=limit, spent=spent, held=held)
+
+    def _advice(self) -> str:
+        """What can still work: a smaller request, waiting for requests in flight or for the reset, or the operator."""
+        resets = _RESETS.get(self.budget)
+        if resets is None or self.limit is None:  # per_request: a cap on one request, not a period's budget
+            return (
+                "Lower max_tokens or pick a cheaper model (plan_route shows each candidate's worst case), or raise "
+                "max_cost if the request set it; only the operator can raise the per_request budget."
+            )
+        operator = f"only the operator can raise it (MODELYARD_BUDGET__{self.budget.upper()} or the config file)"
+        settled = self.limit - self.spent  # what is left once the requests in flight settle (they spend at most it)
+        if settled <= 0:
+            return f"Nothing can be sent: the {self.budget} budget is exhausted until it resets {resets}; {operator}."
+        if self.estimate is not None and self.estimate <= settled:
+            return "The rest is held by requests in flight: retry when they finish (what they do not spend is freed)."
+        room = f"${_usd(self.remaining)}" if self.remaining else f"${_usd(settled)} once requests in flight finish"
+        return (
+            f"Only a request whose worst case is at most {room} fits: lower max_tokens or pick a cheaper model "
+            f"(plan_route shows each candidate's worst case). It resets {resets}; {operator}."
+        )
+
+
+_RESETS = {"daily": "at 00:00 UTC", "monthly": "on the 1st of the month at 00:00 UTC"}
+"""When a period's budget starts again: the store counts spend per UTC day and UTC month."""
 
 
 def _usd(amount: Decimal) -> str:

@@ -17,6 +17,7 @@ from modelyard.routing.request import Capability, RouteRequest
 
 __all__ = [
     "BREAKER_OPEN",
+    "UNPRICED",
     "Context",
     "Exclusion",
     "SelectionDefaults",
@@ -131,7 +132,7 @@ def exclusion(ctx: Context, facts: EntryFacts, *, auto: bool) -> str | None:
     return None
 
 
-_UNPRICED = "lists no price although it is not a free variant: what it charges is unknown"
+UNPRICED = "lists no price although it is not a free variant: what it charges is unknown"
 
 
 def _price_exclusion(facts: EntryFacts, cap: Decimal) -> str | None:
@@ -139,7 +140,7 @@ def _price_exclusion(facts: EntryFacts, cap: Decimal) -> str | None:
     if facts.dynamic:
         return "price is only known after routing, so it cannot be held to max_cost_per_1k"
     if facts.unpriced:
-        return f"{_UNPRICED}, so it cannot be held to max_cost_per_1k"
+        return f"{UNPRICED}, so it cannot be held to max_cost_per_1k"
     prompt, completion = facts.prompt_1k, facts.completion_1k
     if prompt > cap or completion > cap:
         return (
@@ -198,7 +199,7 @@ _Worst = Callable[[], Decimal | None] | Decimal | None
 def cost_exclusion(ctx: Context, cap: Decimal, facts: EntryFacts, max_tokens: int) -> tuple[str | None, Decimal | None]:
     """Why the per-request cap `cap` excludes the model or None, and its worst case."""
     if facts.unpriced:
-        return f"{_UNPRICED}, so it cannot be held to the per-request cap", None
+        return f"{UNPRICED}, so it cannot be held to the per-request cap", None
     worst = worst_case(ctx, facts, max_tokens)
     if worst > cap:
         return _above_cap(worst, cap), None

@@ -85,7 +85,8 @@ class ExclusionView(ResultModel):
 
 
 class PlanView(ResultModel):
-    """A dry run: the ranked candidates, the excluded models with reasons, the estimated cost."""
+    """A dry run: the ranked candidates, the excluded models with reasons, the estimated cost; with no
+    candidate, why none is left (`no_candidates_reason`)."""
 
     mode: str
     required_capabilities: list[str]
@@ -95,3 +96,9 @@ class PlanView(ResultModel):
     excluded: list[ExclusionView]
     excluded_total: int
     estimated_cost: Usd | None = Field(description="Worst-case USD of the first candidate.")
+    no_candidates_reason: str | None = Field(
+        default=None,
+        description="When no model is left (candidates empty): why, grouped by kind with example models, the "
+        "limit that binds and where it comes from, and a change that would let a model through (the text "
+        "execute would refuse the request with). Null when there are candidates.",
+    )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -32,6 +31,7 @@ from modelyard.routing.cache import CoalescedFailure, ResponseCache, cache_allow
 from modelyard.routing.catalog import Catalog, CatalogService
 from modelyard.routing.circuit import CircuitBreakers
 from modelyard.routing.events import EventSink, StreamEvent, TextDelta
+from modelyard.routing.explain import breaker_wait, no_candidates_error, why_no_model
 from modelyard.routing.fallback import FallbackLoop, tightest
 from modelyard.routing.ledger import failure_row, view_of_plan
 from modelyard.routing.metrics import Metrics, Window, budget_status, compute_metrics, window_start
@@ -39,7 +39,7 @@ from modelyard.routing.reconcile import Reconciler
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import PlanView, RouteResult
 from modelyard.routing.retry import RetryPolicy
-from modelyard.routing.selection import BREAKER_OPEN, Plan, SelectionDefaults, select
+from modelyard.routing.selection import Plan, SelectionDefaults, select
 from modelyard.routing.shared import SharedBreakers, SharedResponseCache, shared_store
 from modelyard.routing.speed import SpeedBook
 from modelyard.settings import Settings
@@ -129,9 +129,20 @@ class Router:
     # ------------------------------------------------------------------ public API
 
     async def plan(self, request: RouteRequest) -> PlanView:
-        """A dry run: ranked candidates, exclusions with reasons, the worst-case cost. Spends nothing."""
-        plan, _ = await self._plan(request)
-        return view_of_plan(plan)
+        """A dry run: ranked candidates, exclusions with reasons, the worst-case cost. Spends nothing.
+
+        A request no model can serve gets its plan all the same (no candidates, every exclusion), with
+        `no_candidates_reason` saying why and what would let a model through: `execute` refuses it with
+        that text, and an agent asks `plan_route` precisely to find out why.
+        """
+        plan, catalog = await self._plan(request, refuse=False)
+        view = view_of_plan(plan)
+        if not view.candidates:
+            per_request = (await self.budgets.limits()).per_request
+            view.no_candidates_reason = why_no_model(
+                plan, catalog, per_request=per_request, breaker_wait_s=breaker_wait(plan, self.breakers)
+            )
+        return view
 
     async def execute(self, request: RouteRequest, *, on_event: EventSink | None = None) -> RouteResult:
         """Answer `request`; with `on_event` (or `request.stream`) the text is streamed to it as it arrives.
@@ -245,15 +256,18 @@ class Router:
 
     # ------------------------------------------------------------------ planning
 
-    async def _plan(self, request: RouteRequest, *, record_refusal: bool = False) -> tuple[Plan, Catalog]:
+    async def _plan(
+        self, request: RouteRequest, *, record_refusal: bool = False, refuse: bool = True
+    ) -> tuple[Plan, Catalog]:
+        """The plan and its catalog; with `refuse`, a plan with no candidate raises `NoCandidatesError`."""
         catalog = await self.catalogs.current()
         limits = await self.budgets.limits()
         cap = tightest(request.max_cost, limits.per_request)
         plan = self._select(catalog, request, cap)
         if (request.speed or self.settings.speed) == "fast" and await self._probe_speeds(plan):
             plan = self._select(catalog, request, cap)
-        if not plan.candidates:
-            error = _no_candidates(plan, self.breakers)
+        if not plan.candidates and refuse:
+            error = no_candidates_error(plan, catalog, per_request=limits.per_request, breakers=self.breakers)
             if record_refusal:
                 await self._record(failure_row(request, plan, [], error, self.clock.now(), status="refused"))
             raise error
@@ -418,29 +432,3 @@ async def _drive(items: AsyncGenerator[StreamEvent | RouteResult], sink: EventSi
             if sink is not None:
                 await sink(item)
     raise AssertionError("FallbackLoop.run ends with a result or an error")  # pragma: no cover
-
-
-def _no_candidates(plan: Plan, breakers: CircuitBreakers) -> NoCandidatesError:
-    reasons: dict[str, int] = {}
-    for exclusion in plan.exclusions:
-        key = exclusion.reason.split(" (")[0] if exclusion.model != "*" else exclusion.reason
-        reasons[key] = reasons.get(key, 0) + 1
-    summary = "; ".join(f"{reason} ({count})" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:6])
-    sample = {e.model: e.reason for e in plan.exclusions[:20]}
-    broken = [e.model for e in plan.exclusions if e.reason == BREAKER_OPEN]
-    wait = None
-    if broken and len(broken) == sum(1 for e in plan.exclusions if e.model != "*"):
-        # Only failing upstreams stand in the way: relaxing constraints would not help, waiting would.
-        waits = [w for model in broken if (w := breakers.trial_in_s(model)) is not None]
-        wait = min(waits) if waits else None
-        whose = "its circuit breaker lets" if len(broken) == 1 else "the first of their circuit breakers lets"
-        when = f"in {math.ceil(wait)} s (when {whose} a trial request through)" if wait else "in a little while"
-        advice = (
-            f"every eligible model failed repeatedly and is paused by its circuit breaker ({', '.join(broken[:5])}). "
-            f"Retry {when}, or name another model in `models`."
-        )
-    else:
-        advice = "Relax capabilities, max_cost_per_1k, max_tokens or provider, or call plan_route to see every reason."
-    return NoCandidatesError(
-        f"No model meets the constraints. Excluded: {summary}. {advice}", sample, retry_after_s=wait
-    )

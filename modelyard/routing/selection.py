@@ -40,11 +40,14 @@ from modelyard.routing.shapes import Positioned, Shape, View, ViewKey, position,
 from modelyard.routing.speed import SpeedBook
 from modelyard.routing.worst_case import float_cap
 
-__all__ = ["BREAKER_OPEN", "Candidate", "Exclusion", "Plan", "SelectionDefaults", "select"]
+__all__ = ["BREAKER_OPEN", "TIER_QUALITY", "Candidate", "EmptyPlan", "Exclusion", "Plan", "SelectionDefaults", "select"]
 
 log = logging.getLogger(__name__)
 _UNRESOLVED_LOGGED: set[str] = set()
 """Configured fallback names already logged as matching no model (each is logged once)."""
+TIER_QUALITY = {"economy": "low", "balanced": "medium", "premium": "high"}
+"""The quality preference a tier implies when the request gives none (it wins over the server's default:
+an agent asking for premium wants the strongest models of the tier, not its cheapest)."""
 
 
 class Plan:
@@ -80,6 +83,24 @@ class Plan:
         if callable(value):
             value = self._exclusions = value()
         return value
+
+
+class EmptyPlan(Plan):
+    """A plan no model is left in. It keeps the request as the filters read it (`context`), so that
+    `explain` can say why and what would let a model through: only this plan carries it, so a plan
+    with candidates does no work for it."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: Context, exclusions: list[Exclusion] | Callable[[], list[Exclusion]]) -> None:
+        super().__init__(
+            candidates=[],
+            exclusions=exclusions,
+            required=set(context.required),
+            prompt_tokens_bound=context.bound,
+            prompt_tokens_estimate=context.estimate,
+        )
+        self.context = context
 
 
 def select(
@@ -176,7 +197,7 @@ def _chain_plan(ctx: Context, pool: Sequence[EntryFacts]) -> Plan:
                     kept.append(Candidate(facts.entry, 0.0, max_tokens, worst, "named in the chain"))
                     continue
         exclusions.append(Exclusion(facts.id, reason))
-    return _plan(ctx, kept, exclusions)
+    return _plan(ctx, kept, exclusions) if kept else EmptyPlan(ctx, exclusions)
 
 
 def _plan(
@@ -197,14 +218,16 @@ def _auto_plan(ctx: Context, facts: CatalogFacts, tier: str | None, speed: Speed
     if not isinstance(shape, Shape):
         pool = facts.all if tier is None else [f for f in facts.all if f.entry.tier == tier]
         shape = facts.remember(key, Shape(ctx, pool))
-    quality = ctx.request.quality or ctx.defaults.quality
+    quality = ctx.request.quality or (ctx.defaults.quality if tier is None else TIER_QUALITY[tier])
     fast = (ctx.request.speed or ctx.defaults.speed) == "fast"
     view_key, view = shape.view(ctx)
     if ctx.cost_cap is not None:
         return _capped_plan(ctx, ctx.cost_cap, shape, (quality, fast, view_key), view, speed, tier)
     rows = shape.ranking((quality, fast, view_key, ()), view.kept, speed)
-    candidates = Ranked(rows, weights(quality, fast), partial(worst_case, ctx)) if rows else []
-    return _plan(ctx, candidates, partial(_stated, view, ctx, (), tier))
+    stated = partial(_stated, view, ctx, (), tier)
+    if not rows:
+        return EmptyPlan(ctx, stated)
+    return _plan(ctx, Ranked(rows, weights(quality, fast), partial(worst_case, ctx)), stated)
 
 
 def _capped_plan(
@@ -225,8 +248,10 @@ def _capped_plan(
         kept = [passed for passed in kept if passed[0] not in out]
     quality, fast, view_key = key
     rows = shape.ranking((quality, fast, view_key, tuple(index for index, _ in late)), kept, speed)
-    candidates = Ranked(rows, weights(quality, fast), partial(worst_case, ctx), known) if rows else []
-    return _plan(ctx, candidates, partial(_stated, view, ctx, late, tier))
+    stated = partial(_stated, view, ctx, late, tier)
+    if not rows:
+        return EmptyPlan(ctx, stated)
+    return _plan(ctx, Ranked(rows, weights(quality, fast), partial(worst_case, ctx), known), stated)
 
 
 def _stated(view: View, ctx: Context, late: Sequence[Positioned], tier: str | None) -> list[Exclusion]:

@@ -36,8 +36,10 @@ Model = Annotated[
     Field(
         description="'auto' (chosen by capabilities, cost, speed, quality), a model id "
         "('openai/gpt-4o-mini'), a short name ('gpt-4o-mini'), a tier ('economy', 'balanced', "
-        "'premium') or 'openrouter/auto' (OpenRouter's own router). Default: the server's default "
-        "model (MODELYARD_DEFAULT_MODEL, 'auto' unless set)."
+        "'premium': chosen within it, ranked by default for quality 'low', 'medium' and 'high' "
+        "respectively, so premium leads with the tier's strongest models) or 'openrouter/auto' "
+        "(OpenRouter's own router). Default: the server's default model (MODELYARD_DEFAULT_MODEL, "
+        "'auto' unless set)."
     ),
 ]
 Models = Annotated[list[str] | None, Field(description="Explicit fallback chain tried after `model`, in order.")]
@@ -57,7 +59,10 @@ Images = Annotated[
 ]
 Quality = Annotated[
     Literal["low", "medium", "high"] | None,
-    Field(description="Quality vs cost: 'high' favours the strongest models, 'low' the cheapest."),
+    Field(
+        description="Quality vs cost: 'high' favours the strongest models, 'low' the cheapest. Default: the "
+        "tier's when `model` is a tier (premium: high, balanced: medium, economy: low), else the server's."
+    ),
 ]
 Speed = Annotated[
     Literal["any", "fast"] | None, Field(description="'fast' favours the models answering fastest (observed).")
@@ -231,7 +236,11 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         images: Images = None,
     ) -> PlanView:
         """Dry run of execute: the ranked candidate models with their worst-case cost, and why every other
-        model was excluded. Sends nothing upstream and spends nothing."""
+        model was excluded. Sends nothing upstream and spends nothing.
+
+        When no model meets the constraints it still returns the plan, with no candidates, and
+        `no_candidates_reason`: why, by kind, and a change that would let a model through (execute refuses
+        such a request with that text)."""
         app = await app_of(ctx)
         with tool_errors():
             request = await _request(

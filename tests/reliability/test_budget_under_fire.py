@@ -28,8 +28,9 @@ REFUSAL = re.compile(
 )
 # Calls whose models all failed (faults), or whose only model's breaker the faults had opened.
 ALL_FAILED = re.compile(
-    r"^Error executing tool execute: (All candidates failed \(\d+ attempts?\)\. |No model meets the constraints\. "
-    r"Excluded: circuit breaker open|Gave up after max_attempts=\d+ \(\d+ of \d+ candidate models tried\): )"
+    r"^Error executing tool execute: (All candidates failed \(\d+ attempts?\)\. |No model meets the constraints: "
+    r".*paused by a circuit breaker|Gave up after max_attempts=\d+ \(\d+ of \d+ candidate models tried\): )",
+    re.DOTALL,
 )
 
 

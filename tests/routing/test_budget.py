@@ -173,3 +173,46 @@ async def test_an_out_of_range_limit_an_older_release_stored_is_ignored_not_fata
     await store.set_value("budget:overrides:v1", '{"daily": "1E+9999999", "monthly": "5", "per_request": null}')
     limits = await _manager(store, BudgetLimits()).limits()
     assert (limits.daily, limits.monthly) == (None, Decimal(5))
+
+
+# --------------------------------------------------------------------------- what a refusal advises
+
+
+def _over(budget: str, amount: str, *, limit: str, spent: str, held: str = "0") -> str:
+    left = max(Decimal(0), Decimal(limit) - Decimal(spent) - Decimal(held))
+    refusal = BudgetExceededError.over_limit(
+        budget, Decimal(amount), limit=Decimal(limit), spent=Decimal(spent), held=Decimal(held), remaining=left
+    )
+    return str(refusal)
+
+
+def test_a_used_up_daily_budget_says_it_resets_at_midnight_utc_and_only_the_operator_can_raise_it() -> None:
+    """With nothing left no max_tokens fits and set_budget cannot raise it: the advice says when and who."""
+    message = _over("daily", "0.0024657", limit="0", spent="0")
+    assert "the daily budget is exhausted until it resets at 00:00 UTC" in message
+    assert "only the operator can raise it (MODELYARD_BUDGET__DAILY" in message
+    assert "Lower max_tokens" not in message and "raise the budget" not in message
+
+
+def test_a_spent_monthly_budget_says_it_resets_on_the_first_of_the_month() -> None:
+    """The monthly budget's period is the UTC month: it resets on the 1st."""
+    message = _over("monthly", "0.01", limit="5", spent="5.2")
+    assert "the monthly budget is exhausted until it resets on the 1st of the month at 00:00 UTC" in message
+    assert "MODELYARD_BUDGET__MONTHLY" in message and "Lower max_tokens" not in message
+
+
+def test_a_budget_with_some_left_says_how_small_a_request_would_fit() -> None:
+    """$0.002 left of the day: a request whose worst case is at most that fits, so the smaller-request advice stays."""
+    message = _over("daily", "0.005", limit="1", spent="0.998")
+    assert "daily budget has $0.002 left" in message
+    assert "a request whose worst case is at most $0.002 fits" in message
+    assert "lower max_tokens or pick a cheaper model" in message
+    assert "exhausted" not in message
+
+
+def test_a_budget_held_by_requests_in_flight_says_to_retry_when_they_finish() -> None:
+    """Nothing is left now only because requests in flight hold it; once they settle this one fits."""
+    message = _over("daily", "0.01", limit="1", spent="0.5", held="0.5")
+    assert "daily budget has $0 left" in message
+    assert "held by requests in flight" in message and "retry when they finish" in message
+    assert "exhausted" not in message and "Lower max_tokens" not in message

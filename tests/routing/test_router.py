@@ -177,7 +177,7 @@ async def test_when_only_open_breakers_stand_in_the_way_the_error_says_to_wait_n
         await rig.router.execute(rig.ask(model=CHEAP))
     message = str(refused.value)
     assert "circuit breaker" in message and CHEAP in message and re.search(r"Retry in \d+ s", message)
-    assert "Relax capabilities" not in message
+    assert "Relax capabilities" not in message and "drop" not in message
 
 
 async def test_streaming_sends_deltas_in_order_and_the_result_holds_the_full_text(rig: Rig) -> None:
@@ -399,9 +399,40 @@ async def test_plan_spends_nothing_and_explains_exclusions(rig: Rig) -> None:
 
 async def test_impossible_constraints_are_refused_with_the_reasons(rig: Rig) -> None:
     """No model left: NoCandidatesError says why, and a refused row is recorded."""
-    with pytest.raises(errors.NoCandidatesError, match="lacks"):
+    with pytest.raises(errors.NoCandidatesError, match="lack reasoning or vision"):
         await rig.router.execute(rig.ask(capabilities=["vision", "reasoning"], max_cost_per_1k=Decimal("0.0000001")))
     assert rig.received() == 0 and (await rig.store.rows())[-1].status == "refused"
+
+
+async def test_a_plan_with_no_model_left_is_returned_empty_with_why_instead_of_an_error(rig: Rig) -> None:
+    """plan() answers a request execute would refuse: no candidates, every exclusion, and the grouped reason."""
+    request = rig.ask(model="premium", max_cost=Decimal("0.0005"))
+    plan = await rig.router.plan(request)
+    assert plan.candidates == [] and plan.estimated_cost is None
+    assert plan.excluded and plan.excluded_total == len(plan.excluded)
+    assert plan.no_candidates_reason is not None
+    assert "above the per-request cap $0.0005 (the request's max_cost)" in plan.no_candidates_reason
+    with pytest.raises(errors.NoCandidatesError) as refused:
+        await rig.router.execute(request)
+    assert str(refused.value).startswith(plan.no_candidates_reason)
+    assert rig.received() == 0
+
+
+async def test_a_plan_with_candidates_has_no_reason_for_none(rig: Rig) -> None:
+    """no_candidates_reason is null whenever a model is left."""
+    plan = await rig.router.plan(rig.ask(model="premium"))
+    assert plan.candidates and plan.no_candidates_reason is None
+
+
+async def test_a_refusal_under_the_per_request_budget_names_the_budget_not_max_cost(
+    rig_factory: RigFactory,
+) -> None:
+    """The operator's per_request limit binds: the reason names it, and raising max_cost is not offered."""
+    rig = await rig_factory(budget={"per_request": "0.0005"})
+    plan = await rig.router.plan(rig.ask(model="premium", max_cost=Decimal("1")))
+    assert plan.no_candidates_reason is not None
+    assert "(the per_request budget)" in plan.no_candidates_reason
+    assert "raise max_cost" not in plan.no_candidates_reason
 
 
 async def test_an_unknown_model_name_lists_the_closest_ids(rig: Rig) -> None:

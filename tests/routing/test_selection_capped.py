@@ -17,7 +17,7 @@ from modelyard.routing.filters import Exclusion
 from modelyard.routing.pricing import worst_case_cost
 from modelyard.routing.ranking import rank
 from modelyard.routing.request import RouteRequest
-from modelyard.routing.selection import Plan, SelectionDefaults, select
+from modelyard.routing.selection import TIER_QUALITY, Plan, SelectionDefaults, select
 from modelyard.routing.speed import SpeedBook
 from tests.conftest import shared_fixture
 from tests.routing.catalog_factory import FETCHED_AT, catalog, model, rows
@@ -83,7 +83,9 @@ def _the_long_way(cat: Catalog, request: RouteRequest, cap: Decimal, book: Speed
             kept.append((candidate.id, candidate.max_tokens, worst))
     tiers = [e for e in plan.exclusions if e.model == "*"]
     exclusions = sorted([e for e in plan.exclusions if e.model != "*"] + late, key=lambda e: e.model) + tiers
-    quality, fast = request.quality or DEFAULTS.quality, request.speed == "fast"
+    tier = request.model if request.model in TIER_QUALITY else request.tier
+    quality = request.quality or (TIER_QUALITY[tier] if tier else DEFAULTS.quality)  # a tier implies its own
+    fast = request.speed == "fast"
     in_id_order = [(facts.by_id[i], n) for i, n, _ in sorted(kept)]
     scored = rank(in_id_order, quality=quality, fast=fast, speed=book or SpeedBook())
     worst_of = {i: w for i, _, w in kept}

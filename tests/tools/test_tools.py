@@ -162,6 +162,20 @@ async def test_plan_route_ranks_and_explains_without_spending(client: Client, sa
     """plan_route lists candidates with worst-case cost and exclusions with reasons; nothing is sent."""
     plan = await _call(client, "plan_route", prompt="x", capabilities=["tools"], max_cost_per_1k=0.001)
     assert plan["candidates"] and plan["excluded_total"] > 0 and plan["estimated_cost"] is not None
+    assert plan["no_candidates_reason"] is None
+    assert sandbox.state.ledger == []
+
+
+async def test_plan_route_with_no_model_left_returns_the_empty_plan_and_why_not_an_error(
+    client: Client, sandbox: Sandbox
+) -> None:
+    """An agent asks plan_route why a request would fail: it gets the plan, not the error execute gives."""
+    arguments = {"prompt": "Say hi", "max_cost": "0.0005", "model": "premium"}
+    plan = await _call(client, "plan_route", **arguments)
+    assert plan["candidates"] == [] and plan["excluded"] and plan["estimated_cost"] is None
+    assert "above the per-request cap $0.0005 (the request's max_cost)" in plan["no_candidates_reason"]
+    refused = await _error(client, "execute", **arguments)
+    assert "No model meets the constraints" in refused and "raise max_cost to at least $" in refused
     assert sandbox.state.ledger == []
 
 
