@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from modelyard.error_text import billed_note, budget_advice, usd, with_note
+
 __all__ = [
     "AllCandidatesFailedError",
     "AuthenticationError",
@@ -138,7 +140,7 @@ class UpstreamError(ModelyardError):
 
     def __str__(self) -> str:
         status = f"{self.status} " if self.status is not None and not self.status_in_message else ""
-        return _with_note(f"{status}{self.message}", _billed_note(self.billed))
+        return with_note(f"{status}{self.message}", billed_note(self.billed))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"
@@ -347,11 +349,11 @@ class BudgetExceededError(ModelyardError):
     ) -> None:
         self.budget, self.remaining, self.estimate = budget, remaining, estimate
         self.limit, self.spent, self.held = limit, spent, held
-        est = f"${_usd(estimate)}" if estimate is not None else "unknown"
+        est = f"${usd(estimate)}" if estimate is not None else "unknown"
         extra = f" {detail}" if detail else ""
         super().__init__(
-            f"Refused before sending: the {budget} budget has ${_usd(remaining)} left, but the worst-case cost "
-            f"of the cheapest eligible model is {est}.{extra} {self._advice()}"
+            f"Refused before sending: the {budget} budget has ${usd(remaining)} left, but the worst-case cost "
+            f"of the cheapest eligible model is {est}.{extra} {budget_advice(self)}"
         )
 
     @classmethod
@@ -359,37 +361,8 @@ class BudgetExceededError(ModelyardError):
         cls, budget: str, amount: Decimal, *, limit: Decimal, spent: Decimal, held: Decimal, remaining: Decimal
     ) -> BudgetExceededError:
         """`amount` does not fit `limit`, of which `spent` is spent and `held` reserved: the message says all three."""
-        detail = f"(limit ${_usd(limit)}, spent ${_usd(spent)}, held by requests in flight ${_usd(held)})"
+        detail = f"(limit ${usd(limit)}, spent ${usd(spent)}, held by requests in flight ${usd(held)})"
         return cls(budget, remaining, amount, detail, limit=limit, spent=spent, held=held)
-
-    def _advice(self) -> str:
-        """What can still work: a smaller request, waiting for requests in flight or for the reset, or the operator."""
-        resets = _RESETS.get(self.budget)
-        if resets is None or self.limit is None:  # per_request: a cap on one request, not a period's budget
-            return (
-                "Lower max_tokens or pick a cheaper model (plan_route shows each candidate's worst case), or raise "
-                "max_cost if the request set it; only the operator can raise the per_request budget."
-            )
-        operator = f"only the operator can raise it (MODELYARD_BUDGET__{self.budget.upper()} or the config file)"
-        settled = self.limit - self.spent  # what is left once the requests in flight settle (they spend at most it)
-        if settled <= 0:
-            return f"Nothing can be sent: the {self.budget} budget is exhausted until it resets {resets}; {operator}."
-        if self.estimate is not None and self.estimate <= settled:
-            return "The rest is held by requests in flight: retry when they finish (what they do not spend is freed)."
-        room = f"${_usd(self.remaining)}" if self.remaining else f"${_usd(settled)} once requests in flight finish"
-        return (
-            f"Only a request whose worst case is at most {room} fits: lower max_tokens or pick a cheaper model "
-            f"(plan_route shows each candidate's worst case). It resets {resets}; {operator}."
-        )
-
-
-_RESETS = {"daily": "at 00:00 UTC", "monthly": "on the 1st of the month at 00:00 UTC"}
-"""When a period's budget starts again: the store counts spend per UTC day and UTC month."""
-
-
-def _usd(amount: Decimal) -> str:
-    """A USD amount without trailing zeros or exponent: 0.00001, 12.5."""
-    return f"{amount.normalize():f}"
 
 
 class SchemaValidationError(ModelyardError):
@@ -427,7 +400,7 @@ class AllCandidatesFailedError(ModelyardError):
         if gave_up is not None:
             head = f"Gave up {gave_up} ({tried} of {candidates} candidate models tried): "
         lines = "; ".join(f"{model}: {error}" for model, error in self.errors) or "no attempt was made"
-        super().__init__(_with_note(f"{head}{lines}", _billed_note(billed)))
+        super().__init__(with_note(f"{head}{lines}", billed_note(billed)))
 
     def with_billed(self, billed: Decimal | None) -> AllCandidatesFailedError:
         """The same failure, its message written for another bill."""
@@ -439,22 +412,3 @@ class AllCandidatesFailedError(ModelyardError):
             candidates=self.candidates,
             gave_up=self.gave_up,
         )
-
-
-def _billed_note(billed: Decimal | None) -> str:
-    """What a failed request was billed all the same, said at the end of its message (nothing when $0)."""
-    if billed is None:
-        return (
-            " An attempt may still be billed (its answer had begun): get_metrics will show its cost once "
-            "OpenRouter has recorded it."
-        )
-    if not billed:
-        return ""
-    return f" OpenRouter billed ${billed.normalize():f} for the rejected answers (in the ledger and the budget)."
-
-
-def _with_note(message: str, note: str) -> str:
-    """`message`, then `note` (a sentence of its own, or nothing) after a full stop."""
-    if not note or message.endswith((".", "!", "?")):
-        return f"{message}{note}"
-    return f"{message}.{note}"
