@@ -82,6 +82,29 @@ ResponseFormat = Annotated[
 Reasoning = Annotated[
     dict[str, Any] | None, Field(description="Reasoning settings, e.g. {'effort': 'high'}; needs a reasoning model.")
 ]
+Temperature = Annotated[
+    float | None,
+    Field(ge=0, le=2, description="Sampling temperature, 0-2. 0 (or a seed) makes the answer cacheable."),
+]
+TopP = Annotated[float | None, Field(gt=0, le=1, description="Nucleus sampling: the probability mass kept.")]
+Stop = Annotated[str | list[str] | None, Field(description="Stop sequence(s).")]
+Seed = Annotated[
+    int | None, Field(description="Sampling seed, where the model supports one; makes the answer cacheable.")
+]
+ToolChoice = Annotated[str | dict[str, Any] | None, Field(description="auto, none, required or a tool.")]
+Functions = Annotated[list[dict[str, Any]] | None, Field(description="Legacy; use tools.")]
+FunctionCall = Annotated[str | dict[str, Any] | None, Field(description="Legacy; use tool_choice.")]
+Stream = Annotated[bool, Field(description="Send the text as progress notifications as it arrives.")]
+CacheMode = Annotated[Literal["auto", "on", "off"] | None, Field(description="auto: deterministic only.")]
+TimeoutS = Annotated[float | None, Field(gt=0, le=3600, description="Seconds for the whole request.")]
+Supervisor = Annotated[
+    str | None,
+    Field(
+        description="A model or tier that reviews the answer: it approves it or returns a revision, "
+        "which replaces `content` unless the answer called tools or the revision fails the "
+        "response_format. The review spends only what the answer left of `max_cost`."
+    ),
+]
 
 
 class ExecuteResult(RouteResult):
@@ -161,37 +184,21 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         max_cost_per_1k: PricePer1K = None,
         max_cost: MaxCost = None,
         max_tokens: MaxTokens = None,
-        temperature: Annotated[
-            float | None,
-            Field(ge=0, le=2, description="Sampling temperature, 0-2. 0 (or a seed) makes the answer cacheable."),
-        ] = None,
-        top_p: Annotated[
-            float | None, Field(gt=0, le=1, description="Nucleus sampling: the probability mass kept.")
-        ] = None,
-        stop: Annotated[str | list[str] | None, Field(description="Stop sequence(s).")] = None,
-        seed: Annotated[
-            int | None, Field(description="Sampling seed, where the model supports one; makes the answer cacheable.")
-        ] = None,
+        temperature: Temperature = None,
+        top_p: TopP = None,
+        stop: Stop = None,
+        seed: Seed = None,
         tools: Tools = None,
-        tool_choice: Annotated[
-            str | dict[str, Any] | None, Field(description="auto, none, required or a tool.")
-        ] = None,
-        functions: Annotated[list[dict[str, Any]] | None, Field(description="Legacy; use tools.")] = None,
-        function_call: Annotated[str | dict[str, Any] | None, Field(description="Legacy; use tool_choice.")] = None,
+        tool_choice: ToolChoice = None,
+        functions: Functions = None,
+        function_call: FunctionCall = None,
         response_format: ResponseFormat = None,
         reasoning: Reasoning = None,
         images: Images = None,
-        stream: Annotated[bool, Field(description="Send the text as progress notifications as it arrives.")] = False,
-        cache: Annotated[Literal["auto", "on", "off"] | None, Field(description="auto: deterministic only.")] = None,
-        timeout_s: Annotated[float | None, Field(gt=0, le=3600, description="Seconds for the whole request.")] = None,
-        supervisor: Annotated[
-            str | None,
-            Field(
-                description="A model or tier that reviews the answer: it approves it or returns a revision, "
-                "which replaces `content` unless the answer called tools or the revision fails the "
-                "response_format. The review spends only what the answer left of `max_cost`."
-            ),
-        ] = None,
+        stream: Stream = False,
+        cache: CacheMode = None,
+        timeout_s: TimeoutS = None,
+        supervisor: Supervisor = None,
     ) -> ExecuteResult:
         """Run a prompt on the best model for it (or the one named), with fallback, budget and cache.
 
@@ -230,13 +237,26 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         max_cost_per_1k: PricePer1K = None,
         max_cost: MaxCost = None,
         max_tokens: MaxTokens = None,
+        temperature: Temperature = None,
+        top_p: TopP = None,
+        stop: Stop = None,
+        seed: Seed = None,
         tools: Tools = None,
+        tool_choice: ToolChoice = None,
+        functions: Functions = None,
+        function_call: FunctionCall = None,
         response_format: ResponseFormat = None,
         reasoning: Reasoning = None,
         images: Images = None,
+        stream: Stream = False,
+        cache: CacheMode = None,
+        timeout_s: TimeoutS = None,
+        supervisor: Supervisor = None,
     ) -> PlanView:
         """Dry run of execute: the ranked candidate models with their worst-case cost, and why every other
-        model was excluded. Sends nothing upstream and spends nothing.
+        model was excluded. Sends nothing upstream and spends nothing. Takes execute's arguments as they
+        are; those that do not change the choice (sampling, streaming, cache, timeout, supervisor) are
+        checked and otherwise ignored.
 
         When no model meets the constraints it still returns the plan, with no candidates, and
         `no_candidates_reason`: why, by kind, and a change that would let a model through (execute refuses
@@ -258,9 +278,9 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
                 max_cost=max_cost,
                 max_tokens=max_tokens,
                 tools=tools,
-                tool_choice=None,
-                functions=None,
-                function_call=None,
+                tool_choice=tool_choice,
+                functions=functions,
+                function_call=function_call,
                 response_format=response_format,
                 reasoning=reasoning,
                 images=images,

@@ -4,7 +4,7 @@
 # times while building the server (about 20 ms of the cold start).
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 from mcp.server import MCPServer
@@ -21,6 +21,7 @@ from modelyard.routing.schema import ResultModel
 from modelyard.server.context import AppContextOnDemand
 from modelyard.tools.common import Progress, app_of, check_model, compact, tool_errors, with_keepalive
 from modelyard.tools.execute import (
+    CacheMode,
     Caps,
     MaxCost,
     MaxTokens,
@@ -33,9 +34,15 @@ from modelyard.tools.execute import (
     Quality,
     Reasoning,
     ResponseFormat,
+    Seed,
     Speed,
+    Stop,
     System,
+    Temperature,
+    TimeoutS,
+    ToolChoice,
     Tools,
+    TopP,
 )
 from modelyard.tools.inputs import build_messages
 
@@ -102,21 +109,16 @@ class BatchTask(BaseModel):
     max_cost_per_1k: PricePer1K = None
     max_cost: MaxCost = None
     max_tokens: MaxTokens = None
-    temperature: Annotated[
-        float | None,
-        Field(ge=0, le=2, description="Sampling temperature, 0-2. 0 (or a seed) makes the answer cacheable."),
-    ] = None
-    top_p: Annotated[float | None, Field(gt=0, le=1, description="Nucleus sampling: the probability mass kept.")] = None
-    stop: Annotated[str | list[str] | None, Field(description="Stop sequence(s).")] = None
-    seed: Annotated[
-        int | None, Field(description="Sampling seed, where the model supports one; makes the answer cacheable.")
-    ] = None
+    temperature: Temperature = None
+    top_p: TopP = None
+    stop: Stop = None
+    seed: Seed = None
     tools: Tools = None
-    tool_choice: Annotated[str | dict[str, Any] | None, Field(description="auto, none, required or a tool.")] = None
+    tool_choice: ToolChoice = None
     response_format: ResponseFormat = None
     reasoning: Reasoning = None
-    cache: Annotated[Literal["auto", "on", "off"] | None, Field(description="auto: deterministic only.")] = None
-    timeout_s: Annotated[float | None, Field(gt=0, le=3600, description="Seconds for the whole request.")] = None
+    cache: CacheMode = None
+    timeout_s: TimeoutS = None
 
 
 class BatchResult(ResultModel):

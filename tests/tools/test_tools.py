@@ -63,6 +63,18 @@ async def test_every_parameter_of_every_tool_is_described_for_the_agent(client: 
     assert all(plan[name]["description"] == execute[name]["description"] for name in plan)
 
 
+async def test_plan_route_takes_executes_arguments_as_they_are(client: Client) -> None:
+    """A refusal says "plan_route with the same arguments lists the models and why": since unknown arguments
+    are refused, plan_route must take every argument execute takes (it refused `cache` and `temperature`)."""
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    execute, plan = (set(tools[name].input_schema["properties"]) for name in ("execute", "plan_route"))
+    assert execute <= plan
+    arguments = {"prompt": "hi", "model": "gpt-4o-mini", "temperature": 0, "top_p": 0.9, "stop": ["\n"],
+                 "seed": 1, "stream": True, "cache": "off", "timeout_s": 30, "supervisor": "economy"}  # fmt: skip
+    out = await _call(client, "plan_route", **arguments)
+    assert [c["model"] for c in out["candidates"]] == ["openai/gpt-4o-mini"]
+
+
 async def test_output_schemas_are_inline_and_the_real_results_fit_them(client: Client) -> None:
     """No `$ref` for a validating client to chase, and what execute and plan_route return still validates."""
     import jsonschema
