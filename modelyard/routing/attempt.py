@@ -181,6 +181,7 @@ def check_json(content: str | None, response_format: dict[str, Any] | None, mode
         raise SchemaValidationError(f"{model} answered JSON that is not an object")
     if schema:
         import jsonschema  # lazily: most requests carry no schema
+        import referencing.exceptions
 
         try:
             jsonschema.validate(value, schema)
@@ -188,5 +189,7 @@ def check_json(content: str | None, response_format: dict[str, Any] | None, mode
             raise SchemaValidationError(f"{model} answered JSON that fails the schema: {exc.message}") from None
         except jsonschema.SchemaError as exc:
             raise SchemaValidationError(f"the requested json_schema is itself invalid: {exc.message}") from None
+        except referencing.exceptions.Unresolvable as exc:  # a $ref to nothing, met only where the answer goes
+            raise SchemaValidationError(f"the requested json_schema has a $ref to nothing: {exc}") from None
         except RecursionError:
             raise SchemaValidationError(f"{model}'s answer is nested too deeply to check against the schema") from None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from modelyard.errors import NoCandidatesError, SchemaValidationError
+from modelyard.errors import NoCandidatesError, SchemaValidationError, UpstreamTimeoutError
 from modelyard.routing.attempt import check_json
 from modelyard.routing.fallback import tightest
 from modelyard.routing.money import Usd
@@ -78,7 +78,9 @@ class Supervision(ResultModel):
     )
 
 
-async def supervise(router: Router, request: RouteRequest, primary: RouteResult, supervisor: str) -> Supervision:
+async def supervise(
+    router: Router, request: RouteRequest, primary: RouteResult, supervisor: str, *, timeout_s: float | None = None
+) -> Supervision:
     """Ask `supervisor` (a model or tier) to approve or revise `primary`'s answer to `request`.
 
     The review may spend what `primary` left of the request's cap (`max_cost`, or the per-request
@@ -89,6 +91,8 @@ async def supervise(router: Router, request: RouteRequest, primary: RouteResult,
             model can review within what is left.
         ModelyardError: the review failed (its `billed` says what it was billed all the same).
     """
+    if timeout_s is not None and timeout_s <= 0:
+        raise UpstreamTimeoutError(f"timeout_s={request.timeout_s:g} ran out with the answer: none left for a review")
     cap, spending = await _cap_left(router, request, primary)
     review = RouteRequest(
         messages=[
@@ -99,6 +103,7 @@ async def supervise(router: Router, request: RouteRequest, primary: RouteResult,
         max_tokens=request.max_tokens,
         temperature=0,
         max_cost=cap,
+        timeout_s=timeout_s,
         cache="off",
     )
     try:
@@ -123,11 +128,13 @@ async def _cap_left(router: Router, request: RouteRequest, primary: RouteResult)
             f"The answer's cost is not known yet, so neither is what it left of the ${_usd(limit)} cap ({name}): "
             "a review could overspend it."
         )
-    if spent >= limit:
+    if spent > limit:
         raise NoCandidatesError(
-            f"The answer cost ${_usd(spent)}, all of the ${_usd(limit)} cap ({name}): nothing is left for a review."
+            f"The answer cost ${_usd(spent)}, more than the ${_usd(limit)} cap ({name}): nothing is left for a review."
         )
     left = limit - spent
+    if not left:  # a free model can still review
+        return left, f"The answer cost ${_usd(spent)}, all of the ${_usd(limit)} cap ({name}): only a free model fits"
     return (
         left,
         f"The answer cost ${_usd(spent)} of the ${_usd(limit)} cap ({name}), leaving ${_usd(left)} for the review",

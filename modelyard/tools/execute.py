@@ -147,12 +147,17 @@ async def _request(app: AppContext, **fields: Any) -> RouteRequest:
     return RouteRequest(messages=messages, tools=tools, tool_choice=tool_choice, **cleaned)
 
 
-async def _reviewed(app: AppContext, request: RouteRequest, result: RouteResult, supervisor: str) -> ExecuteResult:
-    """`result` with `supervisor`'s review: its revision in `content` where one applies, its cost in
-    `request_cost`; or, when the review failed or was not run, why (the answer is paid for: it is returned)."""
+async def _reviewed(
+    app: AppContext, request: RouteRequest, result: RouteResult, supervisor: str, began: float
+) -> ExecuteResult:
+    """`result` with `supervisor`'s review, in what is left of `timeout_s` since `began`: its revision in
+    `content` where one applies, its cost in `request_cost`; or, when the review failed or was not run,
+    why (the answer is paid for: it is returned)."""
     review, failure, billed = None, None, None
+    clock = app.router.clock.monotonic
+    left = None if request.timeout_s is None else request.timeout_s - (clock() - began)
     try:
-        review = await supervise(app.router, request, result, supervisor)
+        review = await supervise(app.router, request, result, supervisor, timeout_s=left)
         billed = review.request_cost
     except (NoCandidatesError, BudgetExceededError) as exc:  # refused before sending
         failure, billed = f"The supervisor's review was not run: {exc}", exc.billed
@@ -216,11 +221,12 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
                 await check_model(app.router, supervisor, "supervisor")
             reporter = Progress(ctx)
             sink = reporter.on_event if stream else None
+            began = app.router.clock.monotonic()
             result = await with_keepalive(app, reporter, lambda: app.router.execute(request, on_event=sink))
         if not supervisor:
             # The router's result is already valid: copy its fields over instead of validating them again.
             return ExecuteResult.model_construct(**dict(result))
-        return await _reviewed(app, request, result, supervisor)
+        return await _reviewed(app, request, result, supervisor, began)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False))
     async def plan_route(

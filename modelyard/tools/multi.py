@@ -4,7 +4,7 @@
 # times while building the server (about 20 ms of the cold start).
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 from mcp.server import MCPServer
@@ -86,8 +86,8 @@ class CompareResult(ResultModel):
     judge: RouteResult | None = None
     judge_error: str | None = Field(
         default=None,
-        description="Why the judge picked no answer: it failed, or its verdict (quoted) named none; the answers "
-        "above stand. Null otherwise.",
+        description="Why the judge picked no answer: it failed, was not run (fewer than two answers came back), "
+        "or its verdict (quoted) named none; the answers above stand. Null otherwise.",
     )
 
 
@@ -176,6 +176,7 @@ async def _judge(
         cache="off",
         max_tokens=JUDGE_MAX_TOKENS,
         max_cost=max_cost,
+        reasoning=await _judge_reasoning(router, judge),
         messages=[
             {"role": "system", "content": "Pick the best answer. Reply with only its label, exactly as written."},
             {"role": "user", "content": f"Question:\n{question}\n\nAnswers:\n{listing}"},
@@ -183,6 +184,19 @@ async def _judge(
     )
     verdict = await router.execute(request)
     return _pick(verdict.content or "", [o.label for o in answered]), verdict
+
+
+async def _judge_reasoning(router: "Router", judge: str) -> dict[str, Any] | None:
+    """Low effort for a judge that reasons unasked (the catalog says it must, or does by default): its thinking
+    counts toward `JUDGE_MAX_TOKENS`, and at its default effort over a dozen answers it can spend them all
+    before it writes the label. None for a tier or 'auto', which may pick a model that does not reason."""
+    from modelyard.routing.resolve import resolve_reference
+
+    entry = resolve_reference(await router.catalogs.current(), judge).entry
+    reasoning = (entry.info.reasoning or {}) if entry is not None else {}
+    if not (reasoning.get("mandatory") or reasoning.get("default_enabled")):
+        return None
+    return {"effort": "low"} if "low" in reasoning.get("supported_efforts", ["low"]) else None
 
 
 def _pick(verdict: str, labels: list[str]) -> str | None:
@@ -270,7 +284,9 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
             outcomes = await with_keepalive(app, Progress(ctx), lambda: _run_all(app.router, labelled, _MAX_PARALLEL))
         best, verdict, failure = None, None, None
         judged: Decimal | None = Decimal(0)  # what the judge's request was billed
-        if judge:
+        if judge and (answered := sum(1 for o in outcomes if o.result is not None)) < 2:
+            failure = f"The judge was not run: {answered} of {len(outcomes)} answers came back, too few to compare."
+        elif judge:
             try:
                 best, verdict = await _judge(app.router, prompt, outcomes, judge, max_cost)
                 judged = verdict.request_cost
