@@ -13,10 +13,13 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["ArgumentCheck", "closed"]
+__all__ = ["CLIENT_ADDED", "ArgumentCheck", "closed"]
 
 Schema = Mapping[str, Any]
 _REF_PREFIX = "#/$defs/"
+CLIENT_ADDED = frozenset({"toolCallId"})
+"""Top-level names some hosts add to every call's arguments on their own (n8n 1.119-1.123: n8n-io/n8n#21500):
+ignored, as the SDK ignores them, so those hosts can call the tools at all."""
 
 
 def closed(schema: Schema) -> dict[str, Any]:
@@ -41,7 +44,7 @@ class ArgumentCheck:
 
     def problem(self, arguments: Mapping[str, Any]) -> str | None:
         """Why `arguments` are refused, every unknown name in a sentence of its own; None when all are known."""
-        found = [_unknown(name, self._names, ()) for name in arguments.keys() - self._known]
+        found = [_unknown(name, self._names, ()) for name in arguments.keys() - self._known - CLIENT_ADDED]
         if self._nested:
             for name in self._nested.keys() & arguments.keys():
                 found.extend(self._unknown_within(self._nested[name], _parsed(arguments[name]), (name,)))

@@ -51,3 +51,9 @@ def test_a_value_of_the_wrong_type_is_left_to_validation() -> None:
     assert CHECK.problem({"leaves": 3}) is None
     assert CHECK.problem({"leaves": "not json"}) is None
     assert CHECK.problem({"leaves": [1, None]}) is None
+
+
+def test_a_name_some_hosts_add_to_every_call_is_ignored_but_a_misspelling_is_not() -> None:
+    """n8n 1.119-1.123 send `toolCallId` with every call's arguments: refused, those hosts could call no tool."""
+    assert CHECK.problem({"count": 1, "toolCallId": "call_1"}) is None
+    assert CHECK.problem({"count": 1, "toolcallid": "call_1"}) is not None
