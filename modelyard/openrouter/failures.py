@@ -161,8 +161,8 @@ def _request_verdict(body: ErrorBody | None) -> str | None:
 
 def _requests_own_mistake(verdict: str, said: str) -> str:
     return (
-        f"OpenRouter rejected the request itself ({verdict}: {said}): every model would, so no other model was "
-        "tried. Fix the request and send it again."
+        f"OpenRouter rejected the request itself ({verdict}: {said}): every model would, so the fallback stops "
+        "(after one other model, to rule out a limit of this one). Fix the request and send it again."
     )
 
 

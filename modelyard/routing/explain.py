@@ -153,6 +153,8 @@ def _groups(plan: Plan) -> list[_Group]:
 
 def _header(why: _Why, count: int) -> str:
     if count == 0:
+        if why.tier and why.facts.all:  # the tier's note ('*') is all the plan holds
+            return f"No model meets the constraints: the catalog has no {why.tier}-tier model."
         return "No model meets the constraints: the catalog has no model to consider."
     if why.mode == "explicit":
         what = "the model named was" if count == 1 else f"all {count} models of the chain were"
@@ -248,6 +250,8 @@ def _cost(why: _Why, ids: list[str], reasons: list[str]) -> str:
     cap = ctx.cost_cap
     rows = sorted((worst_case(ctx, f, token_exclusion(ctx, f)[1]), f.id, f) for f in models)
     source, raisable = _cap_source(ctx, why.per_request)
+    if raisable and why.per_request is not None and rows[0][0] > why.per_request:
+        raisable = False  # a max_cost that high is still held to the per_request budget
     shown = ", ".join(f"{i} {_usd(w)}" for w, i, _ in rows[:_EXAMPLES])
     text = f"{_have(ids)} a worst case above the per-request cap {_usd(cap)} ({source}): {shown}."
     fixes = [f"raise max_cost to at least {_usd(rows[0][0])} ({rows[0][1]})"] if raisable else []

@@ -17,6 +17,7 @@ import anyio
 from modelyard.errors import (
     BudgetExceededError,
     IncompleteStreamError,
+    InvalidRequestError,
     MalformedResponseError,
     ModelyardError,
     SchemaValidationError,
@@ -106,7 +107,8 @@ class FallbackLoop:
             spent = RequestSpend(tightest(request.max_cost, (await self.budgets.limits()).per_request))
             out_of_time, tried = False, 0
             gave_up: str | None = None  # what stopped the chain before its last candidate
-            for candidate in plan.candidates:
+            last = len(plan.candidates) - 1
+            for position, candidate in enumerate(plan.candidates):
                 if budget_left <= 0:
                     gave_up = f"after max_attempts={self.max_attempts}"
                     break
@@ -139,6 +141,11 @@ class FallbackLoop:
                     yield outcome.result
                     return
                 failures.extend(outcome.failures)
+                if isinstance(outcome.final, InvalidRequestError) and position < last and not _confirmed(failures):
+                    # OpenRouter's verdict can be about one endpoint (its reasoning cannot be disabled): the
+                    # next model confirms it is the request's own before the chain stops.
+                    failures.append((candidate.id, outcome.final))
+                    continue
                 if outcome.final is not None:
                     progress.recorded = True
                     outcome.final.billed = spent.billed  # the answers rejected before it (its own row has none)
@@ -410,6 +417,11 @@ class FallbackLoop:
         billed = rejected_row(request, plan, catalog, candidate, response, rejected, now=self._now())
         await self.budgets.settle(reservation, billed)
         return billed.cost
+
+
+def _confirmed(failures: list[tuple[str, BaseException]]) -> bool:
+    """An earlier candidate was refused with the same verdict: the request, not one model, is what is wrong."""
+    return any(isinstance(earlier, InvalidRequestError) for _, earlier in failures)
 
 
 def tightest(a: Decimal | None, b: Decimal | None) -> Decimal | None:

@@ -13,6 +13,7 @@ import re
 from decimal import Decimal
 from typing import Any, Literal
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["CAPABILITIES", "MAX_JSON_DEPTH", "Capability", "RouteRequest"]
@@ -23,19 +24,22 @@ Quality = Literal["low", "medium", "high"]
 Speed = Literal["any", "fast"]
 CacheMode = Literal["auto", "on", "off"]
 _NOT_KEYED = frozenset({"stream", "cache", "timeout_s", "max_cost"})
-_INPUT_OF_PART = {"input_audio": "audio", "video_url": "video"}
+_INPUT_OF_PART = {"input_audio": "audio", "video_url": "video", "input_video": "video"}
 """Content parts only a model taking that input modality can read (reference §3.1; OpenRouter sends
 a `video_url` only to models that process video). Not listed: `image_url`, which is the vision
 capability, and `file`, which works on any model (OpenRouter parses a PDF for one that cannot read it)."""
 _NO_INPUTS: frozenset[str] = frozenset()
 _INPUT_PART_TYPES = tuple(_INPUT_OF_PART)  # a tuple: `in` compares, so an unhashable `type` is just no match
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-_PART_TYPES = ("text", "image_url", "input_audio", "video_url", "file")
+_PART_TYPES = ("text", "image_url", "input_audio", "video_url", "input_video", "file")
+_ASSISTANT_PART_TYPES = (*_PART_TYPES, "refusal")  # OpenAI's assistant parts: text and refusal
 _FORMAT_TYPES = ("text", "json_object", "json_schema", "grammar", "python")
 _SERVER_TOOL_PREFIX = (
     "openrouter:"  # OpenRouter's own tools (`openrouter:web_search`...), and the `web_search` shorthand
 )
-_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for a function name
+# What some model takes as a function name: OpenAI and Anthropic take [a-zA-Z0-9_-], Gemini dots and colons too
+# (`github.create_issue`); a model that refuses the name fails alone, and the fallback tries the next.
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_.:-]{1,64}")
 
 
 class RouteRequest(BaseModel):
@@ -74,7 +78,7 @@ class RouteRequest(BaseModel):
                 raise ValueError(_wrong_role(index, role))
             content = message.get("content")
             if isinstance(content, list):
-                _check_parts(index, content)
+                _check_parts(index, content, _ASSISTANT_PART_TYPES if role == "assistant" else _PART_TYPES)
             elif not isinstance(content, str | None):
                 raise ValueError(f"messages[{index}].content must be a string, a list of content parts, or null")
         for name in ("messages", "stop", "tools", "tool_choice", "response_format", "reasoning"):
@@ -248,14 +252,20 @@ def _check_response_format(response_format: dict[str, Any] | None) -> None:
     _check_schema("response_format.json_schema.schema", schema)
 
 
-def _check_schema(where: str, schema: dict[str, Any]) -> None:
-    """`schema` must be a valid JSON Schema (of the draft its `$schema` names, else the latest)."""
-    if (problem := _schema_problem(json.dumps(schema))) is not None:
+def _check_schema(where: str, schema: dict[str, Any], *, formats: bool = True) -> None:
+    """`schema` must be a valid JSON Schema (of the draft its `$schema` names, else the latest).
+
+    `formats`: also hold the schema's own strings to their formats (a `pattern` must compile as a Python
+    `re`), as `jsonschema.validate` does when it checks an answer against a response_format schema. A tool's
+    parameters are never checked against anything here, and JSON Schema's patterns are ECMA-262 (`\\p{L}`,
+    `(?<name>...)`, `[\\w-.]`), so they are not.
+    """
+    if (problem := _schema_problem(pydantic_core.to_json(schema), formats)) is not None:
         raise ValueError(f"{where} {problem}")
 
 
 @functools.lru_cache(maxsize=256)
-def _schema_problem(text: str) -> str | None:
+def _schema_problem(text: bytes, formats: bool) -> str | None:
     """What is wrong with the JSON Schema `text` (as it goes on the wire), or None.
 
     Memoized: checking a schema takes about 0.5 ms, and an agent sends the same tools on every turn.
@@ -263,10 +273,14 @@ def _schema_problem(text: str) -> str | None:
     import jsonschema  # only requests that carry a schema pay for the import (~50 ms at startup)
 
     schema = json.loads(text)
+    if not isinstance(schema.get("$schema", ""), str):
+        return f"is not a valid JSON Schema: $schema must be the URI of a draft, not {_shown(schema['$schema'])}"
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        return f"is not a valid JSON Schema: {exc.message}"
+        draft = jsonschema.validators.validator_for(schema)
+        meta = jsonschema.validators.validator_for(draft.META_SCHEMA, default=draft)  # as `check_schema` does
+        found = meta(draft.META_SCHEMA, format_checker=meta.FORMAT_CHECKER if formats else None).iter_errors(schema)
+        if (error := next(iter(found), None)) is not None:
+            return f"is not a valid JSON Schema: {error.message}"
     except RecursionError:
         return "is nested too deeply to check: flatten it, e.g. with $defs and $ref"
     return None
@@ -278,7 +292,7 @@ def _wrong_role(index: int, role: Any) -> str:
     return f"messages[{index}].role must be system, developer, user, assistant or tool, not {_shown(role)}"
 
 
-def _check_parts(index: int, parts: list[Any]) -> None:
+def _check_parts(index: int, parts: list[Any], types: tuple[str, ...]) -> None:
     """Each content part is an object of a type OpenRouter reads."""
     for at, part in enumerate(parts):
         where = f"messages[{index}].content[{at}]"
@@ -286,7 +300,7 @@ def _check_parts(index: int, parts: list[Any]) -> None:
             raise ValueError(
                 f"{where} must be an object such as {{'type': 'text', 'text': '...'}}, not a {_kind(part)}"
             )
-        if (kind := part.get("type")) not in _PART_TYPES:
+        if (kind := part.get("type")) not in types:
             raise ValueError(
                 f"{where}.type must be text, image_url, input_audio, video_url or file, not {_shown(kind)} (a text "
                 "part is {'type': 'text', 'text': '...'}; an image, {'type': 'image_url', 'image_url': {'url': ...}})"
@@ -313,7 +327,8 @@ def _check_function(where: str, function: Any) -> None:
     name = function["name"]
     if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
         raise ValueError(
-            f"{where}.name must be 1 to 64 letters, digits, underscores or hyphens (e.g. 'get_weather'), "
+            f"{where}.name must be 1 to 64 letters, digits, underscores or hyphens (e.g. 'get_weather'; some models "
+            "also take dots and colons), "
             f"not {_shown(name)}"
         )
     if "parameters" not in function:
@@ -329,7 +344,7 @@ def _check_function(where: str, function: Any) -> None:
             f"{where}.parameters must have 'type': 'object' (the arguments are an object of named parameters), "
             f"not {_shown(parameters['type'])}"
         )
-    _check_schema(f"{where}.parameters", parameters)
+    _check_schema(f"{where}.parameters", parameters, formats=False)
 
 
 def _shown(value: Any) -> str:

@@ -269,6 +269,10 @@ class RedisStore:
             verdict, spent_day, spent_month, held = await self._reserve(keys=keys, args=(*args, *limit_args))
         if verdict == "ok":
             return reservation
+        # Both refuse, the day only for the requests in flight: name the month, which waiting does not lift.
+        waiting_lifts_day = verdict == "daily" and _waits_out(limits.daily, spent_day, amount)
+        if waiting_lifts_day and not _waits_out(limits.monthly, spent_month, amount):
+            verdict = "monthly"
         limit = cast(Decimal, limits.daily if verdict == "daily" else limits.monthly)
         spent = Decimal(spent_day if verdict == "daily" else spent_month)
         raise _refusal(verdict, limit, spent, Decimal(held), amount)
@@ -374,6 +378,12 @@ def _text(amount: Decimal) -> str:
     if not amount.is_finite():
         raise ValueError(f"a ledger amount must be finite, not {amount}")
     return format(amount, "f")
+
+
+def _waits_out(limit: Decimal | None, spent: str, amount: Decimal) -> bool:
+    """`amount` fits `limit` once the requests in flight settle (as the SQLite store's `refusal` reads it)."""
+    with localcontext(prec=_EXACT_PREC):
+        return limit is None or Decimal(spent) + amount <= limit
 
 
 def _refusal(budget: str, limit: Decimal, spent: Decimal, held: Decimal, amount: Decimal) -> BudgetExceededError:

@@ -154,16 +154,18 @@ def take(conn: sqlite3.Connection, memo: dict[str, object], reservation_id: str)
 
 
 def refusal(amount: Decimal, limits: BudgetLimits, totals: SpendTotals) -> BudgetExceededError | None:
-    """The error for the first of daily, monthly that `amount` does not fit, or None."""
+    """The error for the first of daily, monthly that `amount` does not fit, or None; when both refuse, the
+    one it would not fit even once the requests in flight settle (its advice is not to wait for them)."""
     checks = (("daily", limits.daily, totals.spent_today), ("monthly", limits.monthly, totals.spent_month))
     with localcontext(prec=EXACT_PREC):
-        for budget, limit, spent in checks:
-            if limit is not None and spent + totals.reserved + amount > limit:
-                remaining = max(_ZERO, limit - spent - totals.reserved)
-                return BudgetExceededError.over_limit(
-                    budget, amount, limit=limit, spent=spent, held=totals.reserved, remaining=remaining
-                )
-    return None
+        over = [(b, lim, s) for b, lim, s in checks if lim is not None and s + totals.reserved + amount > lim]
+        if not over:
+            return None
+        budget, limit, spent = next(((b, lim, s) for b, lim, s in over if s + amount > lim), over[0])
+        remaining = max(_ZERO, limit - spent - totals.reserved)
+        return BudgetExceededError.over_limit(
+            budget, amount, limit=limit, spent=spent, held=totals.reserved, remaining=remaining
+        )
 
 
 def commit(

@@ -77,7 +77,7 @@ def test_openrouters_own_verdict_that_the_request_is_invalid_stops_the_request(e
     assert isinstance(error, errors.InvalidRequestError) and is_final(error)
     assert not RetryPolicy().should_retry(error, 0)
     assert str(error).startswith(f"400 OpenRouter rejected the request itself ({error_type}: Invalid tool param")
-    assert "no other model was tried" in str(error) and "Fix the request" in str(error)
+    assert "the fallback stops" in str(error) and "Fix the request" in str(error)
 
 
 def test_a_string_code_invalid_prompt_is_the_requests_mistake_too() -> None:

@@ -277,3 +277,24 @@ def test_a_plan_made_without_the_request_is_still_grouped_by_kind() -> None:
     why = why_no_model(plan, small_catalog(), per_request=None)
     assert why.startswith("No model meets the constraints: all 2 models were excluded.")
     assert f"2 models lack tools: {LLAMA}, {GROK}." in why
+
+
+def test_raising_max_cost_is_suggested_only_as_far_as_the_per_request_budget_lets_it_work() -> None:
+    """max_cost $0.0005 binds, but the per_request budget ($0.001) is below every premium worst case: raising
+    max_cost to a worst case would be refused again, so that is not the change offered."""
+    per_request = Decimal("0.001")
+    why = _why(model="premium", max_cost=Decimal("0.0005"), per_request=per_request)
+    asked = re.search(r"raise max_cost to at least \$([0-9.]+)", why)
+    if asked is not None:  # the suggestion, applied, must let a model through under both caps
+        raised = Decimal(asked[1])
+        plan = _plan(model="premium", max_cost=raised, cost_cap=min(raised, per_request))
+        assert plan.candidates, f"applying the suggestion still leaves no model:\n{why}"
+    assert "Only the operator can raise the per_request budget" in why
+
+
+def test_an_empty_tier_is_named_not_called_an_empty_catalog() -> None:
+    """One model, in the premium tier: asking for economy leaves none, yet the catalog is not empty."""
+    one = catalog([model("a/x", prompt="0.000001", completion="0.000002", index=40)])
+    why = _why(one, model="economy")
+    assert "the catalog has no model to consider" not in why
+    assert "no economy-tier model" in why and "a/x" in why

@@ -124,7 +124,8 @@ def _refusing_upstream(calls: list[str]) -> httpx2.MockTransport:
 async def test_a_400_about_the_request_stops_the_fallback_and_says_it_is_the_callers_mistake(
     rig: Rig, tmp_path: Path
 ) -> None:
-    """One attempt, no retry, no breaker count, no "all candidates failed": the request is what to fix."""
+    """Two attempts (a second model confirms the verdict), no retry, no breaker count, no "all candidates
+    failed": the request is what to fix."""
     await rig.router.execute(rig.ask(model=CHEAP))  # stores the catalog the next router reads
     calls: list[str] = []
     store = f"sqlite:///{tmp_path / 'x.db'}"
@@ -134,11 +135,11 @@ async def test_a_400_about_the_request_stops_the_fallback_and_says_it_is_the_cal
         router = Router(client, rig.store, settings, clock=RouterClock(sleep=sleep, random=lambda: 0.5))
         with pytest.raises(errors.InvalidRequestError) as caught:
             await router.execute(rig.ask(model=CHEAP, models=[BACKUP, "openai/gpt-4.1-nano"]))
-    assert len(calls) == 1 and sleep.waits == []
+    assert calls == [CHEAP, BACKUP] and sleep.waits == []  # the second model confirms it; the third is never sent
     assert "OpenRouter rejected the request itself (invalid_request" in str(caught.value)
     assert router.breakers.state(CHEAP) == "closed"
     row = (await rig.store.rows())[-1]
-    assert (row.status, row.attempts) == ("error", 1)
+    assert (row.status, row.attempts) == ("error", 2)
 
 
 async def test_a_400_about_the_model_still_falls_back(rig: Rig) -> None:
@@ -147,3 +148,45 @@ async def test_a_400_about_the_model_still_falls_back(rig: Rig) -> None:
     result = await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP]))
     assert result.resolved_model == BACKUP
     assert [(a.model, a.error_kind) for a in result.attempts] == [(CHEAP, "bad_request"), (BACKUP, None)]
+
+
+MANDATORY_REASONING = {  # OpenRouter's own 400 for one endpoint (musistudio/claude-code-router#1238), tagged
+    "error": {  # with the 2026 `error_type` (reference §6.4) as OpenRouter tags a bad request of its own
+        "message": "Reasoning is mandatory for this endpoint and cannot be disabled.",
+        "code": 400,
+        "metadata": {"provider_name": None, "error_type": "invalid_request"},
+    },
+    "user_id": "user_2x",
+}
+
+
+def _one_model_refuses(calls: list[str], refusing: str, sandbox_url: str) -> httpx2.MockTransport:
+    """`refusing` answers OpenRouter's own invalid_request 400; every other model goes to the sandbox."""
+
+    async def handle(request: httpx2.Request) -> httpx2.Response:
+        calls.append(json.loads(request.content)["model"])
+        if calls[-1] == refusing:
+            return httpx2.Response(400, json=MANDATORY_REASONING)
+        async with httpx2.AsyncClient() as passthrough:
+            url = sandbox_url.rstrip("/") + "/chat/completions"
+            answer = await passthrough.post(url, content=request.content, headers=dict(request.headers))
+        return httpx2.Response(answer.status_code, content=answer.content, headers=answer.headers)
+
+    return httpx2.MockTransport(handle)
+
+
+async def test_an_invalid_request_400_one_model_gives_does_not_stop_a_fallback_another_model_answers(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """The same verdict from OpenRouter can be about one endpoint (its reasoning cannot be disabled): the next
+    model is still tried once; only a second model refusing the same way shows the request is what is wrong."""
+    await rig.router.execute(rig.ask(model=CHEAP))  # stores the catalog the next router reads
+    calls: list[str] = []
+    store = f"sqlite:///{tmp_path / 'x.db'}"
+    settings = Settings(openrouter_api_key=KEY, openrouter_base_url=rig.sandbox.base_url, store=store)
+    transport = _one_model_refuses(calls, CHEAP, rig.sandbox.base_url)
+    async with OpenRouterClient(KEY, base_url=rig.sandbox.base_url, transport=transport) as client:
+        router = Router(client, rig.store, settings, clock=RouterClock(sleep=FakeSleep(), random=lambda: 0.5))
+        result = await router.execute(rig.ask(model=CHEAP, models=[BACKUP], reasoning={"enabled": False}))
+    assert result.resolved_model == BACKUP
+    assert calls == [CHEAP, BACKUP]

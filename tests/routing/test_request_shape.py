@@ -40,8 +40,8 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "a tool name with spaces": (
         {"tools": [WEATHER, _tool(name="get weather", parameters={"type": "object"})]},
-        "tools[1].function.name must be 1 to 64 letters, digits, underscores or hyphens (e.g. 'get_weather'), "
-        "not 'get weather'",
+        "tools[1].function.name must be 1 to 64 letters, digits, underscores or hyphens (e.g. 'get_weather'; some "
+        "models also take dots and colons), not 'get weather'",
     ),
     "a tool name too long": ({"tools": [_tool(name="x" * 65)]}, "tools[0].function.name must be 1 to 64 letters"),
     "parameters written as text": (
@@ -97,6 +97,7 @@ def test_a_shape_every_model_would_refuse_is_refused_naming_the_field_and_the_fi
 ACCEPTED: dict[str, dict[str, Any]] = {
     "a function tool": {"tools": [WEATHER]},
     "a function tool without parameters": {"tools": [_tool(description="no arguments")]},
+    "a namespaced tool name some models take": {"tools": [_tool(name="github.create_issue"), _tool(name="fs:read")]},
     "parameters without a top-level type": {"tools": [_tool(parameters={"properties": {}})]},
     "OpenRouter's server tools": {"tools": [{"type": "openrouter:web_search"}, {"type": "web_search"}]},
     "every role": {
@@ -133,3 +134,39 @@ ACCEPTED: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("fields", ACCEPTED.values(), ids=list(ACCEPTED))
 def test_every_shape_openrouter_documents_is_accepted(fields: dict[str, Any]) -> None:
     RouteRequest(**{"messages": HI, **fields})
+
+
+# --------------------------------------------------------------------------- review (h61): valid shapes kept
+
+ECMA_PATTERNS = {
+    # JSON Schema's `pattern` is ECMA-262, not Python `re`: tool parameters are never checked here against
+    # an answer, so a pattern Python cannot compile is no reason to refuse the request.
+    "zod's emoji() (Unicode property escapes)": "^(\\p{Extended_Pictographic}|\\p{Emoji_Component})+$",
+    "a named group": "^(?<year>\\d{4})-(?<month>\\d{2})$",
+    "the classic email pattern (\\w- in a class)": "^[\\w-\\.]+@([\\w-]+\\.)+[\\w-]{2,4}$",
+}
+
+
+@pytest.mark.parametrize("pattern", ECMA_PATTERNS.values(), ids=list(ECMA_PATTERNS))
+def test_a_tool_whose_schema_has_an_ecma_regex_pattern_is_accepted(pattern: str) -> None:
+    parameters = {"type": "object", "properties": {"value": {"type": "string", "pattern": pattern}}}
+    RouteRequest(messages=HI, tools=[_tool(parameters=parameters)])
+
+
+@pytest.mark.parametrize("value", [[], {}], ids=["list", "object"])
+def test_a_schema_whose_dollar_schema_is_not_text_is_refused_not_crashed_on(value: Any) -> None:
+    """A ValueError (the agent reads what to fix), never a TypeError out of the validator."""
+    assert "is not a valid JSON Schema" in _refusal(tools=[_tool(parameters={"$schema": value, "type": "object"})])
+
+
+def test_openrouters_legacy_input_video_part_is_accepted_and_needs_video_input() -> None:
+    """OpenRouter's spec still takes `input_video` (deprecated, beside `video_url`): a model must read video."""
+    part = {"type": "input_video", "video_url": {"url": "https://example.com/clip.mp4"}}
+    request = RouteRequest(messages=[{"role": "user", "content": [part]}])
+    assert request.required_inputs() == {"video"}
+
+
+def test_an_assistant_turn_replayed_with_a_refusal_part_is_accepted() -> None:
+    """OpenAI's assistant content parts are text and refusal; an agent replays the conversation as it got it."""
+    refused = {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help with that."}]}
+    RouteRequest(messages=[*HI, refused, {"role": "user", "content": "Why not?"}])

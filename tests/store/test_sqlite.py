@@ -422,3 +422,16 @@ def test_a_path_that_cannot_be_created_is_a_configuration_error(tmp_path: Path) 
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigurationError, match="Cannot open the SQLite store"):
         SQLiteStore(tmp_path / "file" / "x.db")
+
+
+async def test_when_both_periods_refuse_the_refusal_names_the_one_waiting_cannot_lift(store: SQLiteStore) -> None:
+    """The day is short only by what requests in flight hold; the month is short by what is spent. Naming the
+    day would advise to retry when those requests finish, which the month would refuse again."""
+    limits = BudgetLimits(daily=D("10"), monthly=D("11.2"))
+    await store.commit(None, _row("earlier", "2", ts=_at(2026, 8, 3, 12)))
+    await store.commit(None, _row("today", "7"))
+    await store.reserve(D("2"), limits, now=NOW, ttl_s=600)  # in flight: day 7 + 2 held, month 9 + 2 held
+    with pytest.raises(BudgetExceededError) as refused:
+        await store.reserve(D("2.5"), limits, now=NOW, ttl_s=600)
+    assert refused.value.budget == "monthly", str(refused.value)
+    assert "retry when they finish" not in str(refused.value)
