@@ -199,6 +199,12 @@ async def _judge_reasoning(router: "Router", judge: str) -> dict[str, Any] | Non
     return {"effort": "low"} if "low" in reasoning.get("supported_efforts", ["low"]) else None
 
 
+def _label(name: str) -> str:
+    """An answer's label: the model as asked for, a lone surrogate escaped (no JSON text can carry it, so
+    the result could not be sent at all)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _pick(verdict: str, labels: list[str]) -> str | None:
     """The label the judge's reply names: the reply itself when it is a label, else the longest label in it.
 
@@ -270,7 +276,7 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
                 await check_model(app.router, judge, "judge")
             labelled = [
                 (
-                    name + (f" / perspective {i + 1}" if perspectives else ""),
+                    _label(name) + (f" / perspective {i + 1}" if perspectives else ""),
                     RouteRequest(
                         model=name,
                         max_tokens=max_tokens,

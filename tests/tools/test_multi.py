@@ -40,6 +40,14 @@ def _judge_replies(monkeypatch: pytest.MonkeyPatch, verdict: str) -> None:
     monkeypatch.setattr(answers, "plan_reply", plan_reply)
 
 
+async def test_a_model_name_no_json_text_can_carry_is_an_answer_with_an_error_not_a_crash(client: Client) -> None:
+    """The fuzzer's `models: ['', '\\ud800']`: the lone surrogate went into the answer's label, and the result
+    could not be serialised ("Error executing tool compare_models")."""
+    out = await answer(client, "compare_models", prompt="0", models=["gpt-4o-mini", "\ud800"])
+    assert [a["label"] for a in out["answers"]] == ["gpt-4o-mini", "\\ud800"]
+    assert out["answers"][1]["error"] and out["answers"][0]["result"]
+
+
 async def test_an_unknown_judge_is_refused_before_any_answer_is_paid_for(client: Client, sandbox: Sandbox) -> None:
     """judge='nope/nope' is refused up front, saying it is the judge and which ids come close; nothing is sent."""
     message = await refusal(client, "compare_models", prompt="Name a colour", models=ANSWERING, judge="nope/nope")
