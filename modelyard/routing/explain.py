@@ -336,6 +336,12 @@ def _capability(why: _Why, ids: list[str], reasons: list[str]) -> str:
     by_origin: dict[str, list[str]] = {}
     for cap in caps:
         by_origin.setdefault(_origin(why.ctx, cap), []).append(cap)
+    imposed = by_origin.pop(_SERVER_DEFAULT, [])
+    if not by_origin:  # only the server's defaults stand in the way: the caller cannot drop them
+        return (
+            f"{text}. The server requires {' and '.join(imposed)} of every model ({_SERVER_DEFAULT}): name a model "
+            "that has it, or ask the operator to change that setting."
+        )
     drops = "; ".join(f"{' and '.join(named)} ({origin})" for origin, named in by_origin.items())
     return f"{text}.{_fix(ids)}drop {drops}."
 
@@ -345,7 +351,10 @@ def _origin(ctx: Context, cap: str) -> str:
         return "asked for in `capabilities`"
     if cap in ctx.request.required_capabilities():
         return _IMPLIED_BY.get(cap, "the request needs it")
-    return "the server's default capabilities, MODELYARD_CAPABILITIES"
+    return _SERVER_DEFAULT
+
+
+_SERVER_DEFAULT = "the server's default capabilities, MODELYARD_CAPABILITIES"
 
 
 def _price(why: _Why, ids: list[str], reasons: list[str]) -> str:

@@ -171,6 +171,17 @@ def test_a_capability_the_request_implies_is_traced_to_what_implies_it() -> None
     assert "lacks tools" in why and "drop tools (`tools` needs it)" in why
 
 
+def test_a_capability_the_server_requires_is_not_offered_as_one_to_drop() -> None:
+    """MODELYARD_CAPABILITIES adds reasoning to every request: the agent cannot drop it, so the fix is another
+    model (or the operator), where the message used to say "drop reasoning"."""
+    why = _why(model="gpt-4o-mini", defaults=SelectionDefaults(capabilities=["reasoning"]))
+    assert f"{GPT_4O_MINI} lacks reasoning" in why and "drop" not in why
+    assert (
+        "The server requires reasoning of every model (the server's default capabilities, MODELYARD_CAPABILITIES)"
+        in why
+    )
+
+
 def test_a_price_cap_group_names_the_lowest_max_cost_per_1k_that_would_let_a_model_through() -> None:
     """Every model is above $0.0000001 per 1K: the cheapest one's dearer price is the cap to ask for."""
     why = _why(max_cost_per_1k=Decimal("0.0000001"))
