@@ -226,7 +226,8 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         if not supervisor:
             # The router's result is already valid: copy its fields over instead of validating them again.
             return ExecuteResult.model_construct(**dict(result))
-        return await _reviewed(app, request, result, supervisor, began)
+        # The review is a second model call: the host hears keep-alive notes through it too.
+        return await with_keepalive(app, reporter, lambda: _reviewed(app, request, result, supervisor, began))
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False))
     async def plan_route(

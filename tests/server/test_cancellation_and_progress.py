@@ -147,6 +147,26 @@ async def test_a_silent_upstream_gets_keep_alive_progress_before_the_answer(
     assert 2 <= len(notes.seen) <= 8
 
 
+async def test_a_slow_supervisors_review_gets_keep_alive_progress_too(
+    client: Client, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer comes at once and the supervisor takes 1.5 s: keep-alive notes go out during the review as
+    during the answer (the review ran without them, and a host's timeout could fire while it ran)."""
+    monkeypatch.setattr(common, "KEEPALIVE_S", 0.3)
+    reviewer = "openai/gpt-4.1-nano"
+    sandbox.state.faults.add(model=reviewer, kind="latency", latency_ms=1500, count=None)
+    notes = Notes()
+    with anyio.fail_after(20):
+        began = time.monotonic()
+        arguments = {"prompt": "hi", "model": MODEL, "supervisor": reviewer, "cache": "off"}
+        result = await client.call_tool("execute", arguments, progress_callback=notes)
+        returned = time.monotonic()
+    out = structured(result)
+    assert out["supervision"] is not None and returned - began >= 1.5, out.get("supervision_error")
+    assert notes.seen and all(KEEPALIVE.fullmatch(m) for m in notes.messages)
+    assert 2 <= len(notes.seen) <= 8
+
+
 async def test_over_stdio_streamed_progress_is_complete_and_in_order_once_the_racing_notes_land(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
