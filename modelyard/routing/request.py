@@ -260,8 +260,14 @@ def _check_schema(where: str, schema: dict[str, Any], *, formats: bool = True) -
     parameters are never checked against anything here, and JSON Schema's patterns are ECMA-262 (`\\p{L}`,
     `(?<name>...)`, `[\\w-.]`), so they are not.
     """
-    if (problem := _schema_problem(pydantic_core.to_json(schema), formats)) is not None:
+    text = pydantic_core.to_json(schema)
+    check = _schema_problem if len(text) <= _MEMO_MAX_BYTES else _schema_problem.__wrapped__
+    if (problem := check(text, formats)) is not None:
         raise ValueError(f"{where} {problem}")
+
+
+_MEMO_MAX_BYTES = 65_536
+"""The largest schema whose verdict is kept: the 256 kept then hold at most 16 MB of schema text."""
 
 
 @functools.lru_cache(maxsize=256)

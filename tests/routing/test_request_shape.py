@@ -170,3 +170,15 @@ def test_an_assistant_turn_replayed_with_a_refusal_part_is_accepted() -> None:
     """OpenAI's assistant content parts are text and refusal; an agent replays the conversation as it got it."""
     refused = {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help with that."}]}
     RouteRequest(messages=[*HI, refused, {"role": "user", "content": "Why not?"}])
+
+
+def test_only_schemas_of_modest_size_have_their_verdict_kept() -> None:
+    """The verdicts are kept by count (256): a schema over 64 KB is checked each time instead, so the kept
+    ones never hold more than 16 MB."""
+    from modelyard.routing import request as module
+
+    big = {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "x" * 100} for i in range(700)}}
+    module._schema_problem.cache_clear()
+    RouteRequest(messages=HI, tools=[_tool(name="small", parameters={"type": "object"})])
+    RouteRequest(messages=HI, tools=[_tool(name="big", parameters=big)])
+    assert module._schema_problem.cache_info().currsize == 1
