@@ -236,8 +236,8 @@ def _check_response_format(response_format: dict[str, Any] | None) -> None:
     kind = response_format.get("type")
     if kind not in _FORMAT_TYPES:
         raise ValueError(
-            "response_format.type must be 'text', 'json_object' (any JSON object) or 'json_schema' (with a schema), "
-            f"not {_shown(kind)}"
+            "response_format.type must be 'text', 'json_object' (any JSON object) or 'json_schema' (with a schema) "
+            f"(or OpenRouter's 'grammar' or 'python'), not {_shown(kind)}"
         )
     if kind != "json_schema":
         return
@@ -308,7 +308,8 @@ def _check_parts(index: int, parts: list[Any], types: tuple[str, ...]) -> None:
             )
         if (kind := part.get("type")) not in types:
             raise ValueError(
-                f"{where}.type must be text, image_url, input_audio, video_url or file, not {_shown(kind)} (a text "
+                f"{where}.type must be text, image_url, input_audio, video_url, input_video or file (refusal too, in "
+                f"an assistant message), not {_shown(kind)} (a text "
                 "part is {'type': 'text', 'text': '...'}; an image, {'type': 'image_url', 'image_url': {'url': ...}})"
             )
 

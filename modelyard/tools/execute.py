@@ -26,8 +26,8 @@ Prompt = Annotated[str | None, Field(description="The user prompt. Give this or 
 Messages = Annotated[
     list[dict[str, Any]] | None,
     Field(
-        description="OpenAI-format chat messages (roles system/user/assistant/tool; content may hold image_url "
-        "parts). Use instead of, or before, `prompt`."
+        description="OpenAI-format chat messages (roles system/developer/user/assistant/tool; content may hold "
+        "image_url parts). Use instead of, or before, `prompt`."
     ),
 ]
 System = Annotated[str | None, Field(description="A system prompt put first.")]
@@ -52,7 +52,14 @@ PricePer1K = Annotated[
     Field(ge=0, description="USD per 1K tokens; both the prompt and completion price must be at or under it."),
 ]
 MaxCost = Annotated[Decimal | None, Field(ge=0, description="USD cap for this request (worst case reserved).")]
-MaxTokens = Annotated[int | None, Field(ge=1, le=200_000, description="Max completion tokens (default 4096).")]
+MaxTokens = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=200_000,
+        description="Max completion tokens (default: the server's default_max_tokens, 4096 unless set).",
+    ),
+]
 Images = Annotated[
     list[str] | None,
     Field(description="Images for the last user message: URLs, data URIs, or local files under allowed dirs."),
@@ -102,7 +109,8 @@ Supervisor = Annotated[
     Field(
         description="A model or tier that reviews the answer: it approves it or returns a revision, "
         "which replaces `content` unless the answer called tools or the revision fails the "
-        "response_format. The review spends only what the answer left of `max_cost`."
+        "response_format. The review spends only what the answer left of `max_cost` (or of the "
+        "per_request budget)."
     ),
 ]
 
@@ -270,6 +278,8 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
         such a request with that text)."""
         app = await app_of(ctx)
         with tool_errors():
+            if supervisor:  # refused as execute refuses it: the plan is what execute would do
+                await check_model(app.router, supervisor, "supervisor")
             request = await _request(
                 app,
                 prompt=prompt,

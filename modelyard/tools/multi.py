@@ -256,7 +256,12 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
             ),
         ] = None,
         max_tokens: Annotated[
-            int | None, Field(ge=1, le=200_000, description="Max completion tokens per answer (default 4096).")
+            int | None,
+            Field(
+                ge=1,
+                le=200_000,
+                description="Max completion tokens per answer (default: the server's default_max_tokens).",
+            ),
         ] = None,
         max_cost: Annotated[
             Decimal | None, Field(ge=0, description="USD cap per answer, and for the judge's verdict.")

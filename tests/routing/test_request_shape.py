@@ -63,8 +63,8 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "a json response format": (
         {"response_format": {"type": "json"}},
-        "response_format.type must be 'text', 'json_object' (any JSON object) or 'json_schema' (with a schema), "
-        "not 'json'",
+        "response_format.type must be 'text', 'json_object' (any JSON object) or 'json_schema' (with a schema) "
+        "(or OpenRouter's 'grammar' or 'python'), not 'json'",
     ),
     "a response format without a type": ({"response_format": {}}, "response_format.type must be 'text'"),
     "the role human": (
@@ -73,12 +73,14 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "a content part of type txt": (
         {"messages": [{"role": "user", "content": [{"type": "txt", "text": "hi"}]}]},
-        "messages[0].content[0].type must be text, image_url, input_audio, video_url or file, not 'txt' "
-        "(a text part is {'type': 'text', 'text': '...'}; an image, {'type': 'image_url', 'image_url': {'url': ...}})",
+        "messages[0].content[0].type must be text, image_url, input_audio, video_url, input_video or file (refusal "
+        "too, in an assistant message), not 'txt' (a text part is {'type': 'text', 'text': '...'}; an image, "
+        "{'type': 'image_url', 'image_url': {'url': ...}})",
     ),
     "a content part type that is not a name": (
         {"messages": [{"role": "user", "content": [{"type": {"not": "a name"}}]}]},
-        "messages[0].content[0].type must be text, image_url, input_audio, video_url or file, not {'not': 'a name'}",
+        "messages[0].content[0].type must be text, image_url, input_audio, video_url, input_video or file (refusal "
+        "too, in an assistant message), not {'not': 'a name'}",
     ),
     "a content part that is a bare string": (
         {"messages": [{"role": "user", "content": ["hi"]}]},

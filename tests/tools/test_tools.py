@@ -75,6 +75,14 @@ async def test_plan_route_takes_executes_arguments_as_they_are(client: Client) -
     assert [c["model"] for c in out["candidates"]] == ["openai/gpt-4o-mini"]
 
 
+async def test_plan_route_refuses_an_unknown_supervisor_as_execute_does(client: Client) -> None:
+    """It takes execute's arguments to show what execute would do: execute refuses this supervisor."""
+    for tool in ("plan_route", "execute"):
+        assert "'nonexistent-model-xyz' is not a known model" in await refusal(
+            client, tool, prompt="hi", supervisor="nonexistent-model-xyz"
+        )
+
+
 async def test_output_schemas_are_inline_and_the_real_results_fit_them(client: Client) -> None:
     """No `$ref` for a validating client to chase, and what execute and plan_route return still validates."""
     import jsonschema
