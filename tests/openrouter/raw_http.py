@@ -3,8 +3,10 @@ server answering every chat call with one reply."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.abc
 from aiohttp import web
@@ -30,9 +32,11 @@ async def read_request(stream: anyio.abc.ByteStream) -> bytes:
 
 
 @asynccontextmanager
-async def loopback_server(reply: Reply, seen: list[tuple[dict[str, str], bytes]] | None = None) -> AsyncIterator[str]:
+async def loopback_server(
+    reply: Reply, seen: list[tuple[dict[str, str], bytes]] | None = None, *, ca: Any | None = None
+) -> AsyncIterator[str]:
     """A loopback HTTP server that answers every chat call with `reply`, noting each request's headers
-    and body in `seen`; yields its base URL."""
+    and body in `seen`; HTTPS, with a certificate from the `trustme.CA` `ca`, when given. Yields its base URL."""
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
@@ -41,14 +45,18 @@ async def loopback_server(reply: Reply, seen: list[tuple[dict[str, str], bytes]]
         status, headers, content = reply
         return web.Response(status=status, headers=headers, body=content)
 
+    server_context = None
+    if ca is not None:
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_context)
     app = web.Application()
     app.router.add_post("/api/v1/chat/completions", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}/api/v1"
+        yield f"{'https' if ca is not None else 'http'}://127.0.0.1:{port}/api/v1"
     finally:
         await runner.cleanup()

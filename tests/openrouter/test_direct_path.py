@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx2
 import pytest
-from aiohttp import web
 
 from modelyard.errors import ModelyardError
 from modelyard.openrouter import ChatRequest, OpenRouterClient
@@ -198,34 +197,6 @@ async def test_a_closed_client_refuses_chat_instead_of_opening_a_new_pool() -> N
             await client.chat(REQUEST)
 
 
-@asynccontextmanager
-async def _chat_server(ca: Any | None) -> AsyncIterator[str]:
-    """A loopback server that answers every chat call; HTTPS, with a certificate from `ca`, when given.
-
-    Yields its base URL.
-    """
-
-    async def handle(request: web.Request) -> web.Response:
-        status, headers, body = CHAT_REPLIES["an answer"]
-        return web.Response(status=status, headers=headers, body=body)
-
-    server_context = None
-    if ca is not None:
-        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    app = web.Application()
-    app.router.add_post("/api/v1/chat/completions", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"{'https' if ca is not None else 'http'}://127.0.0.1:{port}/api/v1"
-    finally:
-        await runner.cleanup()
-
-
 @pytest.mark.anyio
 async def test_a_plain_http_upstream_never_builds_a_tls_context_and_https_builds_one_and_uses_it() -> None:
     import trustme
@@ -242,7 +213,7 @@ async def test_a_plain_http_upstream_never_builds_a_tls_context_and_https_builds
     answers = []
     for server_ca in (None, ca):
         async with (
-            _chat_server(server_ca) as base_url,
+            loopback_server(CHAT_REPLIES["an answer"], ca=server_ca) as base_url,
             OpenRouterClient(KEY, base_url=base_url, transport=AiohttpTransport(tls_context=tls_context)) as client,
         ):
             answers += [await client.chat(REQUEST), await client.chat(REQUEST)]
