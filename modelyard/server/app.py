@@ -53,7 +53,8 @@ class ModelyardServer(MCPServer[AppContextOnDemand]):
     error naming it and the closest real one, before the tool runs (`modelyard.server.arguments`).
     """
 
-    _checks: dict[str, ArgumentCheck] | None = None  # built at the first call, from the published schemas
+    _checks: dict[str, ArgumentCheck] | None = None  # built at the first call, from the published schemas;
+    # an unknown tool name has none, and the SDK refuses it
 
     async def list_tools(self) -> list[MCPTool]:
         """The tools, each input schema closed to arguments it does not declare."""
@@ -71,7 +72,7 @@ class ModelyardServer(MCPServer[AppContextOnDemand]):
             ToolError: an unknown argument, named with the closest declared one; or as `MCPServer.call_tool`.
         """
         checks = self._checks
-        if checks is None or name not in checks:  # a tool added since: look again
+        if checks is None:  # every tool is registered when the server is built: one look is enough
             checks = self._checks = {tool.name: ArgumentCheck(tool.input_schema) for tool in await self.list_tools()}
         check = checks.get(name)
         if check is not None and (problem := check.problem(arguments)) is not None:
