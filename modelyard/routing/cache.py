@@ -36,6 +36,7 @@ V = TypeVar("V")
 CacheMode: TypeAlias = Literal["auto", "on", "off"]
 
 _ATOMS = frozenset({str, int, bool, type(None)})
+_STR_ONLY = frozenset({str})
 
 
 def canonical_key(payload: Mapping[str, Any]) -> str:
@@ -87,11 +88,12 @@ def _normalise(value: Any, exponents: list[float]) -> Any:
             exponents.append(value)
         return float(value)
     if kind is dict or isinstance(value, Mapping):  # dict first: the common case
-        items = value.items()
-        if any(type(k) is not str for k in value):  # StrEnum keys too: their plain text, as json writes them
-            items = [(_key(k), v) for k, v in items]
+        if _STR_ONLY.issuperset(map(type, value)):
+            items = sorted(value.items())  # a dict's keys differ, so the values are never compared
+        else:  # StrEnum keys too: their plain text, as json writes them
+            items = sorted([(_key(k), v) for k, v in value.items()], key=_by_key)
         # Atoms (most values) kept without a call.
-        return {k: v if type(v) in _ATOMS else _normalise(v, exponents) for k, v in sorted(items, key=_by_key)}
+        return {k: v if type(v) in _ATOMS else _normalise(v, exponents) for k, v in items}
     if kind is list or kind is tuple:
         return [v if type(v) in _ATOMS else _normalise(v, exponents) for v in value]
     if isinstance(value, list | tuple):
