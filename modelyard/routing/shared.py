@@ -40,7 +40,7 @@ from modelyard.routing.result import RouteResult
 if TYPE_CHECKING:
     from modelyard.store.redis import RedisStore
 
-__all__ = ["SharedBreakers", "SharedResponseCache", "shared_store"]
+__all__ = ["ANSWER_GENERATION", "SharedBreakers", "SharedResponseCache", "shared_store"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,11 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 _READ_LUA: Final = """
 return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), redis.call('EXISTS', KEYS[2])}
 """
+
+ANSWER_GENERATION: Final = "g2"
+"""Part of each shared cache entry's Redis key, raised whenever a build may answer the same canonical key
+differently (g2: a tier implies its quality), so that a fleet mid-upgrade never serves an answer an
+older build chose under other rules; the older entries simply expire with their TTL."""
 
 
 def shared_store(store: object) -> RedisStore | None:
@@ -317,7 +322,7 @@ class SharedResponseCache(ResponseCache[RouteResult]):
         """The Redis tier: a stored value with the seconds it has left there, or one computed once across
         the fleet (with None)."""
         redis = self._store.redis
-        entry, lock = self._store.key(f"cache:{key}"), self._store.key(f"cache_lock:{key}")
+        entry, lock = self._store.key(f"cache:{ANSWER_GENERATION}:{key}"), self._store.key(f"cache_lock:{key}")
         token = uuid.uuid4().hex
         while True:
             found, _ = await self._read_fleet(entry, lock)

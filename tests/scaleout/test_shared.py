@@ -12,7 +12,7 @@ from modelyard.openrouter.client import OpenRouterClient
 from modelyard.routing.circuit import CircuitBreakers
 from modelyard.routing.result import AttemptRecord, RouteResult
 from modelyard.routing.router import Router
-from modelyard.routing.shared import SharedBreakers, SharedResponseCache, shared_store
+from modelyard.routing.shared import ANSWER_GENERATION, SharedBreakers, SharedResponseCache, shared_store
 from modelyard.settings import Settings
 from modelyard.store import SQLiteStore
 from modelyard.store.redis import RedisStore
@@ -252,6 +252,19 @@ async def test_an_entry_read_from_another_instance_expires_here_when_it_does_in_
     late, late_hit = await b.get_or_compute("k", lambda: _async(_result("from B")))
     assert (early.content, early_hit) == ("from A", True)
     assert (late.content, late_hit) == ("from B", False)
+
+
+async def test_an_entry_an_older_build_stored_under_the_bare_key_is_not_served(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """Entries are keyed with the answer generation: one written by a build that chose models under other
+    rules (before a tier implied its quality) is left to expire, and this build computes its own."""
+    (cache,) = _caches(stores[:1])
+    older = _result("chosen by an older build").model_dump_json()
+    await stores[0].redis.set(stores[0].key("cache:k"), older, px=60_000)
+    value, hit = await cache.get_or_compute("k", lambda: _async(_result("chosen now")))
+    assert (value.content, hit) == ("chosen now", False)
+    assert await stores[0].redis.exists(stores[0].key(f"cache:{ANSWER_GENERATION}:k"))
 
 
 async def _async(value: RouteResult) -> RouteResult:
