@@ -42,7 +42,8 @@ def open_store(url: str) -> Store:
     `RedisStore` without connecting yet.
 
     Raises:
-        ConfigurationError: the URL is empty, names no path, is a malformed Redis URL or uses an
+        ConfigurationError: the URL is empty, names no path (or only a bare file name after
+            `sqlite:///`, which would be at the filesystem root), is a malformed Redis URL or uses an
             unknown scheme, or the database cannot be opened.
     """
     text = url.strip()
@@ -110,7 +111,19 @@ def _sqlite_path(url: str) -> str | Path:
         return Path(rest[1:])
     if _WINDOWS_DRIVE.match(rest):
         return Path(rest[1:])
+    if not rest.startswith("//") and "/" not in rest[1:]:
+        raise ConfigurationError(_at_the_root(url, rest[1:]))
     return Path("/" + rest.lstrip("/"))
+
+
+def _at_the_root(url: str, name: str) -> str:
+    """Why `sqlite:///name.db` is refused: it reads as SQLAlchemy's relative spelling, but here three slashes
+    begin an absolute path, so it would put the ledger at the filesystem root."""
+    return (
+        f"{url!r} would open /{name} at the filesystem root (here sqlite:/// is followed by an absolute path). "
+        f"For a file in the working directory set the plain path ({name}); otherwise write the whole "
+        f"path, e.g. sqlite:///home/me/{name}, or sqlite:////{name} if the root is really meant."
+    )
 
 
 def redacted(url: str) -> str:

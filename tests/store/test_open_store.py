@@ -55,6 +55,20 @@ async def test_a_home_relative_url_expands_the_tilde(tmp_path: Path, monkeypatch
     assert await _opened_path("sqlite:///~/x.db") == str(tmp_path / "x.db")
 
 
+def test_three_slashes_and_a_bare_file_name_are_refused_not_put_at_the_root() -> None:
+    """sqlite:///relative.db (SQLAlchemy's relative spelling) would open /relative.db here: it is refused,
+    and the message names the plain path that means the working directory."""
+    with pytest.raises(ConfigurationError, match=r"filesystem root.*plain path \(relative\.db\)"):
+        open_store("sqlite:///relative.db")
+
+
+async def test_four_slashes_and_a_bare_file_name_open_it_at_the_root_as_asked() -> None:
+    """sqlite:////x.db asks for the root in so many words: it is not refused as ambiguous."""
+    from modelyard.store import _sqlite_path
+
+    assert _sqlite_path("sqlite:////x.db") == Path("/x.db")
+
+
 @pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://user:secret@cache:6380"])
 async def test_redis_urls_open_a_redis_store_without_connecting(url: str) -> None:
     """A Redis URL opens the shared RedisStore (lazily: no connection yet) and its repr hides the password."""
