@@ -145,7 +145,11 @@ def failure_row(
     *,
     status: Literal["error", "refused", "cancelled"] = "error",
 ) -> LedgerRow:
-    """The ledger row for a request that got no answer (refused before sending, or all attempts failed)."""
+    """The ledger row for a request that got no answer (refused before sending, or all attempts failed).
+
+    Its cost is 0, not unknown: the row itself was billed nothing. What its attempts were billed (answers
+    the JSON schema rejected, answers abandoned after they began) is in rows of their own, so that a null
+    cost in the ledger always means a bill still to be found out."""
     return LedgerRow(
         id=new_id(),
         ts=now,
@@ -155,7 +159,7 @@ def failure_row(
         status=status,
         error=str(error)[:2000],
         streamed=request.stream,
-        cost=None,
+        cost=Decimal(0),
         detail={"attempts": [a.model_dump(mode="json") for a in attempts]},
     )
 

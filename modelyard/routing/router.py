@@ -352,7 +352,7 @@ class Router:
                 model=result.resolved_model,
                 provider=result.provider,
                 cost=Decimal(0),
-                cost_source=None,
+                cost_source="cache",
                 latency_ms=result.latency_ms,
                 cache_hit=True,
                 saved=original.cost,

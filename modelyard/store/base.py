@@ -25,7 +25,8 @@ __all__ = [
 MEMORY: Final = ":memory:"
 """The path of a private in-memory SQLite database (gone on close; for tests and one-shot runs)."""
 
-CostSource = Literal["upstream", "computed"]
+CostSource = Literal["upstream", "computed", "cache"]
+"""Where a ledger row's cost came from: OpenRouter's `usage.cost`, the catalog prices, or a cache hit ($0)."""
 
 
 def new_id() -> str:

@@ -135,6 +135,33 @@ async def test_when_every_candidate_fails_the_error_says_what_each_answered(rig:
     assert (await rig.store.rows())[-1].status == "error"
 
 
+async def test_a_failed_request_is_a_row_that_cost_nothing_not_one_whose_cost_is_unknown(rig: Rig) -> None:
+    """Every attempt failing (nothing billed) leaves a row of cost 0: a null cost in the ledger means only a
+    bill still to be found out, so an operator can query for those."""
+    rig.sandbox.state.faults.add(model="*", kind="server_error", count=None)
+    with pytest.raises(errors.AllCandidatesFailedError):
+        await rig.router.execute(rig.ask(model=CHEAP))
+    row = (await rig.store.rows())[-1]
+    assert (row.status, row.cost) == ("error", Decimal(0))
+    assert rig.billed() == 0
+
+
+async def test_a_refused_request_is_a_row_that_cost_nothing(rig: Rig) -> None:
+    """A request no model can take within its cap is refused before sending; its row says it cost $0."""
+    with pytest.raises((errors.NoCandidatesError, errors.BudgetExceededError)):
+        await rig.router.execute(rig.ask(model=CHEAP, max_cost=Decimal("0.000000001")))
+    row = (await rig.store.rows())[-1]
+    assert (row.status, row.cost) == ("refused", Decimal(0))
+
+
+async def test_a_cache_hits_row_names_the_cache_as_its_cost_source_as_the_result_does(rig: Rig) -> None:
+    """The ledger and the tool result agree on where a hit's $0 came from."""
+    await rig.router.execute(rig.ask(model=CHEAP, cache="on"))
+    hit = await rig.router.execute(rig.ask(model=CHEAP, cache="on"))
+    row = (await rig.store.rows())[-1]
+    assert hit.cost_source == row.cost_source == "cache" and row.cache_hit
+
+
 async def test_total_attempts_are_capped(rig_factory: RigFactory) -> None:
     """max_attempts bounds upstream calls however long the chain."""
     rig: Rig = await rig_factory(max_attempts=3)
