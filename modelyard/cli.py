@@ -43,6 +43,17 @@ def _port(text: str) -> int:
     return port
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {value}")
+    return value
+
+
 def _usd(text: str) -> Decimal:
     """An argparse type: an amount of USD, a finite number not below 0.
 
@@ -142,6 +153,11 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     budget.add_argument("--per-request", type=_usd)
     budget.add_argument("--reset", action="store_true", help="drop limits tightened at run time (set_budget)")
 
+    ledger = commands.add_parser("ledger", help="export the ledger's rows as CSV or JSON lines (stdout)")
+    ledger.add_argument("--window", choices=["today", "7d", "all"], default="all", help="rows since (default all)")
+    ledger.add_argument("--format", choices=["csv", "jsonl"], default="csv", dest="fmt")
+    ledger.add_argument("--limit", type=_count, default=None, help="only the newest N rows")
+
     commands.add_parser("doctor", help="check key, credit, catalog, upstream latency and store")
 
     sandbox = commands.add_parser("sandbox", help="run the local OpenRouter-compatible sandbox upstream")
@@ -233,6 +249,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "metrics": _async_command("metrics"),
     "budget": _async_command("budget"),
     "doctor": _async_command("doctor", "modelyard.doctor"),
+    "ledger": _async_command("ledger", "modelyard.ledger_export"),
 }
 
 
@@ -285,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from modelyard.errors import ModelyardError
 
     args = _parse(argv)
-    configure_logging(quiet=args.command in ("run", "models", "metrics", "budget", "doctor", "demo"))
+    configure_logging(quiet=args.command in ("run", "models", "metrics", "budget", "doctor", "demo", "ledger"))
     try:
         _HANDLERS[args.command](args)
         sys.stdout.flush()  # a reader that left is found here, not in the flush at exit, which cannot be caught
