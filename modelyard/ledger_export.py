@@ -28,6 +28,8 @@ COLUMNS: Final = (
     "id",
     "kind",
     "status",
+    "client",
+    "purpose",
     "requested_model",
     "model",
     "provider",
@@ -66,6 +68,8 @@ def _record(row: LedgerRow) -> dict[str, Any]:
         "id": row.id,
         "kind": row_kind(row),
         "status": row.status,
+        "client": _text(row.detail.get("client")),
+        "purpose": _text(row.detail.get("purpose")) or "answer",
         "requested_model": row.requested_model,
         "model": row.model,
         "provider": row.provider,
@@ -84,6 +88,10 @@ def _record(row: LedgerRow) -> dict[str, Any]:
         "error": row.error,
         "detail": row.detail,
     }
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _money(value: Decimal | None) -> str | None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from modelyard.errors import ModelyardError
+from modelyard.routing.labels import current as current_labels
 from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, Store
 
 __all__ = ["MAX_LIMIT", "BudgetManager", "BudgetRaiseRefusedError"]
@@ -165,7 +166,10 @@ class BudgetManager:
         return await self._store.reserve(amount, limits, now=self._clock(), ttl_s=self._ttl_s)
 
     async def settle(self, reservation: Reservation | None, row: LedgerRow) -> None:
-        """Turn the reservation into the request's actual cost (the ledger row)."""
+        """Turn the reservation into the request's actual cost (the ledger row), the row labelled with who
+        asked and why (`labels.labelled`)."""
+        if labels := current_labels():
+            row.detail.update(labels)
         await self._store.commit(reservation.id if reservation else None, row)
 
     async def release(self, reservation: Reservation) -> None:

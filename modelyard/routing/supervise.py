@@ -17,6 +17,7 @@ from pydantic import Field
 from modelyard.errors import NoCandidatesError, SchemaValidationError, UpstreamTimeoutError
 from modelyard.routing.attempt import check_json
 from modelyard.routing.fallback import tightest
+from modelyard.routing.labels import labelled
 from modelyard.routing.money import Usd
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import RouteResult
@@ -107,7 +108,8 @@ async def supervise(
         cache="off",
     )
     try:
-        verdict = await router.execute(review)
+        with labelled(purpose="review"):
+            verdict = await router.execute(review)
     except NoCandidatesError as exc:
         if cap is None:
             raise

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from modelyard import __version__
+from modelyard.routing.labels import labelled
 from modelyard.server.arguments import ArgumentCheck, closed
 from modelyard.server.context import AppContextOnDemand
 from modelyard.server.http_auth import BearerAuth, check_bind, transport_security
@@ -77,7 +78,20 @@ class ModelyardServer(MCPServer[AppContextOnDemand]):
         check = checks.get(name)
         if check is not None and (problem := check.problem(arguments)) is not None:
             raise ToolError(f"Error executing tool {name}: {problem}")
-        return await super().call_tool(name, arguments, context)
+        with labelled(client=_client_name(context)):
+            return await super().call_tool(name, arguments, context)
+
+
+def _client_name(context: Context[AppContextOnDemand, Any] | None) -> str | None:
+    """The host that made the call, as its MCP `clientInfo` names it (`claude-ai 0.1.0`), for its ledger rows."""
+    try:
+        params = context.session.client_params if context is not None else None
+    except (AttributeError, LookupError, ValueError):  # no request in flight (a direct call)
+        return None
+    if params is None:
+        return None
+    info = params.client_info
+    return f"{info.name} {info.version}".strip()[:200] if info.version else info.name[:200]
 
 
 def build_server(settings: Settings) -> MCPServer[AppContextOnDemand]:

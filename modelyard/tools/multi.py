@@ -14,6 +14,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from modelyard.errors import ModelyardError
+from modelyard.routing.labels import labelled
 from modelyard.routing.money import Usd
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import RouteResult
@@ -182,7 +183,8 @@ async def _judge(
             {"role": "user", "content": f"Question:\n{question}\n\nAnswers:\n{listing}"},
         ],
     )
-    verdict = await router.execute(request)
+    with labelled(purpose="judge"):
+        verdict = await router.execute(request)
     return _pick(verdict.content or "", [o.label for o in answered]), verdict
 
 

@@ -310,5 +310,5 @@ def _cancelled_with_its_abandoned_answer(db: Path, sandbox: Sandbox) -> bool:
         rows = conn.execute("SELECT status, cost, json_extract(detail, '$.generation_id') FROM ledger").fetchall()
     finally:
         conn.close()
-    expected = [("cancelled", None, None), ("error", None, sandbox.state.ledger[0].generation_id)]
+    expected = [("cancelled", "0", None), ("error", None, sandbox.state.ledger[0].generation_id)]
     return sorted(rows, key=str) == sorted(expected, key=str)
