@@ -10,6 +10,7 @@ ModelyardError
 │   ├── InsufficientCreditsError  402: the OpenRouter key is out of credit
 │   ├── ForbiddenError            403 (moderation or guardrail block)
 │   ├── UpstreamNotFoundError     404 (no endpoints for the model / request)
+│   │   ├── PriceFilteredError    404: no endpoint of the model is priced within the `provider.max_price` sent
 │   │   └── WrongBaseUrlError     404 from a path that is not OpenRouter's API (OPENROUTER_BASE_URL is wrong)
 │   ├── RequestTimeoutError       408 and 524
 │   ├── PayloadTooLargeError      413
@@ -57,6 +58,7 @@ __all__ = [
     "ModelyardError",
     "NoCandidatesError",
     "PayloadTooLargeError",
+    "PriceFilteredError",
     "RateLimitError",
     "RequestTimeoutError",
     "SchemaValidationError",
@@ -171,6 +173,11 @@ class UpstreamNotFoundError(UpstreamError):
     """404: no model or no endpoint can serve this request."""
 
 
+class PriceFilteredError(UpstreamNotFoundError):
+    """404: OpenRouter found no endpoint of the model priced at or below the `provider.max_price` the attempt
+    carried (its cheapest provider is down, or dearer than the catalog said): another model may well be."""
+
+
 class WrongBaseUrlError(UpstreamNotFoundError):
     """404 from a path that is not OpenRouter's API (a web page, or a bare "Not Found"): the base URL is
     wrong, not the model, so no other model can help either."""
@@ -248,6 +255,7 @@ _KIND_BY_CLASS: dict[type[UpstreamError], str] = {
     InsufficientCreditsError: "insufficient_credits",
     ForbiddenError: "forbidden",
     UpstreamNotFoundError: "not_found",
+    PriceFilteredError: "price_filtered",
     WrongBaseUrlError: "wrong_base_url",
     RequestTimeoutError: "request_timeout",
     PayloadTooLargeError: "payload_too_large",

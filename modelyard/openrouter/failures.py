@@ -7,6 +7,7 @@ errors inside HTTP 200 answers) become ours. The API key is scrubbed from every 
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import socket
 import ssl
@@ -20,6 +21,7 @@ from modelyard.errors import (
     IncompleteStreamError,
     InvalidRequestError,
     MalformedResponseError,
+    PriceFilteredError,
     StreamError,
     UpstreamConnectError,
     UpstreamError,
@@ -126,6 +128,8 @@ def error_from_response(
     kind = error_for_status(status)
     if status == 400 and (verdict := _request_verdict(body)) is not None:
         kind, message = InvalidRequestError, _requests_own_mistake(verdict, said)
+    elif status == 404 and body is not None and _names_a_price(body):
+        kind = PriceFilteredError
     return kind(
         scrub(message),
         status=status,
@@ -157,6 +161,15 @@ def _request_verdict(body: ErrorBody | None) -> str | None:
         if isinstance(kind, str) and kind in _REQUEST_ERROR_TYPES:
             return kind
     return None
+
+
+def _names_a_price(body: ErrorBody) -> bool:
+    """Whether a 404 says a price filtered the endpoints out (`provider.max_price`), wherever it says it: its
+    message, its metadata, or a 2026 availability block (`constraint.field`, reference §6.1). OpenRouter's
+    wording for it is not documented, so any mention of a price counts; its other 404s (tool use, a data
+    policy, an unknown model) name none."""
+    said = [body.message, json.dumps(body.metadata or {}), json.dumps(body.model_extra or {}, default=str)]
+    return any("price" in text.lower() for text in said)
 
 
 def _requests_own_mistake(verdict: str, said: str) -> str:

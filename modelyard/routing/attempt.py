@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +28,16 @@ if TYPE_CHECKING:
 __all__ = ["EventSink", "Restart", "StreamEvent", "TextDelta", "check_json", "stream_model", "wire_request"]
 
 
-def wire_request(request: RouteRequest, entry: CatalogEntry, max_tokens: int) -> ChatRequest:
+def wire_request(
+    request: RouteRequest, entry: CatalogEntry, max_tokens: int, *, max_price: Mapping[str, str] | None = None
+) -> ChatRequest:
     """The OpenRouter body for one attempt on `entry` (fallbacks are ours, so no `models` list).
 
     The cap goes in the parameter the model lists (`ModelInfo.output_cap_parameter`): one it does not
     list is dropped upstream, and the answer is then not bounded by the cap the budget reserved for.
+    `max_price` (`price_cap.PriceCap.max_price`) is sent as `provider.max_price`, so that no endpoint
+    dearer than the prices of that reservation serves it. (`RouteRequest.provider` is a filter on model
+    authors for selection, not OpenRouter's provider object: there is nothing of the request's to merge.)
     """
     completion_cap = entry.info.output_cap_parameter == "max_completion_tokens"
     return ChatRequest(
@@ -48,6 +53,7 @@ def wire_request(request: RouteRequest, entry: CatalogEntry, max_tokens: int) ->
         tool_choice=request.tool_choice,
         response_format=request.response_format,
         reasoning=request.reasoning,
+        provider=None if max_price is None else {"max_price": dict(max_price)},
     )
 
 

@@ -40,8 +40,8 @@ _FREE_ESTIMATE = 20.0
 class CatalogEntry:
     """A model with its quality score (0-100 scale of the intelligence index) and tier.
 
-    `variant` is a routing variant OpenRouter applies to any model without listing it (`:floor`; see
-    `resolve.ROUTING_VARIANTS`): the entry is the listed model's, the variant is kept to be sent.
+    `variant` is a routing variant OpenRouter applies to any model without listing it (`:floor`, `:nitro`,
+    `:exacto`; see `resolve.ROUTING_VARIANTS`): the entry is the listed model's, the variant is kept to be sent.
     """
 
     info: ModelInfo

@@ -34,6 +34,7 @@ from modelyard.routing.catalog import Catalog
 from modelyard.routing.circuit import CircuitBreakers
 from modelyard.routing.ledger import attempt_record, failure_row, rejected_row, success_row
 from modelyard.routing.no_answer import no_answer, timed_out
+from modelyard.routing.price_cap import PriceCap, limits_in_force, price_cap
 from modelyard.routing.progress import AttemptPace, CandidateOutcome, RequestProgress, RequestSpend
 from modelyard.routing.reconcile import Abandoned, Reconciler
 from modelyard.routing.request import RouteRequest
@@ -104,7 +105,10 @@ class FallbackLoop:
             failures: list[tuple[str, BaseException]] = []
             refusals: list[tuple[str, BudgetExceededError]] = []
             budget_left = self.max_attempts
-            spent = RequestSpend(tightest(request.max_cost, (await self.budgets.limits()).per_request))
+            limits = await self.budgets.limits()
+            spent = RequestSpend(tightest(request.max_cost, limits.per_request))
+            held = limits_in_force(request, limits, plan.price_cap)
+            images = request.image_count() if held else 0
             out_of_time, tried = False, 0
             gave_up: str | None = None  # what stopped the chain before its last candidate
             last = len(plan.candidates) - 1
@@ -128,7 +132,10 @@ class FallbackLoop:
                         await self.budgets.release(reservation)
                     attempts.append(AttemptRecord(model=candidate.id, outcome="skipped", error="circuit breaker open"))
                     continue
-                outcome = progress.outcome = CandidateOutcome(spent)
+                cap = price_cap(
+                    candidate.entry, prompt_tokens=plan.prompt_tokens_bound, images=images, catalog=catalog, limits=held
+                )
+                outcome = progress.outcome = CandidateOutcome(spent, cap=cap)
                 tried += 1
                 tries = self._try_candidate(
                     request, plan, catalog, candidate, reservation, streamed, attempts, budget_left, started, outcome
@@ -216,7 +223,7 @@ class FallbackLoop:
                 try:
                     if streamed:
                         response = None
-                        attempt = self._streamed_call(request, candidate, started, begun.append)
+                        attempt = self._streamed_call(request, candidate, started, begun.append, outcome.cap)
                         async with aclosing(attempt) as items:
                             async for item in items:
                                 if isinstance(item, TextDelta):
@@ -227,7 +234,7 @@ class FallbackLoop:
                                     response = item
                         assert response is not None  # stream_model always ends with the answer
                     else:
-                        response = await self._call(request, candidate, started, begun.append)
+                        response = await self._call(request, candidate, started, begun.append, outcome.cap)
                     message = response.choices[0].message
                     try:
                         check_json(
@@ -244,6 +251,7 @@ class FallbackLoop:
                         outcome.spent.bill(billed)
                         raise
                 except (UpstreamError, SchemaValidationError) as exc:
+                    exc = outcome.cap.explained(exc) if outcome.cap is not None else exc
                     attempts.append(attempt_record(candidate.id, exc, (self._monotonic() - began) * 1000))
                     attempts[-1].cost = billed
                     self._count_failure(candidate.id, exc)
@@ -286,9 +294,16 @@ class FallbackLoop:
         return request.timeout_s - (self._monotonic() - started)
 
     async def _call(
-        self, request: RouteRequest, candidate: Candidate, started: float, on_generation: GenerationHook
+        self,
+        request: RouteRequest,
+        candidate: Candidate,
+        started: float,
+        on_generation: GenerationHook,
+        cap: PriceCap | None,
     ) -> ChatResponse:
-        body = _wire_request(request, candidate.entry, candidate.max_tokens)
+        body = _wire_request(
+            request, candidate.entry, candidate.max_tokens, max_price=None if cap is None else cap.wire
+        )
         if request.timeout_s is None:  # no deadline: no cancel scope to enter and leave on every attempt
             return await self.client.chat(body, on_generation=on_generation)
         with anyio.move_on_after(max(0.0, self.time_left(request, started))):
@@ -296,11 +311,18 @@ class FallbackLoop:
         raise timed_out(request, candidate)
 
     async def _streamed_call(
-        self, request: RouteRequest, candidate: Candidate, started: float, on_generation: GenerationHook
+        self,
+        request: RouteRequest,
+        candidate: Candidate,
+        started: float,
+        on_generation: GenerationHook,
+        cap: PriceCap | None,
     ) -> AsyncGenerator[TextDelta | ChatResponse]:
         """The streamed attempt. `timeout_s` bounds each wait for the upstream, never a `yield`, and is
         checked again before each piece of text is handed on, so the time its consumer takes counts too."""
-        body = _wire_request(request, candidate.entry, candidate.max_tokens)
+        body = _wire_request(
+            request, candidate.entry, candidate.max_tokens, max_price=None if cap is None else cap.wire
+        )
         items = stream_model(self.client, body, on_generation)
         async with aclosing(items):
             if request.timeout_s is None:

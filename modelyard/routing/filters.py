@@ -101,6 +101,8 @@ class Context:
     """The request's allowed authors, lower-cased (None: any)."""
     wanted_tokens: int
     """max_tokens asked for: the request's, else the default."""
+    budget: str | None = None
+    """The daily and monthly budgets in force, named (`price_cap.period_budgets`); None: neither."""
 
 
 def exclusion(ctx: Context, facts: EntryFacts, *, auto: bool) -> str | None:
@@ -129,6 +131,8 @@ def exclusion(ctx: Context, facts: EntryFacts, *, auto: bool) -> str | None:
         return f"retired on {facts.expiration}"
     if ctx.price_cap is not None:
         return _price_exclusion(facts, ctx.price_cap)
+    if facts.unpriced and ctx.budget is not None:  # its worst case would be $0, no bound on what they count
+        return f"{UNPRICED}, so it cannot be held to {ctx.budget}"
     return None
 
 

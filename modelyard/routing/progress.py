@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from modelyard.errors import SchemaValidationError, UpstreamError
+from modelyard.routing.price_cap import PriceCap
 from modelyard.routing.result import AttemptRecord, RouteResult
 
 __all__ = ["AttemptPace", "CandidateOutcome", "RequestProgress", "RequestSpend"]
@@ -59,12 +60,15 @@ class RequestSpend:
 
 @dataclass
 class CandidateOutcome:
-    """What the attempts on one candidate came to: attempts used, the result or the final error, the failures."""
+    """What the attempts on one candidate came to: attempts used, the result or the final error, the failures;
+    and the price cap they were sent with."""
 
     spent: RequestSpend
     used: int = 0
     result: RouteResult | None = None
     final: UpstreamError | SchemaValidationError | None = None
+    cap: PriceCap | None = None
+    """The `provider.max_price` its attempts carry (None: no limit in force)."""
 
     def __post_init__(self) -> None:
         self.failures: list[tuple[str, BaseException]] = []

@@ -3,9 +3,9 @@
 Accepted: an exact id (`openai/gpt-4o-mini`), a canonical slug (`anthropic/claude-4.5-sonnet-20250929`),
 either in any case, the same with an `openrouter/` prefix, a short name (`gpt-4o-mini`), a tier
 (`economy`, `balanced`, `premium`), `auto`, and `openrouter/auto` (OpenRouter's own router, passed
-through). Any model reference may end in `:floor`, a routing variant OpenRouter accepts on every model
-without listing it in `/models`: it resolves to the listed model, whose entry keeps the variant
-(`CatalogEntry.variant`, sent upstream as `wire_id`).
+through). Any model reference may end in `:floor`, `:nitro` or `:exacto`, routing variants OpenRouter
+accepts on every model without listing them in `/models`: each resolves to the listed model, whose entry
+keeps the variant (`CatalogEntry.variant`, sent upstream as `wire_id`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ __all__ = ["ROUTING_VARIANTS", "Reference", "resolve_model", "resolve_reference"
 
 AUTO = "auto"
 ROUTER_IDS = frozenset({"openrouter/auto", "openrouter/free"})
-ROUTING_VARIANTS = (":floor",)
-"""Suffixes that choose how OpenRouter serves a model, not which model, and that a budget can hold:
-`:floor` sorts its providers by price, so the listed prices stay an upper bound (reference §3.4).
-`:nitro` (priority-tier endpoints), `:exacto` (quality-first providers) and `:online` (web search, per
-search and in the prompt) may cost more than the listed prices, which a reservation could not bound,
-so they are unknown unless `/models` lists them. `:free`, `:batch`, `:thinking` and `:extended` are
-other models (their own prices, context or reasoning), reachable only where `/models` lists them."""
+ROUTING_VARIANTS = (":floor", ":nitro", ":exacto")
+"""Suffixes that choose how OpenRouter serves a model, not which model, and that a budget can hold
+(reference §3.4): `:floor` sorts its providers by price, `:nitro` by throughput (priority-tier endpoints
+included), `:exacto` by tool-calling quality. Under any limit every attempt carries `provider.max_price`
+at the listed prices (`price_cap`), so a dearer endpoint one of them prefers is never used and the
+listed prices stay an upper bound; with no limit in force none is needed. `:online` (web search, billed
+per search and in the prompt, which no max_price caps) is unknown unless `/models` lists it. `:free`,
+`:batch`, `:thinking` and `:extended` are other models (their own prices, context or reasoning),
+reachable only where `/models` lists them."""
 _TIER_BY_NAME: dict[str, Tier] = {tier: tier for tier in TIERS}
 
 

@@ -35,6 +35,7 @@ from modelyard.routing.explain import breaker_wait, no_candidates_error, why_no_
 from modelyard.routing.fallback import FallbackLoop, tightest
 from modelyard.routing.ledger import failure_row, view_of_plan
 from modelyard.routing.metrics import Metrics, Window, budget_status, compute_metrics, window_start
+from modelyard.routing.price_cap import period_budgets
 from modelyard.routing.reconcile import Reconciler
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.result import PlanView, RouteResult
@@ -262,10 +263,10 @@ class Router:
         """The plan and its catalog; with `refuse`, a plan with no candidate raises `NoCandidatesError`."""
         catalog = await self.catalogs.current()
         limits = await self.budgets.limits()
-        cap = tightest(request.max_cost, limits.per_request)
-        plan = self._select(catalog, request, cap)
+        cap, budget = tightest(request.max_cost, limits.per_request), period_budgets(limits)
+        plan = self._select(catalog, request, cap, budget)
         if (request.speed or self.settings.speed) == "fast" and await self._probe_speeds(plan):
-            plan = self._select(catalog, request, cap)
+            plan = self._select(catalog, request, cap, budget)
         if not plan.candidates and refuse:
             error = no_candidates_error(plan, catalog, per_request=limits.per_request, breakers=self.breakers)
             if record_refusal:
@@ -273,7 +274,7 @@ class Router:
             raise error
         return plan, catalog
 
-    def _select(self, catalog: Catalog, request: RouteRequest, cap: Decimal | None) -> Plan:
+    def _select(self, catalog: Catalog, request: RouteRequest, cap: Decimal | None, budget: str | None) -> Plan:
         return select(
             catalog,
             request,
@@ -281,6 +282,7 @@ class Router:
             open_breakers=frozenset(self.breakers.open_models()),
             speed=self.speed,
             cost_cap=cap,
+            budget=budget,
             now=self.clock.now(),
         )
 

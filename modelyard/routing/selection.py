@@ -58,7 +58,15 @@ class Plan:
     request, so its reasons state that request's prompt whatever its view has stated since.
     """
 
-    __slots__ = ("_exclusions", "candidates", "mode", "prompt_tokens_bound", "prompt_tokens_estimate", "required")
+    __slots__ = (
+        "_exclusions",
+        "candidates",
+        "mode",
+        "price_cap",
+        "prompt_tokens_bound",
+        "prompt_tokens_estimate",
+        "required",
+    )
 
     def __init__(
         self,
@@ -69,6 +77,7 @@ class Plan:
         prompt_tokens_bound: int = 0,
         prompt_tokens_estimate: int = 0,
         mode: str = "auto",
+        price_cap: Decimal | None = None,
     ) -> None:
         self.candidates = candidates
         self._exclusions = [] if exclusions is None else exclusions
@@ -76,6 +85,8 @@ class Plan:
         self.prompt_tokens_bound = prompt_tokens_bound
         self.prompt_tokens_estimate = prompt_tokens_estimate
         self.mode = mode
+        self.price_cap = price_cap
+        """The max_cost_per_1k the candidates were selected under (the request's or the default), if any."""
 
     @property
     def exclusions(self) -> list[Exclusion]:
@@ -99,6 +110,7 @@ class EmptyPlan(Plan):
             required=set(context.required),
             prompt_tokens_bound=context.bound,
             prompt_tokens_estimate=context.estimate,
+            price_cap=context.price_cap,
         )
         self.context = context
 
@@ -111,12 +123,15 @@ def select(
     open_breakers: frozenset[str] = frozenset(),
     speed: SpeedBook | None = None,
     cost_cap: Decimal | None = None,
+    budget: str | None = None,
     now: float = 0.0,
 ) -> Plan:
     """Rank the models that can serve `request`; explain every exclusion.
 
     Args:
         cost_cap: the tightest per-request cap in USD (request `max_cost` and the per-request budget).
+        budget: the daily and monthly budgets in force, named (`price_cap.period_budgets`): a model that
+            lists no price cannot be held to them.
 
     Raises:
         ModelNotFoundError: `model` or a `models` entry names no model.
@@ -139,6 +154,7 @@ def select(
         router_bound=facts.router_bound,
         providers=frozenset(p.lower() for p in request.provider) if request.provider else None,
         wanted_tokens=request.max_tokens or defaults.default_max_tokens,
+        budget=budget,
     )
     reference = resolve_reference(catalog, request.model)
     if reference.kind == "model" and reference.entry is not None:
@@ -209,6 +225,7 @@ def _plan(
         required=set(ctx.required),
         prompt_tokens_bound=ctx.bound,
         prompt_tokens_estimate=ctx.estimate,
+        price_cap=ctx.price_cap,
     )
 
 

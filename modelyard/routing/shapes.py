@@ -2,13 +2,13 @@
 views of it that prompt sizes make, their rankings, and the float screen against a cost cap.
 
 The checks that do not depend on the prompt (breakers, capabilities, input modalities, authors,
-retirement, price cap at the base prices, max_tokens) give the same answer for every request of the
-same shape, so their result (a `Shape`) is kept with the catalog. A request then only looks up how
-many context windows its prompt overflows (a binary search over the shape's rooms), under a price cap
-whether its prompt is long enough for a model's long-prompt prices (only the few models that have
-them, only past their lowest threshold), and under a cost cap which models the float screen cannot
-place surely within it. The ranking of each view is kept too while no speed is known (speed scores
-change as answers come in).
+retirement, price cap at the base prices, a listed price under a period budget, max_tokens) give the
+same answer for every request of the same shape, so their result (a `Shape`) is kept with the catalog.
+A request then only looks up how many context windows its prompt overflows (a binary search over the
+shape's rooms), under a price cap whether its prompt is long enough for a model's long-prompt prices
+(only the few models that have them, only past their lowest threshold), and under a cost cap which
+models the float screen cannot place surely within it. The ranking of each view is kept too while no
+speed is known (speed scores change as answers come in).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def shape_key(ctx: Context, tier: str | None) -> tuple[object, ...]:
         ctx.price_cap,
         ctx.wanted_tokens,
         request.max_tokens is None,
+        ctx.budget,
     )
 
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -49,6 +50,8 @@ class Turn:
     headers: Mapping[str, str]
     started: float = field(default_factory=time.monotonic)
     router: str | None = None
+    max_price: Mapping[str, Decimal] | None = None
+    """The request's `provider.max_price` (`endpoints.read_max_price`); None: it sets none."""
     _digests: list[bytes] | None = None
 
     @property

@@ -7,6 +7,7 @@ from typing import Any
 
 from modelyard.sandbox.catalog import CatalogModel
 from modelyard.sandbox.chat import authenticate
+from modelyard.sandbox.endpoints import Endpoint, endpoints_of
 from modelyard.sandbox.http import Request, Response
 from modelyard.sandbox.state import SandboxState
 from modelyard.sandbox.wire import USER_ID, dumps, dumps_exact, error_response
@@ -58,17 +59,17 @@ def list_models(state: SandboxState, request: Request) -> Response:
     return Response(200, text.encode("utf-8"))
 
 
-def _endpoint(state: SandboxState, model: CatalogModel, authenticated: bool) -> dict[str, Any]:
+def _endpoint(state: SandboxState, model: CatalogModel, endpoint: Endpoint, authenticated: bool) -> dict[str, Any]:
     latency, throughput = state.stats_for(model) if authenticated else (None, None)
     open_weights = bool(model.row.get("hugging_face_id"))
     return {
-        "name": f"{model.provider} | {model.slug}",
+        "name": f"{endpoint.provider} | {model.slug}",
         "model_id": model.slug,
         "model_name": model.name,
         "context_length": model.context_length,
-        "pricing": dict(model.pricing),
-        "provider_name": model.provider,
-        "tag": model.provider.lower().replace(" ", "-").replace(".", ""),
+        "pricing": dict(endpoint.pricing),
+        "provider_name": endpoint.provider,
+        "tag": endpoint.tag,
         "quantization": "fp8" if open_weights else None,
         "max_completion_tokens": model.max_completion_tokens,
         "max_prompt_tokens": None,
@@ -84,7 +85,8 @@ def _endpoint(state: SandboxState, model: CatalogModel, authenticated: bool) -> 
 
 
 def model_endpoints(state: SandboxState, request: Request, reference: str) -> Response:
-    """`GET /models/{author}/{slug}/endpoints`; latency/throughput are null without a valid key."""
+    """`GET /models/{author}/{slug}/endpoints`, the one at the listed prices first (`endpoints.endpoints_of`);
+    latency/throughput are null without a valid key."""
     model = state.catalog.get(reference)
     if model is None:
         return error_response(404, f"No endpoints found for {reference}.")
@@ -96,7 +98,7 @@ def model_endpoints(state: SandboxState, request: Request, reference: str) -> Re
         "created": row.get("created"),
         "description": row.get("description"),
         "architecture": row.get("architecture"),
-        "endpoints": [_endpoint(state, model, authenticated)],
+        "endpoints": [_endpoint(state, model, endpoint, authenticated) for endpoint in endpoints_of(model)],
     }
     return _json({"data": data})
 

@@ -47,6 +47,9 @@ class CatalogModel:
     params: frozenset[str] = field(default_factory=frozenset)
     text: str = "{}"
     """The row as compact JSON, serialised once."""
+    served_by: str | None = None
+    """The provider of the endpoint this view of the model is served from (`sandbox.endpoints`); None: the
+    model's own (`provider_for`), at its listed prices."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> CatalogModel:
@@ -77,7 +80,7 @@ class CatalogModel:
     @property
     def provider(self) -> str:
         """The provider name this model is served by in the sandbox."""
-        return provider_for(self.author)
+        return self.served_by or provider_for(self.author)
 
     @property
     def pricing(self) -> Mapping[str, Any]:

@@ -1,5 +1,6 @@
-"""`POST /chat/completions`: authenticate, read the body, resolve the models, pre-check credit,
-apply faults (falling back along `models` on status faults), then answer."""
+"""`POST /chat/completions`: authenticate, read the body, resolve the models, pick the endpoint its
+`provider.max_price` allows, pre-check credit, apply faults (falling back along `models` on status
+faults), then answer."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import anyio
 
 from modelyard.sandbox.answers import Turn, answer
 from modelyard.sandbox.catalog import CatalogModel
+from modelyard.sandbox.endpoints import no_endpoint_response, read_max_price, serving
 from modelyard.sandbox.fault_replies import status_response
 from modelyard.sandbox.faults import FALLBACK_KINDS, STATUS_KINDS
 from modelyard.sandbox.http import Reply, Request, Response
@@ -87,6 +89,10 @@ def _read(state: SandboxState, request: Request, entry: LedgerEntry) -> Turn | R
     if max_tokens is not None and not _positive_int(max_tokens):
         return error_response(400, "max_tokens must be a positive integer")
     tools = body.get("tools") if isinstance(body.get("tools"), list) else None
+    try:
+        max_price = read_max_price(body.get("provider"))
+    except ValueError as exc:
+        return error_response(400, str(exc))
     entry.stream = bool(body.get("stream"))
     entry.max_tokens = max_tokens
     return Turn(
@@ -98,6 +104,7 @@ def _read(state: SandboxState, request: Request, entry: LedgerEntry) -> Turn | R
         prompt=count_prompt(messages, tools),
         entry=entry,
         headers=request.headers,
+        max_price=max_price,
     )
 
 
@@ -175,6 +182,11 @@ async def _attempt(turn: Turn, models: list[CatalogModel]) -> Reply:
         if problem is not None:
             failure, entry.fault = problem, None
             continue
+        endpoint = serving(served, turn.max_price, dearest=state.config.serve_dearest)
+        if endpoint is None:  # as for any failure before an answer, OpenRouter moves along `models`
+            failure, entry.fault = no_endpoint_response(served), None
+            continue
+        served = endpoint
         refused = _credit_error(turn, served)
         if refused is not None:
             return _fail(entry, refused)

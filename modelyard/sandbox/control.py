@@ -9,8 +9,9 @@
 - `POST /_sandbox/stats` with `{"model", "latency_ms": p50 or {p50, p75, p90, p99}, "throughput": p50 or
   {...}}` -> the model's `latency_last_30m` and `throughput_last_30m` (a bare p50 derives the others)
 - `POST /_sandbox/config` with any of `{"cache_threshold", "stream_chunk_delay_ms", "default_latency_ms",
-  "keepalive_blocks", "headers_first", "total_credits", "credits_need_management_key", "default_model"}` ->
-  `{"config": {...}}`
+  "keepalive_blocks", "headers_first", "total_credits", "credits_need_management_key", "default_model",
+  "serve_dearest"}` -> `{"config": {...}}` (`serve_dearest: true` serves each answer from the dearest endpoint
+  its `provider.max_price` allows: see `modelyard.sandbox.endpoints`)
 - `POST /_sandbox/reset` -> `{"reset": true}` (faults, ledger, key limit, stats, cache memory, config)
 
 Money is always a decimal string here. Errors are 400 with `{"error": {"message", "code"}}`.

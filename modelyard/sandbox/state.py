@@ -46,6 +46,10 @@ class SandboxConfig:
     answers an ordinary key since 2026; False: it answers, as it did any key in 2025."""
     default_model: str = "openai/gpt-4o-mini"
     """The model used when a request names none."""
+    serve_dearest: bool = False
+    """Serve each answer from the dearest endpoint of the model its `provider.max_price` allows, as
+    OpenRouter's load balancing sometimes does (`sandbox.endpoints`); False: the cheapest, at the listed
+    prices."""
 
     def update(self, values: Mapping[str, Any]) -> None:
         """Set the named fields (unknown names raise ValueError)."""

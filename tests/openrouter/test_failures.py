@@ -114,3 +114,55 @@ MODEL_400S: dict[str, dict[str, Any]] = {
 def test_a_400_that_may_be_about_the_model_still_falls_back(body: dict[str, Any]) -> None:
     error = _error(400, body)
     assert type(error) is errors.BadRequestError and not is_final(error)
+
+
+# --------------------------------------------------------------------------- a 404 of provider.max_price
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(
+            {"error": {"code": 404, "message": "No endpoints found matching your price limits (provider.max_price)."}},
+            id="said in the message",
+        ),
+        pytest.param(
+            {
+                "error": {
+                    "code": 404,
+                    "message": "No endpoints found for openai/gpt-4o.",
+                    "availability": {"code": "constraint_filtered", "constraint": {"field": "provider.max_price"}},
+                },
+                "user_id": "u",
+            },
+            id="said in the availability block",
+        ),
+        pytest.param(
+            {"error": {"code": 404, "message": "No endpoints found.", "metadata": {"excluded_by": ["max_price"]}}},
+            id="said in the metadata",
+        ),
+    ],
+)
+def test_a_404_saying_a_price_filtered_every_endpoint_is_a_price_filtered_error(body: dict[str, Any]) -> None:
+    """Wherever OpenRouter says a price did it, the 404 is `PriceFilteredError`: not final, never retried on
+    the same model (its price will not change in a second), so the fallback moves to the next model."""
+    error = _error(404, body)
+    assert isinstance(error, errors.PriceFilteredError) and isinstance(error, errors.UpstreamNotFoundError)
+    assert error.kind == "price_filtered"
+    assert not is_final(error) and not RetryPolicy().should_retry(error, 0)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "No endpoints found that support tool use. To learn more about provider routing, visit: "
+        "https://openrouter.ai/docs/provider-routing",
+        "No endpoints found matching your data policy (Free model publication). Configure: "
+        "https://openrouter.ai/settings/privacy",
+        "Model openai/gpt-4o not found",
+    ],
+)
+def test_a_404_for_another_reason_is_not_a_price_filtered_error(message: str) -> None:
+    """Tool use, a data policy, an unknown model: a plain not-found, as before."""
+    error = _error(404, {"error": {"code": 404, "message": message}, "user_id": "u"})
+    assert type(error) is errors.UpstreamNotFoundError

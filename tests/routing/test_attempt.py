@@ -131,6 +131,14 @@ def test_the_model_sent_is_the_entrys_wire_id_with_its_routing_variant() -> None
     assert wire_request(_ask(), floor, 16).model == f"{GPT_4O_MINI}:floor"
 
 
+def test_a_price_cap_is_sent_as_provider_max_price_and_none_sends_no_provider_object() -> None:
+    """`provider.max_price` exactly as given (decimal strings); without one the body has no `provider` at all."""
+    entry = small_catalog().entries[GPT_4O_MINI]
+    caps = {"prompt": "0.15", "completion": "0.6", "request": "0"}
+    assert wire_request(_ask(), entry, 16, max_price=caps).to_body()["provider"] == {"max_price": caps}
+    assert "provider" not in wire_request(_ask(), entry, 16).to_body()
+
+
 def test_every_snapshot_model_that_lists_a_cap_parameter_is_sent_one_it_lists() -> None:
     """Across the real August 2026 catalog (six models list only `max_completion_tokens`)."""
     rows = ModelList.model_validate_json(shared_fixture("models-2026-08-19.json").read_bytes()).data

@@ -37,6 +37,7 @@ def _plan(
     *,
     defaults: SelectionDefaults | None = None,
     cost_cap: Decimal | None = None,
+    budget: str | None = None,
     now: float = FETCHED_AT,
     **request: Any,
 ) -> Plan:
@@ -48,6 +49,7 @@ def _plan(
         RouteRequest(**request),
         defaults=defaults or SelectionDefaults(),
         cost_cap=cost_cap,
+        budget=budget,
         now=now,
     )
 
@@ -218,6 +220,22 @@ def test_a_tier_with_no_model_left_names_the_models_of_other_tiers_that_meet_eve
     first = _number(r"Outside the premium tier, these meet every constraint, best first: ([\w./:-]+)", why)
     assert "model='auto'" in why
     assert first in [c.id for c in _plan(max_cost=Decimal("0.0005")).candidates]
+
+
+# --------------------------------------------------------------------------- a model that lists no price
+
+
+def test_a_named_model_that_lists_no_price_under_a_daily_budget_says_the_budget_cannot_hold_it() -> None:
+    """One line naming the model and the budget, then the models that would do (those that list a price)."""
+    cat = catalog([model("lab/unlisted", index=30), model("lab/cheap", prompt="0.0000001", completion="0.0000001")])
+    text = _why(cat, model="lab/unlisted", budget="the daily budget")
+    assert kind_of(_plan(cat, model="lab/unlisted", budget="the daily budget").exclusions[0].reason) == "unknown price"
+    assert text.splitlines() == [
+        "No model meets the constraints: the model named was excluded.",
+        "- lab/unlisted: lists no price although it is not a free variant: what it charges is unknown, so it "
+        "cannot be held to the daily budget.",
+        "Of the other models, these meet every constraint, best first: lab/cheap; name one, or use model='auto'.",
+    ]
 
 
 # --------------------------------------------------------------------------- the message as a whole

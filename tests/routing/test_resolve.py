@@ -94,13 +94,14 @@ def test_a_name_like_nothing_is_unknown_with_no_suggestions() -> None:
     assert caught.value.suggestions == []
 
 
-@pytest.mark.parametrize("variant", [":floor", ":FLOOR"])
+@pytest.mark.parametrize("variant", [":floor", ":FLOOR", ":nitro", ":exacto", ":Exacto"])
 def test_a_routing_variant_is_the_listed_model_carrying_the_variant_to_send(variant: str) -> None:
-    """`:floor` is not in `/models`: the entry is the base model's (id, prices, limits) and the variant
-    is kept for the wire."""
+    """`:floor`, `:nitro` and `:exacto` are not in `/models`: the entry is the base model's (id, prices,
+    limits) and the variant is kept for the wire (under a limit, `provider.max_price` holds it to those prices)."""
     cat = small_catalog()
     entry = resolve_model(cat, GPT_4O_MINI + variant)
-    assert (entry.id, entry.variant, entry.wire_id) == (GPT_4O_MINI, ":floor", GPT_4O_MINI + ":floor")
+    wanted = variant.lower()
+    assert (entry.id, entry.variant, entry.wire_id) == (GPT_4O_MINI, wanted, GPT_4O_MINI + wanted)
     assert entry.info is cat.entries[GPT_4O_MINI].info and entry.tier == cat.entries[GPT_4O_MINI].tier
 
 
@@ -128,10 +129,10 @@ def test_a_listed_row_with_a_variant_suffix_is_that_row_not_a_variant() -> None:
     assert (entry.id, entry.variant, entry.wire_id) == ("lab/m:online", "", "lab/m:online")
 
 
-@pytest.mark.parametrize("suffix", [":extended", ":thinking", ":turbo", ":nitro", ":exacto", ":online"])
+@pytest.mark.parametrize("suffix", [":extended", ":thinking", ":turbo", ":online"])
 def test_a_suffix_whose_prices_a_budget_cannot_bound_is_unknown_unless_listed(suffix: str) -> None:
-    """`:extended` and `:thinking` change context or reasoning (and prices); `:nitro`, `:exacto` and `:online`
-    may cost more than the listed prices: only a listed row is trusted, and the base model is suggested."""
+    """`:extended` and `:thinking` change context or reasoning (and prices); `:online` adds per-search
+    charges no max_price caps: only a listed row is trusted, and the base model is suggested."""
     reference = GPT_4O_MINI + suffix
     with pytest.raises(ModelNotFoundError, match="is not a known model") as caught:
         resolve_model(small_catalog(), reference)

@@ -56,6 +56,7 @@ def _plan(
     open_breakers: frozenset[str] = frozenset(),
     book: SpeedBook | None = None,
     cost_cap: Decimal | None = None,
+    budget: str | None = None,
     now: float = FETCHED_AT,
     **request: Any,
 ) -> Plan:
@@ -67,6 +68,7 @@ def _plan(
         open_breakers=open_breakers,
         speed=book,
         cost_cap=cost_cap,
+        budget=budget,
         now=now,
     )
 
@@ -227,6 +229,19 @@ def test_a_paid_model_that_lists_no_price_cannot_be_held_to_a_per_request_cost_c
     for plan in (_plan(cat, cost_cap=Decimal("0.0001")), _plan(cat, model="lab/unlisted", cost_cap=Decimal("1"))):
         assert "lab/unlisted" not in _ids(plan)
         assert _why(plan)["lab/unlisted"].endswith("so it cannot be held to the per-request cap")
+
+
+@pytest.mark.parametrize("budget", ["the daily budget", "the monthly budget", "the daily and monthly budgets"])
+def test_a_paid_model_that_lists_no_price_cannot_be_held_to_a_period_budget(budget: str) -> None:
+    """Under a daily or monthly budget alone its hold would be $0, not a bound: excluded, naming the budget,
+    in auto selection and named alike."""
+    cat = catalog([model("lab/unlisted", index=30), model("lab/cheap", prompt="0.0000001", completion="0.0000001")])
+    unknown = "lists no price although it is not a free variant: what it charges is unknown"
+    reason = f"{unknown}, so it cannot be held to {budget}"
+    for plan in (_plan(cat, budget=budget), _plan(cat, model="lab/unlisted", budget=budget)):
+        assert "lab/unlisted" not in _ids(plan)
+        assert _why(plan)["lab/unlisted"] == reason
+    assert _ids(_plan(cat, model="lab/cheap", budget=budget)) == ["lab/cheap"]
 
 
 def test_a_paid_model_that_lists_no_price_is_usable_when_named_without_a_cap() -> None:
