@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 
 from modelyard.errors import ConfigurationError
@@ -187,6 +188,21 @@ def footer(result: RouteResult) -> list[str]:
     return lines
 
 
+async def _answer(app: AppContext, request: RouteRequest, streamed: bool) -> RouteResult:
+    """The answer, with its budget hold renewed while it runs (a long answer outlives the hold's lifetime)."""
+    outcome: list[RouteResult | Exception] = []
+    async with anyio.create_task_group() as background:
+        await background.start(app.router.budgets.renewal.run)
+        try:
+            outcome.append(await app.router.execute(request, on_event=_print_event if streamed else None))
+        except Exception as exc:  # raised below, as it is: the task group would wrap it in a group
+            outcome.append(exc)
+        background.cancel_scope.cancel()
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
 async def run(settings: Settings, args: argparse.Namespace) -> None:
     """Answer one prompt: stream the text to a terminal (unless `--no-stream`), then model, tokens, cost and
     fallbacks on stderr, so that stdout holds the answer alone (`run ... > answer.txt`). Piped or
@@ -197,7 +213,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
     request = _route_request(settings, args)
     streamed = not args.no_stream and sys.stdout.isatty()
     async with open_app_context(settings) as app:
-        result = await app.router.execute(request, on_event=_print_event if streamed else None)
+        result = await _answer(app, request, streamed)
     if not streamed:
         print(result.content or "")
     elif result.content and not result.content.endswith("\n"):

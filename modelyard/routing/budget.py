@@ -8,11 +8,14 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+
+import anyio
 
 from modelyard.errors import ModelyardError
 from modelyard.routing.labels import current as current_labels
+from modelyard.routing.renewal import HoldRenewal
 from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, Store
 
 __all__ = ["MAX_LIMIT", "BudgetManager", "BudgetRaiseRefusedError"]
@@ -59,9 +62,11 @@ class BudgetManager:
         store: where reservations and the ledger live (atomic across processes).
         configured: the operator's limits (settings / CLI).
         clock: epoch seconds.
-        reservation_ttl_s: how long a reservation holds if its process dies before settling it.
+        reservation_ttl_s: how long a reservation holds if its process dies before settling it; while the
+            process lives, `renewal` renews it for its request (run `renewal.run()` alongside).
         refresh_s: how long the stored overrides are reused before the store is read again.
         monotonic: the clock of that reuse.
+        sleep: the waits of the renewal loop.
     """
 
     def __init__(
@@ -73,11 +78,13 @@ class BudgetManager:
         reservation_ttl_s: float = 900.0,
         refresh_s: float = _REFRESH_S,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._store = store
         self._configured = configured
         self._clock = clock
         self._ttl_s = reservation_ttl_s
+        self.renewal = HoldRenewal(store, lifetime_s=reservation_ttl_s, clock=clock, sleep=sleep)
         self._refresh_s = refresh_s
         self._monotonic = monotonic
         self._shared = _shared_for(store)
@@ -163,18 +170,30 @@ class BudgetManager:
         limits = await self.limits()
         if cost_cap is not None:
             limits = _tightest(limits, BudgetLimits(per_request=cost_cap))
-        return await self._store.reserve(amount, limits, now=self._clock(), ttl_s=self._ttl_s)
+        reservation = await self._store.reserve(amount, limits, now=self._clock(), ttl_s=self._ttl_s)
+        self.renewal.track(reservation)
+        return reservation
 
     async def settle(self, reservation: Reservation | None, row: LedgerRow) -> None:
         """Turn the reservation into the request's actual cost (the ledger row), the row labelled with who
         asked and why (`labels.labelled`)."""
         if labels := current_labels():
             row.detail.update(labels)
+        if reservation is not None:
+            self.renewal.forget(reservation.id)
         await self._store.commit(reservation.id if reservation else None, row)
 
     async def release(self, reservation: Reservation) -> None:
         """Free a reservation whose attempt cost nothing."""
+        self.renewal.forget(reservation.id)
         await self._store.release(reservation.id)
+
+    def let_expire(self, reservation: Reservation) -> Reservation:
+        """Stop renewing a hold whose request has ended with its cost unknown (the reconciler keeps it until
+        the cost is known or the hold expires). Returns it with the expiry its last renewal gave it."""
+        current = self.renewal.current(reservation)
+        self.renewal.forget(reservation.id)
+        return current
 
     async def totals(self) -> SpendTotals:
         return await self._store.totals(now=self._clock())

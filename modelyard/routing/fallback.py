@@ -410,10 +410,11 @@ class FallbackLoop:
     ) -> bool:
         """Give the hold of an attempt abandoned after its answer (generation `begun[0]`) began to the
         reconciler; False if none runs."""
-        if self.reconciler is None:
+        if self.reconciler is None or not self.reconciler.running:
             return False
         reason = str(error) if error is not None else "cancelled"
-        answer = Abandoned(begun[0], hold, request.model, candidate.id, streamed, reason)
+        # No longer renewed: the reconciler holds it until its cost is known or it expires.
+        answer = Abandoned(begun[0], self.budgets.let_expire(hold), request.model, candidate.id, streamed, reason)
         return self.reconciler.adopt(answer)
 
     def _count_failure(self, model: str, error: BaseException) -> None:

@@ -69,6 +69,9 @@ class Router:
     Run `router.reconciler.run()` in a task group for as long as the router serves (`modelyard serve`
     does): an attempt abandoned after its answer began then keeps its budget hold until OpenRouter's
     record says what it cost, and the ledger gets that cost. Without it the hold is freed at once.
+    Run `router.budgets.renewal.run()` beside it: the budget holds of requests in flight are then renewed
+    for as long as they run. Without it a hold expires its lifetime after it was taken, even if the request
+    is still running (a long generation), and the budget stops counting it.
 
     Args:
         client: the OpenRouter client.
@@ -191,10 +194,9 @@ class Router:
         ends the attempt and, before it returns, frees its budget hold (or, once the answer had begun and
         the reconciler runs, hands the hold to it: the answer may be billed). `timeout_s` counts the time the
         caller takes between reads, except for a request the cache may answer: its answer is worked out in a
-        task of its own, ahead of the reads, so there `timeout_s` bounds the upstream only. Read promptly:
-        the budget hold lasts `request_timeout_s * max_attempts + reservation_margin_s`, and a caller
-        pausing longer lets other processes stop counting it (the answer's cost is still recorded when it
-        ends).
+        task of its own, ahead of the reads, so there `timeout_s` bounds the upstream only. The budget hold
+        lasts `request_timeout_s * max_attempts + reservation_margin_s` and, while `budgets.renewal.run()`
+        runs, is renewed for as long as the stream is open, however slowly it is read.
         """
         streamed = request if request.stream else request.model_copy(update={"stream": True})
         mode = request.cache or self.settings.cache.mode

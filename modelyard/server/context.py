@@ -202,9 +202,11 @@ class AppContextOnDemand:
 
     async def _serve(self, app: AppContext, attempt: _Attempt, *, warming: bool) -> None:
         """Hand `app` to the calls, with its background work, until `close()`: the router's reconciler
-        (abandoned answers' costs) and, after a warm-up, the first fetch of the model catalog."""
+        (abandoned answers' costs), the renewal of the budget holds of requests in flight and, after a
+        warm-up, the first fetch of the model catalog."""
         async with anyio.create_task_group() as background:
             await background.start(app.router.reconciler.run)
+            await background.start(app.router.budgets.renewal.run)
             if not self._closing.is_set():  # else it is closed at once, and no call gets it
                 self._app = app
             attempt.done.set()

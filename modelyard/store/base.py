@@ -8,6 +8,7 @@ across processes.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final, Literal, Protocol
@@ -117,6 +118,15 @@ class Store(Protocol):
         """Free a reservation without recording spend (the request failed before any cost).
 
         A cancelled caller still finishes the write; the cancellation reaches it afterwards.
+        """
+        ...
+
+    async def renew(self, reservation_ids: Sequence[str], *, expires_at: float, now: float) -> set[str]:
+        """Keep the holds of requests still in flight: push each live one's expiry to `expires_at` (never
+        earlier than it was), all in one write. Returns the ids renewed.
+
+        A hold that is gone (settled, released, purged) or has expired at `now` is left alone, never
+        revived: others may have stopped counting it already.
         """
         ...
 

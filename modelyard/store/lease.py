@@ -14,7 +14,9 @@ than that, every request is reserved exactly, as without leases. A lease is resi
 each grant (to what is drawn plus fresh room), given back when the store closes, and, when its
 process dies, expires like any reservation: twice the reservation TTL after its last grant, or when
 the last request drawn from it expires, if that is later. A draw expires like a reservation too: one
-never settled stops being held at its expiry. A request's cost leaves the lease up to what it drew;
+never settled stops being held at its expiry. A draw is renewed like a reservation while its request
+is in flight (`renew`), and the store then keeps the lease's row at least as long as the draw, since
+other processes count the row, not the draws. A request's cost leaves the lease up to what it drew;
 more than that is spend beyond its hold, never the room other requests drew.
 """
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
@@ -152,6 +154,18 @@ class Lease:
             if expires_at <= now:
                 self.undraw(reservation_id)
         self._first_expiry = min((expiry for _, expiry in self._draws.values()), default=math.inf)
+
+    def renew(self, reservation_ids: Iterable[str], *, expires_at: float, now: float) -> list[str]:
+        """Push the expiry of the draws among `reservation_ids` still live at `now` to `expires_at` (never
+        earlier); the ids renewed. Done before the row is renewed, so a grant running meanwhile keeps the
+        row as long as these draws (`last_expiry`). The first expiry known stays a bound (now an early one)."""
+        renewed: list[str] = []
+        for reservation_id in reservation_ids:
+            draw = self._draws.get(reservation_id)
+            if draw is not None and draw[1] > now:
+                self._draws[reservation_id] = (draw[0], max(draw[1], expires_at))
+                renewed.append(reservation_id)
+        return renewed
 
     def outstanding(self) -> Decimal:
         """What the row must hold for the requests in flight (called inside a transaction)."""

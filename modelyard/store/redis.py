@@ -21,6 +21,7 @@ Atomicity. Each state change is one Lua script (EVALSHA, loaded again on NOSCRIP
 a script with nothing interleaved, across every connection of every instance:
 - reserve: purge expired holds, read day/month spend and the held total, check both limits, hold;
 - release: drop a hold and subtract it from the held total;
+- renew: push the expiry of the live holds of requests still in flight (an expired one is not revived);
 - commit: drop the hold, add the ledger row once (HSETNX on its id), index it by time, add its cost
   to the day and month totals.
 Scripts validate nothing: every argument is checked in Python first, so no script fails half way.
@@ -36,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal, localcontext
 from types import TracebackType
@@ -104,6 +105,7 @@ class RedisStore:
         self._reserve, self._release, self._commit, self._totals = (
             self.redis.register_script(lua.DECIMAL + body) for body in scripts
         )
+        self._renew = self.redis.register_script(lua.RENEW)
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"
@@ -156,6 +158,15 @@ class RedisStore:
         """Free a reservation without recording spend; nothing happens if it is already gone."""
         with self._answering(), anyio.CancelScope(shield=True), anyio.fail_after(_WRITE_GRACE_S):
             await self._release(keys=self._holds(), args=(reservation_id,))
+
+    async def renew(self, reservation_ids: Sequence[str], *, expires_at: float, now: float) -> set[str]:
+        """Push the expiry of the live holds among `reservation_ids` to `expires_at` (never earlier) in one
+        script; the ids renewed. A hold expired at `now` is not revived."""
+        if not reservation_ids:
+            return set()
+        with self._answering():
+            renewed = await self._renew(keys=self._holds()[:1], args=(repr(now), repr(expires_at), *reservation_ids))
+        return set(cast(list[str], renewed))
 
     async def commit(self, reservation_id: str | None, row: LedgerRow) -> None:
         """Atomically drop the reservation (if any, and if still there) and append the ledger row.

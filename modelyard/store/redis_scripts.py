@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["COMMIT", "DECIMAL", "RELEASE", "RESERVE", "TOTALS"]
+__all__ = ["COMMIT", "DECIMAL", "RELEASE", "RENEW", "RESERVE", "TOTALS"]
 
 DECIMAL: Final = """
 local function parse(s, scale)
@@ -113,6 +113,22 @@ return {'ok', day, month, held}
 
 # KEYS: holds, hold_amounts, held. ARGV: id.
 RELEASE: Final = "drop_hold(KEYS[1], KEYS[2], KEYS[3], ARGV[1])\nreturn 1\n"
+
+# KEYS: holds. ARGV: now, expires_at, id... Returns the ids renewed: those live at `now` (an expired hold the
+# next reserve would purge is not revived), each pushed to expires_at, never earlier. Times are doubles, as
+# the scores are; no amount is touched. Needs no DECIMAL prefix.
+RENEW: Final = """
+local now, later = tonumber(ARGV[1]), tonumber(ARGV[2])
+local renewed = {}
+for k = 3, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[k])
+  if score and tonumber(score) > now then
+    if tonumber(score) < later then redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[k]) end
+    renewed[#renewed + 1] = ARGV[k]
+  end
+end
+return renewed
+"""
 
 # KEYS: holds, hold_amounts, held, ledger, ledger_ts, ledger_seq, day, month.
 # ARGV: reservation id|'', row id, row JSON, ts, cost|''.

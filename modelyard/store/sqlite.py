@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -199,6 +199,26 @@ class SQLiteStore:
                 await self._writes.submit(partial(writes.release, reservation_id=reservation_id), first=True)
         finally:
             self._holding.discard(reservation_id)
+
+    async def renew(self, reservation_ids: Sequence[str], *, expires_at: float, now: float) -> set[str]:
+        """Push the expiry of the live holds among `reservation_ids` to `expires_at` (never earlier) in one
+        write; the ids renewed. Draws from the lease are renewed in memory, and the lease's row with them
+        when it would expire first (other processes count the row, not the draws): a draw is renewed only
+        if its row lasts as long. With nothing that needs it, nothing is written."""
+        lease = self._lease
+        drawn = lease.renew(reservation_ids, expires_at=expires_at, now=now) if lease is not None else []
+        rows = [rid for rid in reservation_ids if lease is None or not lease.owns(rid)]
+        row_too = lease is not None and bool(drawn) and lease.expires_at < expires_at
+        if lease is not None and row_too:
+            rows.append(lease.id)
+        renewed: set[str] = set()
+        if rows:
+            work = partial(writes.renew, reservation_ids=rows, expires_at=expires_at, now=now)
+            renewed = await self._writes.submit(work)
+        if lease is not None and (not row_too or lease.id in renewed):
+            renewed.update(drawn)
+            renewed.discard(lease.id)
+        return renewed
 
     async def commit(self, reservation_id: str | None, row: LedgerRow) -> None:
         """Atomically drop the reservation (if any, and if still there) and append the ledger row.

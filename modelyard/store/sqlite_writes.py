@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Context, Decimal, localcontext
 from typing import Final
 
@@ -34,6 +34,7 @@ __all__ = [
     "read_totals",
     "refusal",
     "release",
+    "renew",
     "reserve",
     "take",
     "totals_in",
@@ -64,6 +65,8 @@ _TAKE_RESERVATION: Final = "DELETE FROM reservations WHERE id = ? RETURNING amou
 _SELECT_RESERVATION: Final = "SELECT amount FROM reservations WHERE id = ?"
 RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35)
 _DAY_S: Final = 86_400
+_RENEW_CHUNK: Final = 500
+"""Holds renewed per statement (SQLite before 3.32 takes at most 999 parameters)."""
 
 
 class Tally:
@@ -151,6 +154,26 @@ def take(conn: sqlite3.Connection, memo: dict[str, object], reservation_id: str)
         conn.execute(_DELETE_RESERVATION, (reservation_id,))
     for (amount,) in found:
         tally.unhold(amount)
+
+
+def renew(
+    conn: sqlite3.Connection,
+    memo: dict[str, object],
+    *,
+    reservation_ids: Sequence[str],
+    expires_at: float,
+    now: float,
+) -> set[str]:
+    """Push the expiry of the holds among `reservation_ids` that are live at `now` to `expires_at` (never
+    earlier); the ids renewed. An expired hold is not revived. The tally stays exact: no amount changes,
+    and its first expiry becomes a bound that is at worst early (it then reads the holds again)."""
+    renewed: set[str] = set()
+    for start in range(0, len(reservation_ids), _RENEW_CHUNK):
+        chunk = tuple(reservation_ids[start : start + _RENEW_CHUNK])
+        live = f"id IN ({', '.join('?' * len(chunk))}) AND expires_at > ?"
+        renewed.update(rid for (rid,) in conn.execute(f"SELECT id FROM reservations WHERE {live}", (*chunk, now)))
+        conn.execute(f"UPDATE reservations SET expires_at = max(expires_at, ?) WHERE {live}", (expires_at, *chunk, now))
+    return renewed
 
 
 def refusal(amount: Decimal, limits: BudgetLimits, totals: SpendTotals) -> BudgetExceededError | None:

@@ -331,3 +331,26 @@ async def test_a_row_that_cannot_be_written_after_the_holds_expiry_is_retried_at
             await reconciler.check_due()
             assert writes.settles == 2
             group.cancel_scope.cancel()
+
+
+async def test_an_answer_abandoned_after_outliving_its_holds_first_lifetime_hands_over_a_live_hold(
+    rig_factory: RigFactory,
+) -> None:
+    """Holds live 1 s; a stream renewed for 1.5 s is then abandoned: the reconciler gets the hold with the
+    expiry its last renewal gave it (still ahead), and the renewal stops, so the reconciler's rules hold."""
+    rig: Rig = await rig_factory(request_timeout_s=1, max_attempts=1, reservation_margin_s=0)
+    rig.sandbox.state.config.stream_chunk_delay_ms = 100  # the whole answer would take seconds
+    with anyio.fail_after(20):
+        async with _reconciling(rig.router), anyio.create_task_group() as renewing:
+            await renewing.start(rig.router.budgets.renewal.run)
+            stream = rig.router.stream(rig.ask("Tell me a long story", model=BACKUP))
+            await anext(stream)
+            await anyio.sleep(1.5)
+            await stream.aclose()
+            [answer] = rig.router.reconciler.pending
+            assert answer.reservation.expires_at > answer.at
+            assert rig.router.budgets.renewal.tracked == 0
+            assert (await rig.router.budgets.totals()).reserved > 0
+            await _until_reconciled(rig.router)
+            renewing.cancel_scope.cancel()
+    assert (await rig.router.budgets.totals()).reserved == 0

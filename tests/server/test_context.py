@@ -130,7 +130,9 @@ class _Catalogs:
         return None
 
 
-class _Reconciler:
+class _Loop:
+    """A background loop of the router's (its reconciler, its budget holds' renewal)."""
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         await anyio.sleep_forever()
@@ -138,7 +140,8 @@ class _Reconciler:
 
 def _stand_in() -> AppContext:
     """What a fake open gives: only what the context itself uses of an `AppContext`."""
-    return cast(AppContext, SimpleNamespace(router=SimpleNamespace(catalogs=_Catalogs(), reconciler=_Reconciler())))
+    router = SimpleNamespace(catalogs=_Catalogs(), reconciler=_Loop(), budgets=SimpleNamespace(renewal=_Loop()))
+    return cast(AppContext, SimpleNamespace(router=router))
 
 
 def _slow_open(

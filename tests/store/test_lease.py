@@ -356,3 +356,28 @@ async def test_closing_while_a_request_is_being_granted_keeps_the_hold_it_drew(d
     held = sum((amount for _, amount, _ in _holds(db_path)), D(0))
     assert granted
     assert held >= 2 * A + D("0.01")
+
+
+async def test_a_draw_renewed_past_its_lease_rows_expiry_keeps_the_row_held_for_other_processes(
+    store: SQLiteStore, observer: SQLiteStore, db_path: Path
+) -> None:
+    """Other processes count the row, not the draws: renewed to 150 s, the row (granted to 120 s) follows,
+    and the draw stops counting everywhere once no renewal comes (its process died)."""
+    hold = await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    for at in (NOW + 40, NOW + 90):
+        assert await store.renew([hold.id], expires_at=at + 60, now=at) == {hold.id}
+    [(_, _, row_expiry)] = _holds(db_path)
+    assert row_expiry == NOW + 150
+    assert (await observer.totals(now=NOW + 149)).reserved >= A
+    assert (await store.totals(now=NOW + 149)).reserved == A
+    assert (await observer.totals(now=NOW + 150)).reserved == (await store.totals(now=NOW + 150)).reserved == 0
+
+
+async def test_renewing_draws_the_lease_row_outlives_writes_nothing(store: SQLiteStore, db_path: Path) -> None:
+    """A draw renewed within its row's lifetime is renewed in memory: the file does not change."""
+    hold = await store.reserve(A, ROOMY, now=NOW, ttl_s=60)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        before = _data_version(conn)
+        assert await store.renew([hold.id], expires_at=NOW + 90, now=NOW + 30) == {hold.id}
+        assert _data_version(conn) == before
+    assert (await store.totals(now=NOW + 89)).reserved == A

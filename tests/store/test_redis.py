@@ -24,7 +24,7 @@ from modelyard.store import BudgetLimits, LedgerRow, SpendTotals, open_store
 from modelyard.store.redis import RedisStore
 from tests.scaleout import _redis_workers
 from tests.scaleout.redis_server import redis_url, store_url, wipe
-from tests.store import test_sqlite
+from tests.store import test_renew, test_sqlite
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ D = Decimal
 def _contract_tests() -> dict[str, Any]:
     """Every SQLite store test that needs nothing but a `store`: run here again against Redis."""
     found: dict[str, Any] = {}
-    for name, function in vars(test_sqlite).items():
+    for name, function in [*vars(test_sqlite).items(), *vars(test_renew).items()]:
         if name.startswith("test_") and inspect.isfunction(function):
             fixtures = set(inspect.signature(function).parameters)
             if "store" in fixtures and not fixtures & {"db_path", "tmp_path", "monkeypatch"}:
@@ -72,11 +72,12 @@ def _row(row_id: str, cost: str | None, ts: float = NOW) -> LedgerRow:
 
 
 def test_the_contract_tests_of_the_sqlite_store_are_collected_here_too() -> None:
-    """The shared contract really is reused: the concurrency, money and refusal tests run against Redis."""
+    """The shared contract really is reused: the concurrency, money, refusal and renewal tests run against Redis."""
     names = set(_contract_tests())
     assert len(names) >= 20
     assert "test_200_concurrent_reservations_of_001_against_a_005_day_grant_exactly_5" in names
     assert "test_costs_sum_exactly_as_decimals" in names
+    assert "test_a_hold_no_longer_renewed_expires_a_lifetime_after_its_last_renewal" in names
 
 
 # --- several processes, dead instances, restarts -----------------------------------------------
