@@ -299,9 +299,10 @@ async def models(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def metrics_lines(m: Metrics) -> list[str]:
-    """A heading, then requests, cache, spend, tokens and latency, one line each."""
+    """A heading, then requests, cache, spend, tokens and latency, one line each (and the spooled rows, if any)."""
     average = usd(m.average_cost_per_request) if m.average_cost_per_request is not None else "-"
     rate = f"{m.error_rate:.0%}"
+    spooled = [f"  spooled       {m.spooled_rows} row(s) the store has not taken yet"] if m.spooled_rows else []
     return [
         f"Metrics ({m.window})",
         f"  requests      {m.total_requests} (ok {m.successes}, failed {m.failures}, refused {m.refused})",
@@ -310,6 +311,7 @@ def metrics_lines(m: Metrics) -> list[str]:
         f"  tokens        {m.tokens.total:,} (prompt {m.tokens.prompt:,}, completion {m.tokens.completion:,}, "
         f"cached {m.tokens.cached:,}, reasoning {m.tokens.reasoning:,})",
         f"  latency       p50 {_ms(m.p50_latency_ms)} ms, p95 {_ms(m.p95_latency_ms)} ms, error rate {rate}",
+        *spooled,
     ]
 
 

@@ -1,5 +1,6 @@
 """`modelyard doctor`: the upstream, the key, the account's credit, the catalog, the store and the budget,
-one ✓/✗ line each (the credit's only when the key may read it).
+one ✓/✗ line each (the credit's only when the key may read it), and a ! warning when ledger rows wait in
+the store's spool.
 
 Every check runs whatever failed before it: a store that cannot be opened is reported on its own line,
 and the other checks run on a stand-in store kept in memory. The upstream line is decided by a request
@@ -31,7 +32,9 @@ from modelyard.openrouter.schemas import KeyInfo
 from modelyard.routing.metrics import budget_status
 from modelyard.server.context import AppContext, open_app_context
 from modelyard.settings import Settings
+from modelyard.store import spool_location
 from modelyard.store.base import MEMORY, BudgetLimits
+from modelyard.store.spool import Spool
 
 __all__ = ["doctor"]
 
@@ -57,6 +60,10 @@ class _Checks:
     def bad(self, label: str, text: str) -> None:
         print(f"  ✗ {label:<11} {text}", flush=True)
         self.problems.append(f"{label}: {text}")
+
+    def warn(self, label: str, text: str) -> None:
+        """Something to know that stops no request (not a problem: the verdict does not count it)."""
+        print(f"  ! {label:<11} {text}", flush=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +185,24 @@ async def _check_store(app: AppContext, checks: _Checks, failure: str | None) ->
         checks.bad("store", f"{app.store!r} does not answer")
 
 
+async def _check_spool(settings: Settings, checks: _Checks) -> None:
+    """Rows of answers already paid for that the store has not taken yet (opening it replayed what it could)."""
+    try:
+        path = spool_location(settings.store)
+    except ModelyardError:
+        return  # the store line says what is wrong with its URL
+    if path is None or not path.exists():
+        return
+    pending = await Spool(path).count()
+    if pending:
+        checks.warn(
+            "spool",
+            f"{pending} ledger row(s) of answers already paid for wait in {path}: the store did not take them; "
+            "they are replayed into it once it does (`modelyard serve` keeps trying), and until then no request "
+            "is sent",
+        )
+
+
 def _limit(value: Decimal | None) -> str:
     return "no limit" if value is None else usd(value)
 
@@ -213,6 +238,7 @@ async def doctor(settings: Settings, args: argparse.Namespace) -> None:
         await _check_credit(app, checks, key)
         await _check_catalog(app, checks)
         await _check_store(app, checks, store_failure)
+        await _check_spool(settings, checks)
         await _check_budget(app, checks, store_failure)
     if checks.problems:
         print(f"\n{len(checks.problems)} problem(s) found.")

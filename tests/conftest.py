@@ -27,13 +27,15 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test sees the developer's OpenRouter key or modelyard settings."""
+def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test sees the developer's OpenRouter key or modelyard settings, nor writes to their state dir (where
+    a Redis store's spool lives)."""
     import os
 
     for name in list(os.environ):
         if name.startswith(("OPENROUTER_", "MODELYARD_")):
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
     yield
 
 

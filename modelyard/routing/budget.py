@@ -1,5 +1,9 @@
 """Budgets that hold: limits from settings, tightened (never raised) at run time, enforced by
 reserving each request's worst case in the store before it is sent.
+
+A row the store cannot take when it is settled (locked past its busy timeout, down) is kept in the
+store's spool (`modelyard.store.spool`) and replayed into it: in the background (`run_replays`), and
+before any new reservation, so the money it records counts before more can be spent.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import anyio
+from anyio.abc import TaskStatus
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, StoreUnavailableError
 from modelyard.routing.labels import current as current_labels
 from modelyard.routing.renewal import HoldRenewal
 from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, Store
+from modelyard.store.spool import Spool, is_store_failure, spool_for
 
 __all__ = ["MAX_LIMIT", "BudgetManager", "BudgetRaiseRefusedError"]
 
@@ -67,6 +73,7 @@ class BudgetManager:
         refresh_s: how long the stored overrides are reused before the store is read again.
         monotonic: the clock of that reuse.
         sleep: the waits of the renewal loop.
+        spool: where rows the store cannot take are kept until it can (default: the store's own, `spool_for`).
     """
 
     def __init__(
@@ -79,8 +86,10 @@ class BudgetManager:
         refresh_s: float = _REFRESH_S,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        spool: Spool | None = None,
     ) -> None:
         self._store = store
+        self.spool = spool or spool_for(store)
         self._configured = configured
         self._clock = clock
         self._ttl_s = reservation_ttl_s
@@ -167,6 +176,8 @@ class BudgetManager:
         Raises:
             BudgetExceededError: naming the limit that refused.
         """
+        if self.spool.waiting:  # rows spooled in an outage count before any more money is held
+            await self._catch_up()
         limits = await self.limits()
         if cost_cap is not None:
             limits = _tightest(limits, BudgetLimits(per_request=cost_cap))
@@ -176,12 +187,54 @@ class BudgetManager:
 
     async def settle(self, reservation: Reservation | None, row: LedgerRow) -> None:
         """Turn the reservation into the request's actual cost (the ledger row), the row labelled with who
-        asked and why (`labels.labelled`)."""
+        asked and why (`labels.labelled`).
+
+        When the store cannot take the row (locked, down), it is kept in the spool, replayed later, and this
+        returns all the same: the answer was paid for, and its caller must get it.
+
+        Raises:
+            ValueError: the row's cost or saving is not finite.
+        """
         if labels := current_labels():
             row.detail.update(labels)
         if reservation is not None:
             self.renewal.forget(reservation.id)
-        await self._store.commit(reservation.id if reservation else None, row)
+        reservation_id = reservation.id if reservation else None
+        try:
+            await self._store.commit(reservation_id, row)
+        except Exception as exc:
+            if not is_store_failure(exc):
+                raise
+            await self.spool.keep(reservation_id, row)
+            _log_spooled(row, self.spool, exc)
+
+    async def replay_spooled(self) -> int:
+        """Commit the spooled rows into the store now; how many were committed (the rest wait for the next try)."""
+        return await self.spool.replay(self._store)
+
+    async def spooled_rows(self) -> int:
+        """Rows in the spool not yet known to be in the store."""
+        return await self.spool.count()
+
+    async def run_replays(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Replay spooled rows in the background, with back-off, until cancelled (`await group.start(...)`)."""
+        await self.spool.run(self._store, task_status=task_status)
+
+    async def _catch_up(self) -> None:
+        """Replay the spool before a reservation; refuse it while rows remain that the store would not take.
+
+        Raises:
+            StoreUnavailableError: rows of money already spent are still not in the store.
+        """
+        await self.spool.catch_up(self._store)
+        # Rows spooled while the replay ran, which took everything it found, wait for the next reservation.
+        if self.spool.waiting and self.spool.last_error is not None:
+            pending = await self.spool.count()
+            raise StoreUnavailableError(
+                f"{pending} ledger row(s) of answers already paid for wait in {self.spool.path or 'memory'} because "
+                f"the store could not take them ({self.spool.last_error}); no new request is sent until they are "
+                "in the ledger, so that the budget counts their cost first."
+            )
 
     async def release(self, reservation: Reservation) -> None:
         """Free a reservation whose attempt cost nothing."""
@@ -204,6 +257,19 @@ class BudgetManager:
             return BudgetLimits()
         data = json.loads(text)
         return BudgetLimits(**{n: _stored_limit(data, n) for n in _FIELDS})
+
+
+def _log_spooled(row: LedgerRow, spool: Spool, error: BaseException) -> None:
+    cost = "unknown" if row.cost is None else f"${row.cost}"
+    log.warning(
+        "the store could not take the ledger row of generation %s (model %s, cost %s): %s; the row is kept in "
+        "the spool %s and replayed into the store once it answers",
+        row.detail.get("generation_id") or f"none (row {row.id}, {row.status})",
+        row.model or row.requested_model,
+        cost,
+        error,
+        spool.path or "in memory",
+    )
 
 
 def _tightest(a: BudgetLimits, b: BudgetLimits) -> BudgetLimits:

@@ -138,6 +138,9 @@ class Metrics(ResultModel):
     error_rate: float
     """failures / (successes + failures), 0.0 when there were none."""
     budget: BudgetStatus | None
+    spooled_rows: int = 0
+    """Ledger rows the store could not take (locked or down) kept in the local spool until it can: their
+    requests and costs are not in the figures above yet. They are replayed into the store, each once."""
 
 
 def budget_status(limits: BudgetLimits, totals: SpendTotals) -> BudgetStatus:
@@ -219,6 +222,7 @@ def compute_metrics(
     now: float,
     breakers: Mapping[str, BreakerState] | None = None,
     budget: BudgetStatus | None = None,
+    spooled_rows: int = 0,
 ) -> Metrics:
     """Metrics of the ledger rows inside `window`, with live breaker states and budget merged in.
 
@@ -229,6 +233,7 @@ def compute_metrics(
         breakers: the live breaker state per model (`CircuitBreakers.snapshot()`); a model with a
             breaker state but no calls in the window is listed with zero calls.
         budget: the budget status to report alongside, if any.
+        spooled_rows: rows waiting in the spool for the store to take them.
     """
     start = window_start(window, now)
     in_window = [row for row in rows if start is None or row.ts >= start]
@@ -261,6 +266,7 @@ def compute_metrics(
         p95_latency_ms=percentile(latencies, 95),
         error_rate=_rate(failures, successes + failures),
         budget=budget,
+        spooled_rows=spooled_rows,
     )
 
 

@@ -248,11 +248,15 @@ class Router:
             raise failed[0]
 
     async def metrics(self, window: Window = "today") -> Metrics:
-        """Requests, spend, cache savings, per-model latency and errors, breakers and budget status."""
+        """Requests, spend, cache savings, per-model latency and errors, breakers, budget status and the rows
+        waiting in the spool."""
         now = self.clock.now()
         rows = await self.store.rows(since=window_start(window, now))
         status = budget_status(await self.budgets.limits(), await self.budgets.totals())
-        return compute_metrics(rows, window=window, now=now, breakers=self.breakers.snapshot(), budget=status)
+        spooled = await self.budgets.spooled_rows()
+        return compute_metrics(
+            rows, window=window, now=now, breakers=self.breakers.snapshot(), budget=status, spooled_rows=spooled
+        )
 
     async def aclose(self) -> None:
         """Nothing to close of its own: the client and store belong to the caller."""

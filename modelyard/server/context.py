@@ -71,6 +71,9 @@ async def open_app_context(settings: Settings, keepalives: Keepalives | None = N
         store = await open_store_async(settings.store)
         stack.push_async_callback(store.aclose)
         router = Router(client, store, settings)
+        # Rows a stopped process spooled count before the first request here; what the store still refuses
+        # waits for the background replay (and refuses reservations until then).
+        await router.budgets.replay_spooled()
         log.info(
             "modelyard ready: upstream %s, store %s, key %s",
             settings.openrouter_base_url,  # never with credentials: the settings refuse them
@@ -202,11 +205,12 @@ class AppContextOnDemand:
 
     async def _serve(self, app: AppContext, attempt: _Attempt, *, warming: bool) -> None:
         """Hand `app` to the calls, with its background work, until `close()`: the router's reconciler
-        (abandoned answers' costs), the renewal of the budget holds of requests in flight and, after a
-        warm-up, the first fetch of the model catalog."""
+        (abandoned answers' costs), the renewal of the budget holds of requests in flight, the replay of
+        spooled ledger rows and, after a warm-up, the first fetch of the model catalog."""
         async with anyio.create_task_group() as background:
             await background.start(app.router.reconciler.run)
             await background.start(app.router.budgets.renewal.run)
+            await background.start(app.router.budgets.run_replays)
             if not self._closing.is_set():  # else it is closed at once, and no call gets it
                 self._app = app
             attempt.done.set()

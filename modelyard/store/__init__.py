@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from modelyard.errors import ConfigurationError
 from modelyard.store.base import MEMORY, BudgetLimits, LedgerRow, Reservation, SpendTotals, Store
@@ -26,6 +27,7 @@ __all__ = [
     "open_store",
     "open_store_async",
     "redacted",
+    "spool_location",
 ]
 
 _SQLITE_PREFIX = "sqlite://"
@@ -84,6 +86,33 @@ async def open_store_async(url: str) -> Store:
     from modelyard.store.sqlite import SQLiteStore
 
     return await SQLiteStore.open(_sqlite_path(text))
+
+
+def spool_location(url: str, *, state_dir: Path | None = None) -> Path | None:
+    """Where the spool of the store a URL names lives (see `modelyard.store.spool`), without opening it:
+    beside a SQLite file, in the user's state dir (or `state_dir`) for Redis, None for an in-memory database.
+
+    Raises:
+        ConfigurationError: as `open_store`, for a URL it would refuse.
+    """
+    from modelyard.store import spool
+
+    text = url.strip()
+    if not text:
+        raise ConfigurationError("The store URL is empty; set MODELYARD_STORE to sqlite:///path/to/file.db.")
+    if _is_redis(text):
+        from modelyard.store.redis import DEFAULT_PREFIX
+
+        parts = urlsplit(text)  # as `RedisStore` reads it
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        prefix = next((value for name, value in query if name == "prefix"), DEFAULT_PREFIX)
+        where = redacted(urlunsplit(parts._replace(query="")))
+        return (state_dir or spool.default_state_dir()) / spool.redis_spool_name(where, prefix)
+    path = _sqlite_path(text)
+    if not isinstance(path, Path):
+        return None
+    resolved = path.expanduser().resolve()
+    return resolved.with_name(resolved.name + spool.SUFFIX)
 
 
 def _is_redis(url: str) -> bool:

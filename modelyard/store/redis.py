@@ -110,6 +110,11 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"
 
+    @property
+    def where(self) -> str:
+        """The Redis URL without its query, its password masked: fit for logs, and who this fleet's store is."""
+        return self._where
+
     def key(self, name: str) -> str:
         """The full Redis key of `name` in this store's namespace (shared with `routing.shared`)."""
         return f"{{{self.prefix}}}:{name}"

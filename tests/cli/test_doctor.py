@@ -126,3 +126,25 @@ def test_doctor_with_no_account_credit_left_says_to_add_some(
     add = "add credit at https://openrouter.ai/settings/credits"
     assert re.search(rf"^  ✗ credit +account credit \$0 left of \$0: {re.escape(add)}$", out, re.MULTILINE)
     assert "1 problem(s) found." in out
+
+
+def test_doctor_warns_of_billed_answers_waiting_in_the_spool(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis went down with answers paid for: doctor says how many rows wait in the spool, and where."""
+    import anyio
+
+    from modelyard.store import spool_location
+    from modelyard.store.base import LedgerRow
+    from modelyard.store.spool import Spool
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    monkeypatch.setenv("MODELYARD_STORE", url)
+    path = spool_location(url)
+    assert path is not None
+    row = LedgerRow(id="paid", ts=0.0, requested_model="auto", cost=Decimal("0.25"))
+    anyio.run(Spool(path).keep, None, row)
+    assert exit_code(env, "doctor") == 1
+    out = capsys.readouterr().out
+    assert re.search(rf"^  ! spool +1 ledger row\(s\) .*{re.escape(str(path))}", out, re.MULTILINE), out
+    assert marks(out)["store"] == "✗"

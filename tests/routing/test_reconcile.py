@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, cast
 
 import anyio
@@ -18,7 +19,9 @@ from modelyard.routing.router import Router
 from modelyard.sandbox.state import SandboxState
 from modelyard.store import MEMORY, SQLiteStore
 from modelyard.store.base import BudgetLimits
+from modelyard.store.spool import Spool
 from tests.routing.conftest import Rig, RigFactory
+from tests.store._flaky import FlakyStore
 
 pytestmark = pytest.mark.anyio
 
@@ -354,3 +357,26 @@ async def test_an_answer_abandoned_after_outliving_its_holds_first_lifetime_hand
             await _until_reconciled(rig.router)
             renewing.cancel_scope.cancel()
     assert (await rig.router.budgets.totals()).reserved == 0
+
+
+async def test_an_abandoned_answers_row_the_store_cannot_take_is_spooled_and_replayed(tmp_path: Path) -> None:
+    """The reconciler's rows go through `settle` too: a store locked when the row is due does not lose it, and
+    the reconciler is done with the answer (no retry of its own)."""
+    clock, lookups = _Clock(), _FailingLookups()
+    async with SQLiteStore(MEMORY) as inner:
+        store = FlakyStore(inner)
+        spool = Spool(tmp_path / "ledger.db.pending.jsonl")
+        budgets = BudgetManager(store, BudgetLimits(daily=Decimal(1)), clock=clock, reservation_ttl_s=60, spool=spool)
+        reconciler = Reconciler(cast(OpenRouterClient, lookups), budgets, now=clock)
+        async with anyio.create_task_group() as group:
+            await group.start(reconciler.run)
+            hold = await budgets.reserve(Decimal("0.5"))
+            assert reconciler.adopt(Abandoned("gen-1", hold, CHEAP, CHEAP, False, "timeout"))
+            store.failures = 1
+            clock.now += 61  # the hold has expired: the row (an unknown cost) is due, and its commit fails
+            await reconciler.check_due()
+            group.cancel_scope.cancel()
+        assert not reconciler.pending and await inner.rows() == [] and await budgets.spooled_rows() == 1
+        assert await budgets.replay_spooled() == 1
+        (row,) = await inner.rows()
+        assert row.detail["generation_id"] == "gen-1" and row.cost is None

@@ -4,8 +4,10 @@ after the tools are listed) and closes them."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from decimal import Decimal as D
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -20,6 +22,8 @@ from modelyard.sandbox import Sandbox
 from modelyard.server.context import AppContext, AppContextOnDemand, open_app_context
 from modelyard.server.keepalive import Keepalives
 from modelyard.settings import Settings
+from modelyard.store.base import LedgerRow
+from modelyard.store.spool import Spool
 from tests.server.conftest import KEY, error_text, server_env, stdio_params, structured
 
 pytestmark = pytest.mark.anyio
@@ -138,9 +142,14 @@ class _Loop:
         await anyio.sleep_forever()
 
 
+class _Budgets:
+    renewal = _Loop()
+    run_replays = _Loop.run
+
+
 def _stand_in() -> AppContext:
     """What a fake open gives: only what the context itself uses of an `AppContext`."""
-    router = SimpleNamespace(catalogs=_Catalogs(), reconciler=_Loop(), budgets=SimpleNamespace(renewal=_Loop()))
+    router = SimpleNamespace(catalogs=_Catalogs(), reconciler=_Loop(), budgets=_Budgets())
     return cast(AppContext, SimpleNamespace(router=router))
 
 
@@ -340,3 +349,31 @@ async def test_a_store_that_does_not_answer_is_named_without_its_password(caplog
             pass
     assert "redis://:***@127.0.0.1:9/0" in str(caught.value) and "hunter2" not in str(caught.value)
     assert "hunter2" not in caplog.text
+
+
+def _spooled_row(row_id: str) -> LedgerRow:
+    return LedgerRow(id=row_id, ts=time.time(), requested_model="auto", model="openai/gpt-4o-mini", cost=D("0.25"))
+
+
+async def test_opening_the_context_replays_a_spool_a_stopped_process_left(tmp_path: Path) -> None:
+    """Rows spooled by a process that stopped before the store took them are in the ledger once the next opens."""
+    db = tmp_path / "ledger.db"
+    await Spool(db.with_name("ledger.db.pending.jsonl")).keep(None, _spooled_row("left-behind"))
+    with anyio.fail_after(20):
+        async with open_app_context(_settings(db)) as app:
+            assert [row.id for row in await app.store.rows()] == ["left-behind"]
+            assert (await app.router.budgets.totals()).spent_today == D("0.25")
+    assert not db.with_name("ledger.db.pending.jsonl").exists()
+
+
+async def test_a_row_spooled_while_serving_is_replayed_in_the_background(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    with anyio.fail_after(20):
+        async with _serving(AppContextOnDemand(_settings(db))) as context:
+            app = await context.get()
+            await app.router.budgets.spool.keep(None, _spooled_row("spooled"))  # as a commit that failed does
+            for _ in range(500):
+                if [row.id for row in await app.store.rows()] == ["spooled"]:
+                    break
+                await anyio.sleep(0.02)
+            assert [row.id for row in await app.store.rows()] == ["spooled"]

@@ -107,6 +107,7 @@ def test_the_package_exports_its_public_names() -> None:
             "open_store",
             "open_store_async",
             "redacted",
+            "spool_location",
         ]
     )
 
