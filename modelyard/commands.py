@@ -17,11 +17,13 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
+from modelyard.error_text import dollars
 from modelyard.errors import ConfigurationError
 from modelyard.routing.budget import BudgetRaiseRefusedError
 from modelyard.routing.catalog import CatalogEntry
 from modelyard.routing.events import Restart, StreamEvent, TextDelta
-from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
+from modelyard.routing.limits import LIMIT_NAMES, LimitSource, limit_sources
+from modelyard.routing.metrics import BudgetStatus, Metrics, current_budget
 from modelyard.routing.pricing import per_million
 from modelyard.routing.request import CAPABILITIES, RouteRequest
 from modelyard.routing.result import RouteResult
@@ -36,6 +38,7 @@ __all__ = [
     "metrics_lines",
     "model_table",
     "models",
+    "origin",
     "run",
     "table",
     "usd",
@@ -45,22 +48,19 @@ NO_KEY = (
     "No OpenRouter API key. Set OPENROUTER_API_KEY, or try it offline: start `modelyard sandbox` in another "
     "terminal, then set OPENROUTER_BASE_URL=http://127.0.0.1:8399/api/v1 and OPENROUTER_API_KEY=sk-or-v1-sandbox."
 )
-_PICO = Decimal("1e-12")
-RAISE_HINT = (
-    "The CLI only tightens limits too. To raise one, change the operator's config (MODELYARD_BUDGET__DAILY, "
-    "MODELYARD_BUDGET__MONTHLY, MODELYARD_BUDGET__PER_REQUEST, or [budget] in the TOML file); if it was lowered "
-    "at run time (set_budget or this command), also run `modelyard budget --reset`."
-)
+_CLI = "the CLI (`modelyard budget`)"
+"""Who tightens or resets the budget from the terminal, as the log says it."""
 
 
 # ---------------------------------------------------------------------------------------------- formatting
 
 
 def usd(value: Decimal | None) -> str:
-    """`$0.00000175`, `$0`, or `unknown` (an unknown cost is never shown as 0)."""
+    """`$0.00000175`, `$0`, or `unknown` (an unknown cost is never shown as 0); `error_text.dollars` otherwise,
+    the one way modelyard writes money (a limit of 1e-30 is not `$0`)."""
     if value is None:
         return "unknown"
-    return f"${value.quantize(_PICO).normalize():f}"  # 12 decimals at most (an average can have 28)
+    return dollars(value)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: frozenset[int] = frozenset()) -> str:
@@ -351,20 +351,28 @@ def _limit(value: Decimal | None) -> str:
     return "no limit" if value is None else usd(value)
 
 
+def origin(source: LimitSource) -> str:
+    """Where a limit in force comes from: `configured`, or `set at run time on 2026-08-20 10:00 UTC; configured
+    $10`; nothing when there is no limit."""
+    if source.source in ("none", "config"):
+        return "configured" if source.source == "config" else ""
+    when = f" on {source.tightened_at:%Y-%m-%d %H:%M} UTC" if source.tightened_at is not None else ""
+    return f"set at run time{when}; configured {_limit(source.configured)}"
+
+
 def budget_lines(status: BudgetStatus) -> list[str]:
-    """Limits, spend, held reservations and what remains."""
-    return [
+    """Limits (each with where it comes from), spend, held reservations and what remains."""
+    lines = [
         f"daily        {_limit(status.daily)} (spent today {usd(status.spent_today)}, "
         f"remaining {_limit(status.remaining_today)})",
         f"monthly      {_limit(status.monthly)} (spent this month {usd(status.spent_month)}, "
         f"remaining {_limit(status.remaining_month)})",
         f"per request  {_limit(status.per_request)}",
-        f"reserved     {usd(status.reserved)} held by requests in flight",
     ]
-
-
-async def _status(app: AppContext) -> BudgetStatus:
-    return budget_status(await app.router.budgets.limits(), await app.router.budgets.totals())
+    if status.sources is not None:
+        origins = [origin(getattr(status.sources, name)) for name in LIMIT_NAMES]
+        lines = [f"{line}, {where}" if where else line for line, where in zip(lines, origins, strict=True)]
+    return [*lines, f"reserved     {usd(status.reserved)} held by requests in flight"]
 
 
 async def _tighten(app: AppContext, wanted: dict[str, Decimal | None]) -> None:
@@ -373,15 +381,30 @@ async def _tighten(app: AppContext, wanted: dict[str, Decimal | None]) -> None:
     Raises:
         BudgetRaiseRefusedError: a value above the limit in force, or below zero.
     """
-    current = await app.router.budgets.limits()
+    budgets = app.router.budgets
+    sources = limit_sources(budgets.configured, await budgets.tightenings())
     for name, value in wanted.items():
-        limit = getattr(current, name)
+        source: LimitSource = getattr(sources, name)
+        limit = source.in_force
         if value is not None and limit is not None and value > limit:
             flag = "--" + name.replace("_", "-")
             raise BudgetRaiseRefusedError(
-                f"Refused: {flag} {usd(value)} would raise the {name} limit, which is {usd(limit)}.\n{RAISE_HINT}"
+                f"Refused: {flag} {usd(value)} would raise the {name} limit, which is {usd(limit)} "
+                f"({origin(source)}).\n{_raise_hint(name, source)}"
             )
-    await app.router.budgets.tighten(**wanted)
+    await budgets.tighten(daily=wanted["daily"], monthly=wanted["monthly"], per_request=wanted["per_request"], by=_CLI)
+
+
+def _raise_hint(name: str, source: LimitSource) -> str:
+    """How the operator lifts the `name` limit: `--reset` for one set at run time, the config for its own."""
+    variable = f"MODELYARD_BUDGET__{name.upper()}"
+    reset = (
+        "`modelyard budget --reset` drops the limits set at run time, back to the configured ones "
+        f"({variable}: {_limit(source.configured)})"
+    )
+    config = f"raising a configured limit needs the operator's config ({variable}, or [budget] in the TOML file)"
+    hints = {"run-time": [reset], "both": [reset, config]}.get(source.source, [config])
+    return f"The CLI only tightens limits too: {'; '.join(hints)}."
 
 
 async def budget(settings: Settings, args: argparse.Namespace) -> None:
@@ -389,11 +412,15 @@ async def budget(settings: Settings, args: argparse.Namespace) -> None:
     wanted = {"daily": args.daily, "monthly": args.monthly, "per_request": args.per_request}
     async with open_app_context(settings) as app:
         if args.reset:
-            await app.router.budgets.clear_tightenings()
+            await app.router.budgets.clear_tightenings(by=_CLI)
             print("Cleared the limits tightened at run time; the configured limits apply again.")
         if any(value is not None for value in wanted.values()):
             await _tighten(app, wanted)
             print("Tightened: " + ", ".join(f"{k} {usd(v)}" for k, v in wanted.items() if v is not None))
-        status = await _status(app)
+        status = await current_budget(app.router.budgets)
     print("Budget (USD)")
     print("\n".join("  " + line for line in budget_lines(status)))
+    if status.sources is not None and any(
+        getattr(status.sources, name).source in ("run-time", "both") for name in LIMIT_NAMES
+    ):
+        print("Limits set at run time hold until `modelyard budget --reset` (set_budget can only lower them).")

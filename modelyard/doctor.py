@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from modelyard.commands import NO_KEY, usd
+from modelyard.commands import NO_KEY, origin, usd
 from modelyard.errors import (
     AuthenticationError,
     ForbiddenError,
@@ -29,12 +30,16 @@ from modelyard.errors import (
     UpstreamTimeoutError,
 )
 from modelyard.openrouter.schemas import KeyInfo
-from modelyard.routing.metrics import budget_status
+from modelyard.routing.limits import LIMIT_NAMES, LimitSources, blocking_limits, least_request_cost
+from modelyard.routing.metrics import current_budget
 from modelyard.server.context import AppContext, open_app_context
 from modelyard.settings import Settings
 from modelyard.store import spool_location
 from modelyard.store.base import MEMORY, BudgetLimits
 from modelyard.store.spool import Spool
+
+if TYPE_CHECKING:
+    from modelyard.routing.catalog import Catalog
 
 __all__ = ["doctor"]
 
@@ -163,17 +168,18 @@ def _check_key(checks: _Checks, key: _KeyAnswer) -> None:
         checks.ok("round trip", f"{key.elapsed_ms:,.1f} ms to /key")
 
 
-async def _check_catalog(app: AppContext, checks: _Checks) -> None:
+async def _check_catalog(app: AppContext, checks: _Checks) -> Catalog | None:
     try:
         catalog = await app.router.catalogs.current()
     except ModelyardError as exc:
         checks.bad("catalog", str(exc))
-        return
+        return None
     age = f"{len(catalog)} models, fetched {catalog.age_s(time.time()):,.0f} s ago"
     if app.router.catalogs.last_error:
         checks.bad("catalog", f"{age} (stored copy; refresh failed: {app.router.catalogs.last_error})")
     else:
         checks.ok("catalog", age)
+    return catalog
 
 
 async def _check_store(app: AppContext, checks: _Checks, failure: str | None) -> None:
@@ -211,18 +217,36 @@ def _limits(limits: BudgetLimits) -> str:
     return f"daily {_limit(limits.daily)}, monthly {_limit(limits.monthly)}, per request {_limit(limits.per_request)}"
 
 
-async def _check_budget(app: AppContext, checks: _Checks, store_failure: str | None) -> None:
+def _sourced(sources: LimitSources) -> str:
+    """`daily $0.5 (set at run time on 2026-08-20 10:00 UTC; configured $10), monthly no limit, per request $1
+    (configured)`."""
+    parts = []
+    for name in LIMIT_NAMES:
+        item = getattr(sources, name)
+        where = origin(item)
+        parts.append(f"{name.replace('_', ' ')} {_limit(item.in_force)}" + (f" ({where})" if where else ""))
+    return ", ".join(parts)
+
+
+async def _check_budget(app: AppContext, checks: _Checks, store_failure: str | None, catalog: Catalog | None) -> None:
+    """The limits and where each comes from; ✗ for one under which no paid model can answer (`blocking_limits`)."""
     try:
-        limits = await app.router.budgets.limits()
         if store_failure is not None:  # the stand-in store holds no spend and no tightening
             unknown = "spend and run-time tightenings unknown: the store could not be opened"
-            checks.bad("budget", f"{_limits(limits)} (as configured); {unknown}")
+            checks.bad("budget", f"{_limits(await app.router.budgets.limits())} (as configured); {unknown}")
             return
-        status = budget_status(limits, await app.router.budgets.totals())
+        status = await current_budget(app.router.budgets)
     except ModelyardError as exc:
         checks.bad("budget", f"could not be read: {exc}")
         return
-    checks.ok("budget", f"{_limits(limits)}; spent today {usd(status.spent_today)}")
+    assert status.sources is not None
+    router = app.router
+    least = None if catalog is None else least_request_cost(catalog, router.defaults, now=router.clock.now())
+    text = f"{_sourced(status.sources)}; spent today {usd(status.spent_today)}"
+    if blocked := blocking_limits(status.sources, least):
+        checks.bad("budget", f"{text}. " + " ".join(p[0].upper() + p[1:] for p in blocked))
+    else:
+        checks.ok("budget", text)
 
 
 async def doctor(settings: Settings, args: argparse.Namespace) -> None:
@@ -236,10 +260,10 @@ async def doctor(settings: Settings, args: argparse.Namespace) -> None:
         _check_upstream(checks, settings.openrouter_base_url, await _upstream_failure(app, key))
         _check_key(checks, key)
         await _check_credit(app, checks, key)
-        await _check_catalog(app, checks)
+        catalog = await _check_catalog(app, checks)
         await _check_store(app, checks, store_failure)
         await _check_spool(settings, checks)
-        await _check_budget(app, checks, store_failure)
+        await _check_budget(app, checks, store_failure, catalog)
     if checks.problems:
         print(f"\n{len(checks.problems)} problem(s) found.")
         sys.exit(1)

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from modelyard.error_text import billed_note, budget_advice, usd, with_note
+from modelyard.error_text import billed_note, budget_advice, dollars, with_note
 
 __all__ = [
     "AllCandidatesFailedError",
@@ -342,6 +342,8 @@ class BudgetExceededError(ModelyardError):
         remaining: what is left of it, in USD.
         estimate: the worst-case cost of the cheapest candidate that was considered, in USD.
         limit, spent, held: the limit and what is spent and held by requests in flight (daily, monthly).
+        source: where the limit comes from (`config`, `run-time`, `both`; None when not known), which decides
+            who can lift it and how.
     """
 
     def __init__(
@@ -354,13 +356,14 @@ class BudgetExceededError(ModelyardError):
         limit: Decimal | None = None,
         spent: Decimal = Decimal(0),
         held: Decimal = Decimal(0),
+        source: str | None = None,
     ) -> None:
-        self.budget, self.remaining, self.estimate = budget, remaining, estimate
-        self.limit, self.spent, self.held = limit, spent, held
-        est = f"${usd(estimate)}" if estimate is not None else "unknown"
+        self.budget, self.remaining, self.estimate, self.detail = budget, remaining, estimate, detail
+        self.limit, self.spent, self.held, self.source = limit, spent, held, source
+        est = dollars(estimate) if estimate is not None else "unknown"
         extra = f" {detail}" if detail else ""
         super().__init__(
-            f"Refused before sending: the {budget} budget has ${usd(remaining)} left, but the worst-case cost "
+            f"Refused before sending: the {budget} budget has {dollars(remaining)} left, but the worst-case cost "
             f"of the cheapest eligible model is {est}.{extra} {budget_advice(self)}"
         )
 
@@ -369,8 +372,21 @@ class BudgetExceededError(ModelyardError):
         cls, budget: str, amount: Decimal, *, limit: Decimal, spent: Decimal, held: Decimal, remaining: Decimal
     ) -> BudgetExceededError:
         """`amount` does not fit `limit`, of which `spent` is spent and `held` reserved: the message says all three."""
-        detail = f"(limit ${usd(limit)}, spent ${usd(spent)}, held by requests in flight ${usd(held)})"
+        detail = f"(limit {dollars(limit)}, spent {dollars(spent)}, held by requests in flight {dollars(held)})"
         return cls(budget, remaining, amount, detail, limit=limit, spent=spent, held=held)
+
+    def from_source(self, source: str) -> BudgetExceededError:
+        """The same refusal, its advice written for a limit that comes from `source`."""
+        return BudgetExceededError(
+            self.budget,
+            self.remaining,
+            self.estimate,
+            self.detail,
+            limit=self.limit,
+            spent=self.spent,
+            held=self.held,
+            source=source,
+        )
 
 
 class SchemaValidationError(ModelyardError):

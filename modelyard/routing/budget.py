@@ -12,19 +12,22 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Literal
 
 import anyio
 from anyio.abc import TaskStatus
 
-from modelyard.errors import ModelyardError, StoreUnavailableError
+from modelyard.error_text import dollars, limit_fix
+from modelyard.errors import BudgetExceededError, ModelyardError, StoreUnavailableError
 from modelyard.routing.labels import current as current_labels
 from modelyard.routing.renewal import HoldRenewal
 from modelyard.store.base import BudgetLimits, LedgerRow, Reservation, SpendTotals, Store
 from modelyard.store.spool import Spool, is_store_failure, spool_for
 
-__all__ = ["MAX_LIMIT", "BudgetManager", "BudgetRaiseRefusedError"]
+__all__ = ["MAX_LIMIT", "BudgetManager", "BudgetRaiseRefusedError", "Source", "Tightenings", "source_of"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,30 @@ MAX_LIMIT = Decimal(10) ** 9
 """The largest limit `tighten` takes, USD. Far larger values (`1e9999999`) break the Decimal sums a
 budget check does, and a limit stored once is read by every later session."""
 _REFRESH_S = 1.0
+_LATEST = 253_402_300_800.0
+"""The first second of the year 10000: no tightening was set later (`datetime` stops there)."""
+
+Source = Literal["config", "run-time", "both", "none"]
+"""Where a limit in force comes from: the operator's config, a run-time tightening, both at the same value, or
+neither (no limit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tightenings:
+    """The limits lowered at run time (`set_budget`, `modelyard budget --daily ...`; None: not lowered) and when
+    each was set, epoch seconds (none for one stored by an older release, which kept no time)."""
+
+    limits: BudgetLimits = field(default_factory=BudgetLimits)
+    set_at: Mapping[str, float] = field(default_factory=dict)
+
+
+def source_of(configured: Decimal | None, tightened: Decimal | None) -> Source:
+    """Which of the configured limit and the run-time tightening is in force (the lower one)."""
+    if tightened is None:
+        return "none" if configured is None else "config"
+    if configured is None or tightened < configured:
+        return "run-time"
+    return "both" if tightened == configured else "config"
 
 
 class _StoredOverrides:
@@ -42,7 +69,7 @@ class _StoredOverrides:
     __slots__ = ("expires_at", "limits", "version")
 
     def __init__(self) -> None:
-        self.limits: BudgetLimits | None = None
+        self.limits: Tightenings | None = None
         self.expires_at = 0.0
         self.version = 0
 
@@ -97,8 +124,13 @@ class BudgetManager:
         self._refresh_s = refresh_s
         self._monotonic = monotonic
         self._shared = _shared_for(store)
-        self._overrides: BudgetLimits | None = None
+        self._overrides: Tightenings | None = None
         self._in_force = configured
+
+    @property
+    def configured(self) -> BudgetLimits:
+        """The operator's limits (settings), before any run-time tightening."""
+        return self._configured
 
     async def limits(self, *, fresh: bool = False) -> BudgetLimits:
         """The limits in force: the configured ones, tightened by any stored `set_budget` call.
@@ -117,8 +149,19 @@ class BudgetManager:
         overrides = shared.limits
         assert overrides is not None
         if overrides is not self._overrides:
-            self._overrides, self._in_force = overrides, _tightest(self._configured, overrides)
+            self._overrides, self._in_force = overrides, _tightest(self._configured, overrides.limits)
         return self._in_force
+
+    async def tightenings(self, *, fresh: bool = False) -> Tightenings:
+        """The run-time tightenings the limits in force are made of (read as `limits` reads them)."""
+        await self.limits(fresh=fresh)
+        assert self._overrides is not None
+        return self._overrides
+
+    def source(self, name: str) -> Source:
+        """Where the `name` limit in force (daily, monthly, per_request) comes from, as last read."""
+        tightened = getattr(self._overrides.limits, name) if self._overrides is not None else None
+        return source_of(getattr(self._configured, name), tightened)
 
     async def _refresh(self, shared: _StoredOverrides) -> None:
         version = shared.version
@@ -127,9 +170,14 @@ class BudgetManager:
             shared.limits, shared.expires_at = loaded, self._monotonic() + self._refresh_s
 
     async def tighten(
-        self, *, daily: Decimal | None = None, monthly: Decimal | None = None, per_request: Decimal | None = None
+        self,
+        *,
+        daily: Decimal | None = None,
+        monthly: Decimal | None = None,
+        per_request: Decimal | None = None,
+        by: str = "a caller",
     ) -> BudgetLimits:
-        """Lower one or more limits (None leaves a limit as it is).
+        """Lower one or more limits (None leaves a limit as it is), logged at WARNING with who did it (`by`).
 
         Raises:
             BudgetRaiseRefusedError: a value would raise a limit (or lift one that is set).
@@ -137,34 +185,43 @@ class BudgetManager:
         current = await self.limits(fresh=True)
         wanted = {"daily": daily, "monthly": monthly, "per_request": per_request}
         for name, value in wanted.items():
-            if value is None:
-                continue
-            if not value.is_finite() or value < 0 or value > MAX_LIMIT:
-                raise BudgetRaiseRefusedError(f"{name} must be a number of USD from 0 to {MAX_LIMIT:,}, not {value}.")
-            limit = getattr(current, name)
-            if limit is not None and value > limit:
-                raise BudgetRaiseRefusedError(
-                    f"set_budget can only tighten: {name} is ${limit}, so ${value} would raise it. "
-                    "Raising a limit needs the operator's config (MODELYARD_BUDGET__* or the TOML file)."
-                )
-        stored = self._overrides or BudgetLimits()
-        merged = BudgetLimits(**{n: wanted[n] if wanted[n] is not None else getattr(stored, n) for n in _FIELDS})
-        overrides = _tightest(stored, merged)
-        await self._store.set_value(_OVERRIDES_KEY, _dump(overrides))
-        self._publish(overrides)
-        return await self.limits()
+            if value is not None:
+                self._check_lower(name, value, getattr(current, name))
+        stored = self._overrides or Tightenings()
+        now = self._clock()
+        given = {n: v for n, v in wanted.items() if v is not None}
+        merged = BudgetLimits(**{n: given.get(n, getattr(stored.limits, n)) for n in _FIELDS})
+        tightened = Tightenings(_tightest(stored.limits, merged), {**stored.set_at, **dict.fromkeys(given, now)})
+        await self._store.set_value(_OVERRIDES_KEY, _dump(tightened))
+        self._publish(tightened)
+        in_force = await self.limits()
+        log.warning("budget tightened at run time by %s: %s", by, _changes(current, in_force, given))
+        return in_force
 
-    async def clear_tightenings(self) -> BudgetLimits:
-        """Drop every limit tightened at run time (operator only: the CLI's `budget --reset`).
+    def _check_lower(self, name: str, value: Decimal, limit: Decimal | None) -> None:
+        if not value.is_finite() or value < 0 or value > MAX_LIMIT:
+            raise BudgetRaiseRefusedError(f"{name} must be a number of USD from 0 to {MAX_LIMIT:,}, not {value}.")
+        if limit is not None and value > limit:
+            raise BudgetRaiseRefusedError(
+                f"set_budget can only tighten: {name} is {dollars(limit)}, so {dollars(value)} would raise it; "
+                f"{limit_fix(name, self.source(name))}."
+            )
+
+    async def clear_tightenings(self, *, by: str = "a caller") -> BudgetLimits:
+        """Drop every limit tightened at run time (operator only: the CLI's `budget --reset`), logged at WARNING.
 
         The store has no delete, so the overrides key is overwritten with an empty value, which
         reads back as "no overrides". Returns the configured limits, now in force again.
         """
+        before = await self.limits(fresh=True)
         await self._store.set_value(_OVERRIDES_KEY, "")
-        self._publish(BudgetLimits())
+        self._publish(Tightenings())
+        lifted = [n for n in _FIELDS if getattr(before, n) != getattr(self._configured, n)]
+        changes = _changes(before, self._configured, lifted) or "no limit in force was a run-time one"
+        log.warning("budget tightenings cleared by %s: %s", by, changes)
         return self._configured
 
-    def _publish(self, overrides: BudgetLimits) -> None:
+    def _publish(self, overrides: Tightenings) -> None:
         """What this process just stored holds at once for every manager of the store."""
         shared = self._shared
         shared.limits, shared.expires_at = overrides, self._monotonic() + self._refresh_s
@@ -178,12 +235,26 @@ class BudgetManager:
         """
         if self.spool.waiting:  # rows spooled in an outage count before any more money is held
             await self._catch_up()
-        limits = await self.limits()
+        in_force = limits = await self.limits()
         if cost_cap is not None:
             limits = _tightest(limits, BudgetLimits(per_request=cost_cap))
-        reservation = await self._store.reserve(amount, limits, now=self._clock(), ttl_s=self._ttl_s)
+        try:
+            reservation = await self._store.reserve(amount, limits, now=self._clock(), ttl_s=self._ttl_s)
+        except BudgetExceededError as refusal:
+            raise self._sourced(refusal, in_force, cost_cap) from None
         self.renewal.track(reservation)
         return reservation
+
+    def _sourced(
+        self, refusal: BudgetExceededError, in_force: BudgetLimits, cost_cap: Decimal | None
+    ) -> BudgetExceededError:
+        """`refusal`, its advice written for a limit tightened at run time (raising the config would not help)."""
+        name = refusal.budget
+        capped = cost_cap is not None and (in_force.per_request is None or cost_cap < in_force.per_request)
+        if name not in _FIELDS or (name == "per_request" and capped):
+            return refusal  # the request's own max_cost binds
+        source = self.source(name)
+        return refusal.from_source(source) if source in ("run-time", "both") else refusal
 
     async def settle(self, reservation: Reservation | None, row: LedgerRow) -> None:
         """Turn the reservation into the request's actual cost (the ledger row), the row labelled with who
@@ -251,12 +322,13 @@ class BudgetManager:
     async def totals(self) -> SpendTotals:
         return await self._store.totals(now=self._clock())
 
-    async def _load_overrides(self) -> BudgetLimits:
+    async def _load_overrides(self) -> Tightenings:
         text = await self._store.get_value(_OVERRIDES_KEY)
         if not text:
-            return BudgetLimits()
+            return Tightenings()
         data = json.loads(text)
-        return BudgetLimits(**{n: _stored_limit(data, n) for n in _FIELDS})
+        limits = BudgetLimits(**{n: _stored_limit(data, n) for n in _FIELDS})
+        return Tightenings(limits, _stored_times(data, limits))
 
 
 def _log_spooled(row: LedgerRow, spool: Spool, error: BaseException) -> None:
@@ -281,8 +353,21 @@ def _tightest(a: BudgetLimits, b: BudgetLimits) -> BudgetLimits:
     )
 
 
-def _dump(limits: BudgetLimits) -> str:
-    return json.dumps({n: str(v) if (v := getattr(limits, n)) is not None else None for n in _FIELDS})
+def _changes(before: BudgetLimits, after: BudgetLimits, names: Iterable[str]) -> str:
+    """`daily $10 -> $0.5, per_request no limit -> $0.01`: the limits in force before and after."""
+
+    def shown(value: Decimal | None) -> str:
+        return "no limit" if value is None else dollars(value)
+
+    return ", ".join(f"{n} {shown(getattr(before, n))} -> {shown(getattr(after, n))}" for n in names)
+
+
+def _dump(tightenings: Tightenings) -> str:
+    """The stored form: each limit as a decimal string (what every release reads), and `set_at` beside them."""
+    limits = tightenings.limits
+    data: dict[str, object] = {n: str(v) if (v := getattr(limits, n)) is not None else None for n in _FIELDS}
+    data["set_at"] = {n: t for n, t in tightenings.set_at.items() if getattr(limits, n) is not None}
+    return json.dumps(data)
 
 
 def _stored_limit(data: dict[str, object], name: str) -> Decimal | None:
@@ -295,3 +380,16 @@ def _stored_limit(data: dict[str, object], name: str) -> Decimal | None:
         return value
     log.warning("ignoring the stored %s limit %s: out of range (0 to %s USD)", name, value, MAX_LIMIT)
     return None
+
+
+def _stored_times(data: dict[str, object], limits: BudgetLimits) -> dict[str, float]:
+    """When each stored limit was set; none for one stored before releases kept the time (or a malformed one)."""
+    times = data.get("set_at")
+    if not isinstance(times, dict):
+        return {}
+    return {n: float(t) for n, t in times.items() if n in _FIELDS and getattr(limits, n) is not None and _is_time(t)}
+
+
+def _is_time(value: object) -> bool:
+    """An epoch second a date can be made of (JSON may also hold NaN, a bool or a string)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < _LATEST

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from modelyard.error_text import dollars, limit_fix
 from modelyard.errors import NoCandidatesError
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.catalog_facts import CatalogFacts, EntryFacts, facts_of
@@ -72,16 +73,22 @@ def kind_of(reason: str) -> str:
 
 
 def why_no_model(
-    plan: Plan, catalog: Catalog, *, per_request: Decimal | None, breaker_wait_s: float | None = None
+    plan: Plan,
+    catalog: Catalog,
+    *,
+    per_request: Decimal | None,
+    per_request_source: str | None = None,
+    breaker_wait_s: float | None = None,
 ) -> str:
     """Why `plan` (which has no candidate) has none, and what would let a model through; at most 1,900 characters.
 
     Args:
         per_request: the per_request budget in force, to tell it from the request's `max_cost`.
+        per_request_source: where that budget comes from (`BudgetManager.source`): who can lift it, and how.
         breaker_wait_s: the seconds until the first open circuit breaker lets a trial through (`breaker_wait`).
     """
     ctx = plan.context if isinstance(plan, EmptyPlan) else None
-    why = _Why(ctx, facts_of(catalog), per_request, plan.mode, breaker_wait_s)
+    why = _Why(ctx, facts_of(catalog), per_request, plan.mode, breaker_wait_s, per_request_source)
     groups = _groups(plan)
     count = sum(len(ids) for _, ids, _ in groups)
     lines = [_header(why, count), *_group_lines(why, groups)]
@@ -91,12 +98,19 @@ def why_no_model(
 
 
 def no_candidates_error(
-    plan: Plan, catalog: Catalog, *, per_request: Decimal | None, breakers: CircuitBreakers | None = None
+    plan: Plan,
+    catalog: Catalog,
+    *,
+    per_request: Decimal | None,
+    per_request_source: str | None = None,
+    breakers: CircuitBreakers | None = None,
 ) -> NoCandidatesError:
     """`execute`'s error for a plan with no candidate: `why_no_model`, then where to see every reason. When
     only open circuit breakers stand in the way, `retry_after_s` is when the first lets a trial through."""
     wait = breaker_wait(plan, breakers)
-    text = why_no_model(plan, catalog, per_request=per_request, breaker_wait_s=wait)
+    text = why_no_model(
+        plan, catalog, per_request=per_request, per_request_source=per_request_source, breaker_wait_s=wait
+    )
     sample = {e.model: e.reason for e in plan.exclusions[:20]}
     only_breakers = all(e.reason == BREAKER_OPEN for e in plan.exclusions if e.model != "*")
     return NoCandidatesError(
@@ -123,6 +137,7 @@ class _Why:
     per_request: Decimal | None
     mode: str
     breaker_wait_s: float | None = None
+    per_request_source: str | None = None
 
     def of(self, ids: Sequence[str]) -> list[EntryFacts]:
         return [f for i in ids if (f := self.facts.by_id.get(i)) is not None]
@@ -222,10 +237,6 @@ def _listed(ids: Sequence[str]) -> str:
     return f": {_names(ids)}" if len(ids) > 1 else ""
 
 
-def _usd(amount: Decimal) -> str:
-    return f"${amount.normalize():f}"
-
-
 def _plain(why: _Why, ids: list[str], reasons: list[str]) -> str:
     common = Counter(reasons).most_common(1)[0][0]
     return f"{_names(ids)}: {common}" + (" (and other reasons like it)" if len(set(reasons)) > 1 else "") + "."
@@ -252,18 +263,26 @@ def _cost(why: _Why, ids: list[str], reasons: list[str]) -> str:
     source, raisable = _cap_source(ctx, why.per_request)
     if raisable and why.per_request is not None and rows[0][0] > why.per_request:
         raisable = False  # a max_cost that high is still held to the per_request budget
-    shown = ", ".join(f"{i} {_usd(w)}" for w, i, _ in rows[:_EXAMPLES])
-    text = f"{_have(ids)} a worst case above the per-request cap {_usd(cap)} ({source}): {shown}."
-    fixes = [f"raise max_cost to at least {_usd(rows[0][0])} ({rows[0][1]})"] if raisable else []
+    shown = ", ".join(f"{i} {dollars(w)}" for w, i, _ in rows[:_EXAMPLES])
+    text = f"{_have(ids)} a worst case above the per-request cap {dollars(cap)} ({source}): {shown}."
+    fixes = [f"raise max_cost to at least {dollars(rows[0][0])} ({rows[0][1]})"] if raisable else []
     if (fit := _max_tokens_within(ctx, cap, rows)) is not None:
         fixes.append(f"lower max_tokens to {fit[0]:,} or fewer ({fit[1]}'s worst case then fits)")
     else:
         alone, cheapest = min((worst_case(ctx, f, 0), i) for _, i, f in rows)
-        fixes.append(f"the prompt alone costs {_usd(alone)} on {cheapest}, the cheapest: shorten it")
+        fixes.append(f"the prompt alone costs {dollars(alone)} on {cheapest}, the cheapest: shorten it")
     text += _fix(ids) + "; or ".join(fixes) + "."
     if not raisable:
-        text += " Only the operator can raise the per_request budget (MODELYARD_BUDGET__PER_REQUEST)."
+        text += _per_request_fix(why.per_request_source)
     return text
+
+
+def _per_request_fix(source: str | None) -> str:
+    """Who can lift the per_request budget: the operator's config, or `modelyard budget --reset` for a limit an
+    agent's `set_budget` (or the CLI) lowered at run time, which raising the config would not lift."""
+    if source in ("run-time", "both"):
+        return f" As for the per_request budget, {limit_fix('per_request', source)}."
+    return " Only the operator can raise the per_request budget (MODELYARD_BUDGET__PER_REQUEST or the config file)."
 
 
 def _cap_source(ctx: Context, per_request: Decimal | None) -> tuple[str, bool]:
@@ -364,11 +383,11 @@ def _price(why: _Why, ids: list[str], reasons: list[str]) -> str:
     asked = ctx.request.max_cost_per_1k is not None
     source = "the request's" if asked else "the server's default, MODELYARD_MAX_COST_PER_1K"
     rows = sorted((_price_needed(ctx, f), f.id) for f in models)
-    shown = ", ".join(f"{i} {_usd(need)}" for need, i in rows[:_EXAMPLES])
+    shown = ", ".join(f"{i} {dollars(need)}" for need, i in rows[:_EXAMPLES])
     return (
-        f"{_have(ids, 'are')} priced above max_cost_per_1k {_usd(ctx.price_cap)} ({source}), by the dearer of "
+        f"{_have(ids, 'are')} priced above max_cost_per_1k {dollars(ctx.price_cap)} ({source}), by the dearer of "
         f"the prompt and completion price per 1K tokens: {shown}.{_fix(ids)}pass a max_cost_per_1k of at least "
-        f"{_usd(rows[0][0])} ({rows[0][1]})."
+        f"{dollars(rows[0][0])} ({rows[0][1]})."
     )
 
 

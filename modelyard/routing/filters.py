@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
 
+from modelyard.error_text import dollars
 from modelyard.routing.catalog_facts import EntryFacts
 from modelyard.routing.request import Capability, RouteRequest
 
@@ -216,7 +217,7 @@ def above_cap_reason(ctx: Context, cap: Decimal, facts: EntryFacts, max_tokens: 
 
 
 def _above_cap(worst: Decimal, cap: Decimal) -> str:
-    return f"worst-case cost ${worst.normalize():f} is above the per-request cap ${cap.normalize():f}"
+    return f"worst-case cost {dollars(worst)} is above the per-request cap {dollars(cap)}"
 
 
 def context_reason(ctx: Context, facts: EntryFacts, max_tokens: int) -> str:

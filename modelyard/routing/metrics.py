@@ -30,12 +30,18 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
 
 from modelyard.routing.circuit import BreakerState
+from modelyard.routing.limits import LimitSources, limit_sources
 from modelyard.routing.money import Usd
 from modelyard.routing.schema import ResultModel
 from modelyard.store.base import BudgetLimits, LedgerRow, SpendTotals
+
+if TYPE_CHECKING:
+    from modelyard.routing.budget import BudgetManager
 
 __all__ = [
     "BudgetStatus",
@@ -45,6 +51,7 @@ __all__ = [
     "Window",
     "budget_status",
     "compute_metrics",
+    "current_budget",
     "percentile",
     "window_start",
 ]
@@ -114,6 +121,11 @@ class BudgetStatus(ResultModel):
     """daily - spent_today - reserved, never below 0; None when there is no daily limit."""
     remaining_month: Usd | None
     """monthly - spent_month - reserved, never below 0; None when there is no monthly limit."""
+    sources: LimitSources | None = Field(
+        default=None,
+        description="Per limit: the configured value, the run-time tightening (set_budget or `modelyard budget`) "
+        "and when it was set, and which of them is in force (the lower one).",
+    )
 
 
 class Metrics(ResultModel):
@@ -143,10 +155,18 @@ class Metrics(ResultModel):
     requests and costs are not in the figures above yet. They are replayed into the store, each once."""
 
 
-def budget_status(limits: BudgetLimits, totals: SpendTotals) -> BudgetStatus:
-    """Combine the configured limits with the store's spend totals."""
+async def current_budget(budgets: BudgetManager) -> BudgetStatus:
+    """The limits in force, where each comes from, and the store's spend totals."""
+    limits = await budgets.limits()
+    sources = limit_sources(budgets.configured, await budgets.tightenings())
+    return budget_status(limits, await budgets.totals(), sources=sources)
+
+
+def budget_status(limits: BudgetLimits, totals: SpendTotals, *, sources: LimitSources | None = None) -> BudgetStatus:
+    """Combine the limits in force with the store's spend totals (and, when given, where each limit comes from)."""
     held = totals.reserved
     return BudgetStatus(
+        sources=sources,
         daily=limits.daily,
         monthly=limits.monthly,
         per_request=limits.per_request,

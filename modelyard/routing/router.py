@@ -34,7 +34,7 @@ from modelyard.routing.events import EventSink, StreamEvent, TextDelta
 from modelyard.routing.explain import breaker_wait, no_candidates_error, why_no_model
 from modelyard.routing.fallback import FallbackLoop, tightest
 from modelyard.routing.ledger import failure_row, view_of_plan
-from modelyard.routing.metrics import Metrics, Window, budget_status, compute_metrics, window_start
+from modelyard.routing.metrics import Metrics, Window, compute_metrics, current_budget, window_start
 from modelyard.routing.price_cap import period_budgets
 from modelyard.routing.reconcile import Reconciler
 from modelyard.routing.request import RouteRequest
@@ -144,7 +144,11 @@ class Router:
         if not view.candidates:
             per_request = (await self.budgets.limits()).per_request
             view.no_candidates_reason = why_no_model(
-                plan, catalog, per_request=per_request, breaker_wait_s=breaker_wait(plan, self.breakers)
+                plan,
+                catalog,
+                per_request=per_request,
+                per_request_source=self.budgets.source("per_request"),
+                breaker_wait_s=breaker_wait(plan, self.breakers),
             )
         return view
 
@@ -252,7 +256,7 @@ class Router:
         waiting in the spool."""
         now = self.clock.now()
         rows = await self.store.rows(since=window_start(window, now))
-        status = budget_status(await self.budgets.limits(), await self.budgets.totals())
+        status = await current_budget(self.budgets)
         spooled = await self.budgets.spooled_rows()
         return compute_metrics(
             rows, window=window, now=now, breakers=self.breakers.snapshot(), budget=status, spooled_rows=spooled
@@ -274,7 +278,13 @@ class Router:
         if (request.speed or self.settings.speed) == "fast" and await self._probe_speeds(plan):
             plan = self._select(catalog, request, cap, budget)
         if not plan.candidates and refuse:
-            error = no_candidates_error(plan, catalog, per_request=limits.per_request, breakers=self.breakers)
+            error = no_candidates_error(
+                plan,
+                catalog,
+                per_request=limits.per_request,
+                per_request_source=self.budgets.source("per_request"),
+                breakers=self.breakers,
+            )
             if record_refusal:
                 await self._record(failure_row(request, plan, [], error, self.clock.now(), status="refused"))
             raise error

@@ -13,13 +13,12 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, InputRequiredResult
 from mcp.types import Tool as MCPTool
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
 
 from modelyard import __version__
 from modelyard.routing.labels import labelled
 from modelyard.server.arguments import ArgumentCheck, closed
 from modelyard.server.context import AppContextOnDemand
+from modelyard.server.health import Health
 from modelyard.server.http_auth import BearerAuth, check_bind, transport_security
 from modelyard.server.tuning import paused_gc, tune_gc
 from modelyard.settings import Settings
@@ -98,9 +97,11 @@ def build_server(settings: Settings) -> MCPServer[AppContextOnDemand]:
     """The MCP server with every tool registered; client, store and router open once, in the background
     after the tools are first listed (or at the first tool call, if that comes first)."""
 
+    health = Health()
+
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContextOnDemand]) -> AsyncIterator[AppContextOnDemand]:
-        context = AppContextOnDemand(settings)
+        context = health.context = AppContextOnDemand(settings)
         async with anyio.create_task_group() as background:
             background.start_soon(context.keepalives.run)
             background.start_soon(context.run)
@@ -119,7 +120,7 @@ def build_server(settings: Settings) -> MCPServer[AppContextOnDemand]:
         log_level="DEBUG" if settings.debug else "WARNING",
         middleware=[_warm_up_after_listing_tools],
     )
-    server.custom_route("/health", methods=["GET"])(_health)
+    server.custom_route("/health", methods=["GET"])(health.respond)
 
     # The tools depend on the server's AppContext, so they are imported here, at build time.
     from modelyard.tools import register_all
@@ -136,11 +137,6 @@ async def _warm_up_after_listing_tools(
     if ctx.method == "tools/list":
         ctx.lifespan_context.warm_up()
     return result
-
-
-async def _health(request: Request) -> Response:
-    """Liveness for load balancers (HTTP transports only; open even when a token is required)."""
-    return PlainTextResponse("ok")
 
 
 def serve(settings: Settings, transport: Transport = "stdio", *, host: str = "127.0.0.1", port: int = 8765) -> None:

@@ -142,6 +142,11 @@ class AppContextOnDemand:
             raise ConfigurationError(attempt.failure or "The server is shutting down.")
         return self._app
 
+    @property
+    def shutting_down(self) -> bool:
+        """True once `close()` was called: calls are told the server is shutting down."""
+        return self._closing.is_set()
+
     def warm_up(self) -> None:
         """Open the context soon, in the background, and fetch the model catalog (nothing if it is open)."""
         self._warm.set()

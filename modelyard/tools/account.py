@@ -13,14 +13,16 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from modelyard.error_text import dollars
 from modelyard.errors import AuthenticationError, ForbiddenError, ModelyardError, UpstreamNotFoundError
-from modelyard.routing.budget import MAX_LIMIT, BudgetRaiseRefusedError
-from modelyard.routing.metrics import BudgetStatus, Metrics, budget_status
+from modelyard.routing.budget import MAX_LIMIT
+from modelyard.routing.limits import blocking_limits, least_request_cost, limit_sources
+from modelyard.routing.metrics import BudgetStatus, Metrics, current_budget
 from modelyard.routing.money import Usd
 from modelyard.routing.schema import ResultModel
 from modelyard.server.context import AppContext, AppContextOnDemand
 from modelyard.store import redacted
-from modelyard.tools.common import app_of, tool_errors
+from modelyard.tools.common import app_of, caller_of, tool_errors
 
 if TYPE_CHECKING:
     from modelyard.routing.catalog import Catalog
@@ -56,12 +58,9 @@ class ConnectionReport(ResultModel):
     problems: list[str] = Field(
         default_factory=list,
         description="What stands in the way of a request, each with its fix: no key or a bad one, a key or "
-        "account without the credit for one request (402), no catalog, a store that does not answer.",
+        "account without the credit for one request (402), no catalog, a store that does not answer, a budget "
+        "limit so low that no paid model can answer.",
     )
-
-
-async def _budget(app: AppContext) -> BudgetStatus:
-    return budget_status(await app.router.budgets.limits(), await app.router.budgets.totals())
 
 
 async def _account_credit(app: AppContext, report: ConnectionReport) -> None:
@@ -110,19 +109,14 @@ def _credit_problems(report: ConnectionReport, least: tuple[Decimal, str] | None
         if left is None or (left > 0 and (least is None or left >= least[0])):
             continue
         if left <= 0 or least is None:
-            why = f"{what} is spent ({_usd(left)} left): requests to paid models will fail"
+            why = f"{what} is spent ({dollars(left)} left): requests to paid models will fail"
         else:
             why = (
-                f"{what} has {_usd(left)} left, less than the {_usd(least[0])} OpenRouter needs "
+                f"{what} has {dollars(left)} left, less than the {dollars(least[0])} OpenRouter needs "
                 f"for a request at the default max_tokens {max_tokens} even to the cheapest paid model ({least[1]}): "
                 "such requests will fail"
             )
         report.problems.append(f"{why} with 402 (out of credit); {fix}.")
-
-
-def _usd(amount: Decimal) -> str:
-    """`$0.0000001`, `-$0.5`: plain digits, never an exponent."""
-    return f"{'-' if amount < 0 else ''}${abs(amount).normalize():f}"
 
 
 async def _connection(app: AppContext) -> ConnectionReport:
@@ -141,7 +135,7 @@ async def _connection(app: AppContext) -> ConnectionReport:
         )
     else:
         await _key(app, report)
-    least, max_tokens = None, app.settings.default_max_tokens
+    least, max_tokens, catalog = None, app.settings.default_max_tokens, None
     try:
         catalog = await app.router.catalogs.current()
         report.catalog_models, report.catalog_age_s = len(catalog), round(catalog.age_s(time.time()), 1)
@@ -151,7 +145,21 @@ async def _connection(app: AppContext) -> ConnectionReport:
     _credit_problems(report, least, max_tokens)
     if not report.store_healthy:
         report.problems.append(f"store {redacted(app.settings.store)} does not answer")
+    else:
+        await _budget_problems(app, report, catalog)
     return report
+
+
+async def _budget_problems(app: AppContext, report: ConnectionReport, catalog: "Catalog | None") -> None:
+    """A problem for each budget limit so low that no paid model can answer (one of $0 without a catalog)."""
+    budgets, router = app.router.budgets, app.router
+    try:
+        sources = limit_sources(budgets.configured, await budgets.tightenings())
+    except ModelyardError as exc:
+        report.problems.append(f"Budget: the run-time limits could not be read: {exc}")
+        return
+    least = None if catalog is None else least_request_cost(catalog, router.defaults, now=router.clock.now())
+    report.problems.extend(f"Budget: {problem}" for problem in blocking_limits(sources, least))
 
 
 def register(server: MCPServer[AppContextOnDemand]) -> None:
@@ -167,13 +175,16 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
     ) -> Metrics:
         """Requests, successes, failures, cache hits and savings, tokens and spend; per model: calls, p50/p95
         latency, error rate and circuit-breaker state; top models; budget status."""
-        return await (await app_of(ctx)).router.metrics(window)
+        with tool_errors():
+            return await (await app_of(ctx)).router.metrics(window)
 
     @server.tool(annotations=read_only)
     async def get_budget(ctx: Context[AppContextOnDemand]) -> BudgetStatus:
         """Daily, monthly and per-request limits (USD; null = none), spend today and this month, money held
-        by requests in flight, and what remains."""
-        return await _budget(await app_of(ctx))
+        by requests in flight, and what remains; `sources` says, per limit, whether the operator's config or a
+        run-time tightening (set_budget) is in force, and when that was set."""
+        with tool_errors():
+            return await current_budget((await app_of(ctx)).router.budgets)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
     async def set_budget(
@@ -188,16 +199,15 @@ def register(server: MCPServer[AppContextOnDemand]) -> None:
             Decimal | None, Field(ge=0, le=MAX_LIMIT, description="New per-request limit, USD (only lower).")
         ] = None,
     ) -> BudgetStatus:
-        """Tighten the budget. Limits can only be lowered here; raising one needs the operator's config, so an
-        agent cannot lift its own cap."""
+        """Tighten the budget. Limits can only be lowered here; raising one needs the operator (config, or
+        `modelyard budget --reset` for a limit lowered at run time), so an agent cannot lift its own cap."""
         app = await app_of(ctx)
         if daily is None and monthly is None and per_request is None:
             raise ToolError("Give at least one of daily, monthly or per_request (USD).")
-        try:
-            await app.router.budgets.tighten(daily=daily, monthly=monthly, per_request=per_request)
-        except BudgetRaiseRefusedError as exc:
-            raise ToolError(str(exc)) from None
-        return await _budget(app)
+        with tool_errors():
+            budgets = app.router.budgets
+            await budgets.tighten(daily=daily, monthly=monthly, per_request=per_request, by=caller_of(ctx))
+            return await current_budget(budgets)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
     async def test_connection(ctx: Context[AppContextOnDemand]) -> ConnectionReport:

@@ -19,7 +19,7 @@ from modelyard.server.context import AppContext, AppContextOnDemand
 if TYPE_CHECKING:
     from modelyard.routing.router import Router
 
-__all__ = ["Progress", "app_of", "check_model", "compact", "tool_errors", "with_keepalive"]
+__all__ = ["Progress", "app_of", "caller_of", "check_model", "compact", "tool_errors", "with_keepalive"]
 
 T = TypeVar("T")
 
@@ -68,6 +68,32 @@ def tool_errors() -> Iterator[None]:
         raise ToolError(str(exc)) from None
     except ValidationError as exc:
         raise ToolError(_validation_message(exc)) from None
+
+
+def caller_of(ctx: Context[AppContextOnDemand]) -> str:
+    """Who made the call, for the log: the MCP client's name and version as it gave them, and over HTTP its
+    address and the first 8 characters of its session id. Never a header that carries a credential.
+
+    All of it is what the client says of itself (an identity claim, not proof), cut short and printable.
+    """
+    params = ctx.request_context.session.client_params
+    info = params.client_info if params is not None else None
+    parts = [f"MCP client {_printable(info.name)!r} {_printable(info.version)}" if info else "an MCP client"]
+    request = ctx.request_context.request
+    peer = getattr(request, "client", None)
+    if peer is not None and getattr(peer, "host", None):
+        parts.append(f"from {_printable(str(peer.host))}")
+    headers = ctx.headers or {}
+    if forwarded := headers.get("x-forwarded-for"):
+        parts.append(f"forwarded for {_printable(forwarded)}")
+    if session_id := headers.get("mcp-session-id"):
+        parts.append(f"session {_printable(session_id)[:8]}…")
+    return " ".join(parts)
+
+
+def _printable(text: str, limit: int = 64) -> str:
+    """`text` for one log line: control characters replaced, at most `limit` characters."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 def _validation_message(exc: ValidationError) -> str:

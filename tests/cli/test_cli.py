@@ -84,11 +84,33 @@ def test_budget_tightens_refuses_to_raise_and_resets(
     assert re.search(r"daily +\$1 ", out) and re.search(r"per request +\$0.01", out)
     assert exit_code(env, "budget", "--daily", "2") == 1
     err = capsys.readouterr().err
-    assert "Refused: --daily $2 would raise the daily limit, which is $1." in err
-    assert "MODELYARD_BUDGET__DAILY" in err and "modelyard budget --reset" in err
+    assert re.search(
+        r"Refused: --daily \$2 would raise the daily limit, which is \$1 \(set at run time on .+; configured \$5\)\.",
+        err,
+    )
+    assert "`modelyard budget --reset` drops the limits set at run time" in err and "MODELYARD_BUDGET__DAILY: $5" in err
     cli(env, "budget", "--reset")
     out = capsys.readouterr().out
     assert re.search(r"daily +\$5 ", out) and re.search(r"per request +no limit", out)
+
+
+def test_budget_says_which_limits_were_set_at_run_time_and_what_the_config_says(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent set daily 0.5 and per_request 1e-30, then the operator set MODELYARD_BUDGET__DAILY=10: `budget`
+    showed $0.5 and `$0` (a limit that is not zero) with no hint why."""
+    cli(env, "budget", "--daily", "0.5", "--per-request", "1e-30")
+    monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "10")
+    capsys.readouterr()
+    cli(env, "budget")
+    out = capsys.readouterr().out
+    when = r"set at run time on \d{4}-\d\d-\d\d \d\d:\d\d UTC"
+    assert re.search(rf"daily +\$0\.5 \(spent today \$0, remaining \$0\.5\), {when}; configured \$10$", out, re.M)
+    assert re.search(rf"per request +\$0\.0{{29}}1, {when}; configured no limit$", out, re.M)
+    assert re.search(r"monthly +no limit \(spent this month \$0, remaining no limit\)$", out, re.M)
+    assert "hold until `modelyard budget --reset`" in out
+    cli(env, "budget", "--reset")
+    assert re.search(r"daily +\$10 \(spent today \$0, remaining \$10\), configured$", capsys.readouterr().out, re.M)
 
 
 def test_metrics_reports_requests_spend_and_per_model_rows(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -81,6 +81,33 @@ def test_doctor_with_a_store_that_does_not_answer_still_runs_every_other_check(
     assert "2 problem(s) found." in out
 
 
+def test_doctor_fails_the_budget_when_a_limit_set_at_run_time_leaves_no_paid_model_able_to_answer(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """per_request 1e-30, set by an agent: doctor said "✓ budget ... per request $0" and "All checks passed" while
+    every paid request was refused."""
+    cli(env, "budget", "--per-request", "1e-30")
+    capsys.readouterr()
+    assert exit_code(env, "doctor") == 1
+    out = capsys.readouterr().out
+    assert marks(out) == {**dict.fromkeys(LABELS, "✓"), "budget": "✗"}
+    line = next(line for line in out.splitlines() if "✗ budget" in line)
+    assert re.search(r"per request \$0\.0{29}1 \(set at run time on [^;]+; configured no limit\)", line)
+    assert "The per_request limit is $0.000000000000000000000000000001, below $" in line
+    assert "every request to a paid model is refused" in line and "`modelyard budget --reset`" in line
+    assert "1 problem(s) found." in out
+
+
+def test_doctor_shows_a_configured_limit_as_configured(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELYARD_BUDGET__DAILY", "5")
+    cli(env, "doctor")
+    assert re.search(
+        r"✓ budget +daily \$5 \(configured\), monthly no limit, per request no limit; spent", capsys.readouterr().out
+    )
+
+
 def test_doctor_with_no_per_key_limit_says_so_rather_than_unlimited_credit(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 
 from modelyard.errors import BudgetExceededError
-from modelyard.routing.budget import BudgetManager, BudgetRaiseRefusedError
+from modelyard.routing.budget import BudgetManager, BudgetRaiseRefusedError, source_of
 from modelyard.store.base import BudgetLimits, LedgerRow
 from modelyard.store.sqlite import SQLiteStore
 
@@ -173,6 +174,107 @@ async def test_an_out_of_range_limit_an_older_release_stored_is_ignored_not_fata
     await store.set_value("budget:overrides:v1", '{"daily": "1E+9999999", "monthly": "5", "per_request": null}')
     limits = await _manager(store, BudgetLimits()).limits()
     assert (limits.daily, limits.monthly) == (None, Decimal(5))
+
+
+@pytest.mark.anyio
+async def test_a_tightening_is_stored_with_when_it_was_set_and_the_others_keep_theirs(store: SQLiteStore) -> None:
+    """Each limit lowered at run time keeps the time it was set; lowering another later leaves the first's time."""
+    await BudgetManager(store, CONFIGURED, clock=lambda: NOW).tighten(daily=Decimal("5"))
+    await BudgetManager(store, CONFIGURED, clock=lambda: NOW + 60).tighten(per_request=Decimal("0.5"))
+    tightenings = await _manager(store).tightenings()
+    assert tightenings.limits == BudgetLimits(daily=Decimal("5"), per_request=Decimal("0.5"))
+    assert tightenings.set_at == {"daily": NOW, "per_request": NOW + 60}
+
+
+@pytest.mark.anyio
+async def test_a_tightening_an_older_release_stored_without_a_time_still_loads(store: SQLiteStore) -> None:
+    await store.set_value("budget:overrides:v1", '{"daily": "5", "monthly": null, "per_request": "0.5"}')
+    tightenings = await _manager(store).tightenings()
+    assert tightenings.limits == BudgetLimits(daily=Decimal("5"), per_request=Decimal("0.5"))
+    assert tightenings.set_at == {}
+
+
+@pytest.mark.anyio
+async def test_a_malformed_time_beside_a_stored_tightening_is_ignored_not_fatal(store: SQLiteStore) -> None:
+    stored = '{"daily": "5", "monthly": null, "per_request": null, "set_at": {"daily": NaN, "monthly": 1}}'
+    await store.set_value("budget:overrides:v1", stored)
+    tightenings = await _manager(store).tightenings()
+    assert (tightenings.limits.daily, tightenings.set_at) == (Decimal("5"), {})
+
+
+@pytest.mark.anyio
+async def test_each_tightening_and_reset_is_logged_at_warning_with_the_limits_before_and_after(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent's set_budget (or the CLI) changes what every later request may spend: the log says who and how."""
+    manager = _manager(store, BudgetLimits(daily=Decimal("10")))
+    with caplog.at_level(logging.WARNING, logger="modelyard.routing.budget"):
+        await manager.tighten(daily=Decimal("0.5"), per_request=Decimal("1e-30"), by="MCP client 'agent' 1.0")
+        await manager.clear_tightenings(by="the CLI")
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING]
+    tightened, cleared = (r.getMessage() for r in caplog.records)
+    assert tightened == (
+        "budget tightened at run time by MCP client 'agent' 1.0: daily $10 -> $0.5, "
+        "per_request no limit -> $0.000000000000000000000000000001"
+    )
+    assert cleared == (
+        "budget tightenings cleared by the CLI: daily $0.5 -> $10, "
+        "per_request $0.000000000000000000000000000001 -> no limit"
+    )
+
+
+@pytest.mark.anyio
+async def test_raising_a_limit_lowered_at_run_time_is_refused_naming_the_reset_not_the_config(
+    store: SQLiteStore,
+) -> None:
+    """per_request was never configured: raising MODELYARD_BUDGET__PER_REQUEST would not lift it, `--reset` does.
+    The amount is written in plain digits, not `$1E-30`."""
+    manager = _manager(store, BudgetLimits())
+    await manager.tighten(per_request=Decimal("1e-30"))
+    with pytest.raises(BudgetRaiseRefusedError) as caught:
+        await manager.tighten(per_request=Decimal("1"))
+    message = str(caught.value)
+    assert "per_request is $0.000000000000000000000000000001, so $1 would raise it" in message
+    assert "`modelyard budget --reset`" in message and "MODELYARD_BUDGET__" not in message and "E-30" not in message
+
+
+@pytest.mark.anyio
+async def test_a_reservation_refused_by_a_limit_lowered_at_run_time_names_the_reset(store: SQLiteStore) -> None:
+    """The daily $10 is configured, the $0 in force was set at run time: the advice is `--reset`, not the config."""
+    manager = _manager(store)
+    await manager.tighten(daily=Decimal("0"))
+    with pytest.raises(BudgetExceededError) as caught:
+        await manager.reserve(Decimal("0.5"))
+    message = str(caught.value)
+    assert caught.value.source == "run-time" and "`modelyard budget --reset`" in message
+    assert "MODELYARD_BUDGET__DAILY" not in message
+
+
+@pytest.mark.anyio
+async def test_a_reservation_refused_by_the_configured_limit_still_names_the_config(store: SQLiteStore) -> None:
+    with pytest.raises(BudgetExceededError) as caught:
+        await _manager(store).reserve(Decimal("2"))
+    assert "MODELYARD_BUDGET__PER_REQUEST" in str(caught.value) and "--reset" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("configured", "tightened", "source"),
+    [
+        (None, None, "none"),
+        ("10", None, "config"),
+        (None, "1", "run-time"),
+        ("10", "1", "run-time"),
+        ("1", "1", "both"),
+        ("1", "10", "config"),
+    ],
+)
+def test_the_lower_of_the_configured_limit_and_the_tightening_is_the_source_in_force(
+    configured: str | None, tightened: str | None, source: str
+) -> None:
+    def value(text: str | None) -> Decimal | None:
+        return None if text is None else Decimal(text)
+
+    assert source_of(value(configured), value(tightened)) == source
 
 
 # --------------------------------------------------------------------------- what a refusal advises

@@ -109,6 +109,18 @@ def test_a_per_request_budget_cap_is_named_as_the_budget_and_raising_max_cost_is
     assert "MODELYARD_BUDGET__PER_REQUEST" in why
 
 
+def test_a_per_request_budget_lowered_at_run_time_is_lifted_by_the_reset_not_the_config() -> None:
+    """No per_request limit configured, 1e-30 set by set_budget: "only the operator can raise it
+    (MODELYARD_BUDGET__PER_REQUEST)" sent the operator to a setting that would not help. The cap is written in
+    plain digits."""
+    tiny = Decimal("1e-30")
+    plan = _plan(cost_cap=tiny)
+    why = why_no_model(plan, small_catalog(), per_request=tiny, per_request_source="run-time")
+    assert "above the per-request cap $0.000000000000000000000000000001 (the per_request budget)" in why
+    assert "it was lowered at run time (set_budget or `modelyard budget`)" in why
+    assert "`modelyard budget --reset`" in why and "MODELYARD_BUDGET__PER_REQUEST" not in why
+
+
 def test_when_max_cost_and_the_budget_are_the_same_cap_raising_max_cost_is_not_offered() -> None:
     """Both bind at once: raising only max_cost would leave the same cap."""
     why = _why(model="premium", max_cost=Decimal("0.0005"), per_request=Decimal("0.0005"))

@@ -55,12 +55,15 @@ async def test_a_request_whose_worst_case_does_not_fit_is_refused_before_sending
 async def test_after_set_budget_daily_0_the_refusal_says_the_budget_is_exhausted_not_to_lower_max_tokens(
     rig: Rig,
 ) -> None:
-    """With $0 left no smaller request fits and the agent cannot raise the limit: say when it resets and who can."""
+    """With $0 left no smaller request fits and the agent cannot raise the limit: say when it resets and who can.
+    No daily limit is configured, so the operator lifts the run-time one with `budget --reset`: raising
+    MODELYARD_BUDGET__DAILY (the advice this gave) would not."""
     await rig.router.budgets.tighten(daily=Decimal(0))
     with pytest.raises(errors.BudgetExceededError) as caught:
         await rig.router.execute(rig.ask(model=MODEL, cache="off"))
     message = str(caught.value)
-    assert "exhausted until it resets at 00:00 UTC" in message and "MODELYARD_BUDGET__DAILY" in message
+    assert "exhausted until it resets at 00:00 UTC" in message and "`modelyard budget --reset`" in message
+    assert "lowered at run time" in message and "MODELYARD_BUDGET__DAILY" not in message
     assert "Lower max_tokens" not in message and "raise the budget" not in message
     assert rig.received() == 0
 

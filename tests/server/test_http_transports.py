@@ -188,6 +188,23 @@ async def test_http_transport_without_a_token_on_loopback_serves_openly(
     assert len(names) == 9 and models["total"] >= 25
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_health_is_503_naming_the_store_when_it_does_not_answer_and_needs_no_token(
+    transport: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A Redis store that is down: /health said 200 "ok", so a load balancer kept sending requests there that
+    would fail. The body names the store, never its URL's password; no token is needed even when one is set."""
+    store = f"redis://:hunter2pass@127.0.0.1:{free_port()}/0"
+    env = server_env(tmp_path, sandbox.base_url, MODELYARD_STORE=store, MODELYARD_HTTP_TOKEN=TOKEN)
+    with anyio.fail_after(45):
+        async with _served(transport, env, tmp_path) as (url, _, log):
+            async with httpx2.AsyncClient(timeout=10) as http:
+                health = await http.get(url.rsplit("/", 1)[0] + "/health")
+            logged = log.read_text()
+    assert (health.status_code, health.text) == (503, "unavailable: store could not be opened (see the log)")
+    assert "/health answers 503" in logged and "hunter2pass" not in logged + health.text
+
+
 OTHER_LOOPBACK_SPELLINGS = [
     "127.0.0.2",
     pytest.param(
