@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -163,13 +164,18 @@ def _request_verdict(body: ErrorBody | None) -> str | None:
     return None
 
 
+_SLASHED = re.compile(r"[^\s\"']*/[^\s\"']*")
+"""A word with a slash in it: a model id (`author/slug`) or a URL."""
+
+
 def _names_a_price(body: ErrorBody) -> bool:
     """Whether a 404 says a price filtered the endpoints out (`provider.max_price`), wherever it says it: its
     message, its metadata, or a 2026 availability block (`constraint.field`, reference §6.1). OpenRouter's
     wording for it is not documented, so any mention of a price counts; its other 404s (tool use, a data
-    policy, an unknown model) name none."""
+    policy, an unknown model) name none. Model ids and URLs (any word with a slash) are no mention: a 404
+    for `acme/price-oracle`, or one linking a pricing page, says nothing of what filtered its endpoints."""
     said = [body.message, json.dumps(body.metadata or {}), json.dumps(body.model_extra or {}, default=str)]
-    return any("price" in text.lower() for text in said)
+    return any("price" in _SLASHED.sub(" ", text).lower() for text in said)
 
 
 def _requests_own_mistake(verdict: str, said: str) -> str:

@@ -266,8 +266,8 @@ class BudgetManager:
         Raises:
             ValueError: the row's cost or saving is not finite.
         """
-        if labels := current_labels():
-            row.detail.update(labels)
+        for name, value in current_labels().items():  # a row labelled already (the reconciler's) keeps its own
+            row.detail.setdefault(name, value)
         if reservation is not None:
             self.renewal.forget(reservation.id)
         reservation_id = reservation.id if reservation else None

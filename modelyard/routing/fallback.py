@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from decimal import Decimal
+from typing import Literal
 
 import anyio
 
@@ -156,7 +157,8 @@ class FallbackLoop:
                 if outcome.final is not None:
                     progress.recorded = True
                     outcome.final.billed = spent.billed  # the answers rejected before it (its own row has none)
-                    await self.budgets.settle(None, failure_row(request, plan, attempts, outcome.final, self._now()))
+                    row = failure_row(request, plan, attempts, outcome.final, self._now(), unrecorded=spent.unrecorded)
+                    await self.budgets.settle(None, row)
                     raise outcome.final
             if out_of_time and not failures and not refusals:  # `timeout_s` ran out before any attempt was sent
                 error: ModelyardError = timed_out(request, plan.candidates[0])
@@ -172,7 +174,8 @@ class FallbackLoop:
                     candidates=len(plan.candidates),
                 )
             refused = not failures and bool(refusals)
-            row = failure_row(request, plan, attempts, error, self._now(), status="refused" if refused else "error")
+            status: Literal["refused", "error"] = "refused" if refused else "error"
+            row = failure_row(request, plan, attempts, error, self._now(), status=status, unrecorded=spent.unrecorded)
             progress.recorded = True
             await self.budgets.settle(None, row)
             raise error
@@ -185,7 +188,8 @@ class FallbackLoop:
         self, request: RouteRequest, plan: Plan, progress: RequestProgress, exc: BaseException
     ) -> None:
         """The ledger row of a request its caller cancelled, or stopped reading, before any row was written."""
-        row = failure_row(request, plan, progress.attempts, exc, self._now(), status="cancelled")
+        unrecorded = progress.outcome is not None and progress.outcome.spent.unrecorded
+        row = failure_row(request, plan, progress.attempts, exc, self._now(), status="cancelled", unrecorded=unrecorded)
         row.error = "cancelled by the caller"
         with anyio.CancelScope(shield=True):
             await self.budgets.settle(None, row)
@@ -260,6 +264,8 @@ class FallbackLoop:
                         if self._hand_over(request, candidate, hold, begun, streamed, exc):
                             outcome.spent.add(hold.amount)  # it may be billed up to its worst case
                             hold = None
+                        else:  # no row of its own will say what it was billed
+                            outcome.spent.unrecorded = True
                     begun.clear()
                     if is_final(exc):
                         outcome.final = exc
@@ -285,7 +291,9 @@ class FallbackLoop:
             outcome.failures.append((candidate.id, refusal))
         finally:
             if not settled and hold is not None:
-                await self._let_go(request, candidate, hold, begun, streamed)
+                handed = await self._let_go(request, candidate, hold, begun, streamed)
+                if begun and not handed:  # left after its answer began (it may be billed), and no reconciler took it
+                    outcome.spent.unrecorded = True
 
     def time_left(self, request: RouteRequest, started: float) -> float:
         """Seconds left of the request's `timeout_s` (unbounded when it gives none)."""
@@ -389,15 +397,16 @@ class FallbackLoop:
 
     async def _let_go(
         self, request: RouteRequest, candidate: Candidate, hold: Reservation, begun: list[str], streamed: bool
-    ) -> None:
+    ) -> bool:
         """The hold of a candidate left without an answer: to the reconciler if the last attempt was cancelled
-        after its answer began (the caller left, or closed the stream: it may be billed), else freed."""
+        after its answer began (the caller left, or closed the stream: it may be billed; True), else freed."""
         if begun and self._hand_over(request, candidate, hold, begun, streamed, None):
-            return
+            return True
         # Every other way out frees the hold: a failure, the caller cancelled (during a call or a retry's
         # back-off), or the consumer closed the stream at a yield. Shielded, as it may be cancelled.
         with anyio.CancelScope(shield=True):
             await self.budgets.release(hold)
+        return False
 
     def _hand_over(
         self,

@@ -144,12 +144,15 @@ def failure_row(
     now: float,
     *,
     status: Literal["error", "refused", "cancelled"] = "error",
+    unrecorded: bool = False,
 ) -> LedgerRow:
     """The ledger row for a request that got no answer (refused before sending, or all attempts failed).
 
     Its cost is 0, not unknown: the row itself was billed nothing. What its attempts were billed (answers
     the JSON schema rejected, answers abandoned after they began) is in rows of their own, so that a null
-    cost in the ledger always means a bill still to be found out."""
+    cost in the ledger always means a bill still to be found out. With `unrecorded` (an attempt may have
+    been billed and no row of its own will say what: no reconciler took it, `RequestSpend.unrecorded`),
+    that bill is this row's, and unknown: its cost is None."""
     return LedgerRow(
         id=new_id(),
         ts=now,
@@ -159,7 +162,7 @@ def failure_row(
         status=status,
         error=str(error)[:2000],
         streamed=request.stream,
-        cost=Decimal(0),
+        cost=None if unrecorded else Decimal(0),
         detail={"attempts": [a.model_dump(mode="json") for a in attempts]},
     )
 

@@ -3,8 +3,10 @@
 OpenRouter lists a model at its cheapest endpoint's prices (reference §2.3), and its default routing,
 weighted by the inverse square of price, sends some requests to dearer endpoints. A worst case reserved at
 the listed prices is a true bound only if no dearer endpoint may serve the attempt: so whenever a limit is
-in force, each attempt carries `provider.max_price` at the very per-unit prices its worst case used
-(`pricing.worst_prices`), and OpenRouter uses no endpoint above them. When that leaves none (the cheapest
+in force, each attempt carries `provider.max_price` at the model's listed prices, each no more than what its
+worst case charged (`pricing.listed_prices`: the prompt and completion prices at the dearest override its
+prompt may meet, not the dearer cache-write or reasoning prices the worst case charges every token at, which
+max_price cannot cap), and OpenRouter uses no endpoint above them. When that leaves none (the cheapest
 provider is down, or dearer now than the catalog says) OpenRouter answers 404 (`PriceFilteredError`): the
 fallback moves on, and `PriceCap.explained` says why.
 
@@ -23,7 +25,7 @@ from modelyard.error_text import usd
 from modelyard.errors import PriceFilteredError
 from modelyard.routing.catalog import Catalog, CatalogEntry
 from modelyard.routing.catalog_facts import facts_of
-from modelyard.routing.pricing import per_million, worst_prices
+from modelyard.routing.pricing import listed_prices, per_million
 from modelyard.routing.request import RouteRequest
 from modelyard.store.base import BudgetLimits
 
@@ -117,19 +119,19 @@ def price_cap(
     A router (`-1` prices) was held at the catalog's dearest prompt and completion prices, so it is capped
     at those. A price of 0 is a cap of 0: a `:free` model's endpoints are free, and for a paid one a price
     the catalog lists as 0 (per request, say) is what its hold assumed.
+
+    The prompt and completion caps are the listed prices (`pricing.listed_prices`), not the cache-write or
+    reasoning prices the worst case charges when they are dearer: an endpoint whose prompt price lies between
+    the two would pass such a cap, and its cache writes (1.25 or 2 times its own prompt price) be billed above
+    the hold.
     """
     if not limits:
         return None
-    facts = facts_of(catalog)
     if entry.info.pricing.is_dynamic:
-        prompt, completion = facts.router_bound
+        prompt, completion = facts_of(catalog).router_bound
         caps = {"prompt": _plain(per_million(prompt)), "completion": _plain(per_million(completion))}
         return PriceCap(entry.id, caps, limits)
-    known = facts.by_id.get(entry.id)  # its prices per prompt size, worked out once per catalog
-    if known is not None and known.worst is not None:
-        prompt, completion, request, image = known.worst.prices(prompt_tokens)
-    else:
-        prompt, completion, request, image = worst_prices(entry.info.pricing, prompt_tokens)
+    prompt, completion, request, image = listed_prices(entry.info.pricing, prompt_tokens)
     caps = {
         "prompt": _plain(per_million(prompt)),
         "completion": _plain(per_million(completion)),

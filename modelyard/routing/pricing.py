@@ -25,6 +25,7 @@ __all__ = [
     "WorstPrices",
     "asks_for_1h_cache",
     "cost_of_usage",
+    "listed_prices",
     "per_1k",
     "per_million",
     "prompt_thresholds",
@@ -255,6 +256,16 @@ def worst_prices(pricing: Pricing, prompt_tokens: int) -> WorstPrices:
     completion = max(prices["completion"], prices["internal_reasoning"])
     prompt = max(prices["prompt"], prices["input_cache_write"], prices["input_cache_write_1h"])
     return prompt, completion, prices["request"], prices["image"]
+
+
+def listed_prices(pricing: Pricing, prompt_tokens: int) -> WorstPrices:
+    """The prices `provider.max_price` caps (prompt, completion, request, image), each at the dearest override
+    that may apply to a prompt of `prompt_tokens`, as `worst_prices` reads them, but the prompt and completion
+    prices as listed: not the dearer cache-write or reasoning prices the worst case charges every token at,
+    which no max_price key caps (a cap at those would let in an endpoint dearer than the listed one, whose own
+    cache writes or reasoning then cost more than the worst case held)."""
+    prices = _dearest(pricing, prompt_tokens)
+    return prices["prompt"], prices["completion"], prices["request"], prices["image"]
 
 
 def prompt_thresholds(pricing: Pricing) -> list[int]:

@@ -37,13 +37,16 @@ class RequestSpend:
     request's cap (`max_cost`, or the per-request limit): the cap is for the request, not each attempt.
 
     `billed` is what those attempts were billed, for the result's `request_cost`: None once one of
-    them may have been billed at a cost not known.
+    them may have been billed at a cost not known. `unrecorded` is True once one of them may have been
+    billed and no ledger row of its own will say so (no reconciler took its hold): a failed request's own
+    row then has an unknown cost, not 0.
     """
 
     def __init__(self, cap: Decimal | None) -> None:
         self.cap = cap
         self.amount = Decimal(0)
         self.billed: Decimal | None = Decimal(0)
+        self.unrecorded = False
 
     def add(self, amount: Decimal) -> None:
         self.amount += amount

@@ -26,6 +26,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from modelyard.errors import ModelyardError
+from modelyard.routing.labels import current as current_labels
 from modelyard.store.base import LedgerRow, Reservation, new_id
 
 if TYPE_CHECKING:
@@ -63,6 +64,9 @@ class Abandoned:
     due: float = 0.0  # epoch seconds of the next check
     interval_s: float = FIRST_CHECK_S
     row_id: str = field(default_factory=new_id)  # one id for every try: a commit retried adds nothing twice
+    labels: dict[str, str] = field(default_factory=dict)
+    """The labels of the call that abandoned it (`labels.labelled`), taken when adopted: its row is written in
+    the reconciler's task, where they are not in force."""
 
 
 class Reconciler:
@@ -98,6 +102,7 @@ class Reconciler:
             return False
         answer.at = self._now()
         answer.due = answer.at + answer.interval_s
+        answer.labels = dict(current_labels())
         self._pending.append(answer)
         self._changed.set()
         log.info(
@@ -249,6 +254,7 @@ class Reconciler:
                 "abandoned": True,
                 "generation_id": answer.generation_id,
                 "resolved": answer.model,
+                **answer.labels,
             },
         )
         if record is None:

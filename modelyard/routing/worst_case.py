@@ -62,11 +62,6 @@ class WorstCase:
         prompt, completion, request, image = self._classes[index]
         return prompt_tokens * prompt + max_tokens * completion + request + images * image
 
-    def prices(self, prompt_tokens: int) -> WorstPrices:
-        """The prices `cost` reads for a prompt of `prompt_tokens`: `worst_prices(pricing, prompt_tokens)`."""
-        index = self._class(prompt_tokens)  # first: it works the classes out
-        return self._classes[index]
-
     def floats(self, prompt_tokens: int) -> _Floats | None:
         """The prices `cost` reads for a prompt of `prompt_tokens`, as floats; None when one is negative
         or out of range (the float test's error bound holds for sums of non-negative terms only)."""

@@ -156,8 +156,9 @@ def _at_the_root(url: str, name: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """The URL without any password (store URLs may carry credentials): fit for logs and messages."""
-    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+    """The URL without any password (store URLs may carry credentials): fit for logs and messages. The password
+    runs to the authority's last `@`, as Redis's URL parser reads it (`redis://user:p@ss@host` is `p@ss`)."""
+    return re.sub(r"://([^:/@]*):[^/?#]*@", r"://\1:***@", url)
 
 
 def __getattr__(name: str) -> Any:

@@ -166,3 +166,42 @@ def test_a_404_for_another_reason_is_not_a_price_filtered_error(message: str) ->
     """Tool use, a data policy, an unknown model: a plain not-found, as before."""
     error = _error(404, {"error": {"code": 404, "message": message}, "user_id": "u"})
     assert type(error) is errors.UpstreamNotFoundError
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(
+            {"error": {"code": 404, "message": "No endpoints found for acme/price-oracle."}, "user_id": "u"},
+            id="a model id with price in it",
+        ),
+        pytest.param(
+            {
+                "error": {
+                    "code": 404,
+                    "message": "No endpoints found for acme/price-oracle.",
+                    "availability": {
+                        "code": "constraint_filtered",
+                        "requested_models": ["acme/price-oracle"],
+                        "constraint": {"field": "provider.data_collection"},
+                        "docs_url": "https://openrouter.ai/docs/guides/routing/provider-selection",
+                    },
+                },
+                "user_id": "u",
+            },
+            id="a data policy, for such a model",
+        ),
+        pytest.param(
+            {"error": {"code": 404, "message": "No endpoints found. See https://openrouter.ai/docs/price-changes"}},
+            id="a link to a pricing page",
+        ),
+    ],
+)
+def test_a_404_that_only_names_a_model_or_page_with_price_in_it_is_not_a_price_filtered_error(
+    body: dict[str, Any],
+) -> None:
+    """A model id (or a URL) is no mention of a price: such a 404 is a plain not-found, else, under a limit, the
+    attempt's error would be rewritten to blame a `provider.max_price` that filtered nothing."""
+    response = httpx2.Response(404, json=body, request=httpx2.Request("POST", URL))
+    error = error_from_response(response, model="acme/price-oracle", scrub=Scrubber(None), clock=lambda: NOW)
+    assert type(error) is errors.UpstreamNotFoundError

@@ -19,7 +19,9 @@ from modelyard.openrouter import OpenRouterClient
 from modelyard.routing.price_cap import on_the_wire
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.router import Router
+from modelyard.sandbox import endpoints
 from modelyard.sandbox.catalog import Catalog as SandboxCatalog
+from modelyard.sandbox.endpoints import Endpoint
 from modelyard.settings import Settings
 from modelyard.store import SQLiteStore
 from tests.routing.catalog_factory import AUTO, GEMMA_FREE, GPT_4O_MINI, LLAMA, model, rows
@@ -136,6 +138,30 @@ async def test_nitro_and_exacto_are_sent_as_asked_and_bounded_like_the_model(rig
     assert rig.sandbox.state.ledger[-1].requested_model == GPT_4O_MINI + variant
 
 
+async def test_an_endpoint_priced_between_the_listed_prompt_and_cache_write_prices_is_left_out(
+    rig_factory: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """claude-haiku-4.5 lists $1/M prompt and $2/M for a 1-hour cache write; a dearer provider at $1.9/M would
+    write its cache at $3.8/M, above what the hold charged a token. Under a budget it must not serve."""
+    haiku = "anthropic/claude-haiku-4.5"
+    dearer = Endpoint(
+        "Dearer Cloud",
+        "dearer-cloud",
+        {
+            "prompt": "0.0000019",
+            "completion": "0.000005",
+            "input_cache_read": "0.00000019",
+            "input_cache_write": "0.000002375",
+            "input_cache_write_1h": "0.0000038",
+        },
+    )
+    monkeypatch.setitem(endpoints.DEARER, haiku, (dearer,))
+    rig: Rig = await rig_factory(budget={"daily": "1"})
+    rig.sandbox.state.config.serve_dearest = True
+    result = await rig.router.execute(rig.ask(HI, model=haiku, max_tokens=30, cache="off"))
+    assert result.provider == "Anthropic"
+
+
 async def test_a_free_model_under_a_budget_is_capped_at_zero_and_still_served(rig_factory: RigFactory) -> None:
     """A `:free` model's endpoints are free: a cap of 0 leaves them, and the hold of $0 is the bill."""
     rig: Rig = await rig_factory(budget={"daily": "1"})
@@ -152,11 +178,13 @@ async def test_the_wire_body_carries_max_price_at_the_reserved_prices_per_millio
     assert body["provider"] == {"max_price": on_the_wire(LISTED)}
 
 
-async def test_the_prompt_cap_is_the_dearest_prompt_or_cache_write_price_and_the_completion_cap_the_reasoning_one(
+async def test_the_prompt_and_completion_caps_are_the_listed_prices_not_the_dearer_cache_write_or_reasoning_ones(
     tmp_path: Path,
 ) -> None:
-    """The prices `worst_prices` reads: cache writes dearer than the prompt, reasoning dearer than completion,
-    a per-request price, and a repeating decimal kept to the last digit."""
+    """Cache writes dearer than the prompt and reasoning dearer than completion raise the worst case, not the
+    cap: max_price caps the listed prompt and completion prices (a cap at the cache-write price would let in an
+    endpoint priced between the two, whose own cache writes cost more than the hold). A per-request price, and
+    a repeating decimal kept to the last digit."""
     row = model(
         "lab/think",
         prompt="0.000003",
@@ -168,7 +196,7 @@ async def test_the_prompt_cap_is_the_dearest_prompt_or_cache_write_price_and_the
         image="0.0000833333333333333",
     )
     body = await _sent(tmp_path, _ask(model="lab/think", max_cost=Decimal("5")), extra=[row])
-    assert body["provider"]["max_price"] == on_the_wire({"prompt": "6", "completion": "17.5", "request": "0.0005"})
+    assert body["provider"]["max_price"] == on_the_wire({"prompt": "3", "completion": "15", "request": "0.0005"})
     image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
     with_image = RouteRequest(messages=[{"role": "user", "content": [image]}], model="lab/think", max_cost=Decimal("5"))
     imaged = await _sent(

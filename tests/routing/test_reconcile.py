@@ -380,3 +380,43 @@ async def test_an_abandoned_answers_row_the_store_cannot_take_is_spooled_and_rep
         assert await budgets.replay_spooled() == 1
         (row,) = await inner.rows()
         assert row.detail["generation_id"] == "gen-1" and row.cost is None
+
+
+async def test_without_a_running_reconciler_a_failed_request_that_may_have_been_billed_has_an_unknown_cost(
+    rig_factory: RigFactory,
+) -> None:
+    """No reconciler (the CLI's `run`, a library caller): an answer abandoned after it began gets no row of its
+    own, so the failed request's row is the only place its bill can be: unknown (null), never a $0 that the
+    sandbox's bill contradicts. A failure whose attempts surely cost nothing still costs 0."""
+    rig: Rig = await rig_factory(request_timeout_s=0.3, max_retries=0)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=700)
+    with anyio.fail_after(20), pytest.raises(errors.AllCandidatesFailedError) as caught:
+        await rig.router.execute(rig.ask(model=CHEAP, cache="off"))
+    await anyio.sleep(0.6)  # the sandbox finishes the answer and bills it
+    assert rig.billed() > 0 and caught.value.billed is None
+    (row,) = await rig.store.rows()
+    assert row.status == "error" and row.cost is None
+    rig.sandbox.state.faults.add(model=CHEAP, kind="server_error", count=1)
+    with pytest.raises(errors.AllCandidatesFailedError):
+        await rig.router.execute(rig.ask(model=CHEAP, cache="off"))
+    assert (await rig.store.rows())[-1].cost == 0
+
+
+async def test_an_abandoned_answers_row_carries_the_labels_of_the_call_that_abandoned_it(
+    rig_factory: RigFactory,
+) -> None:
+    """The reconciler writes the row in its own task, long after the call: the host and purpose the call was
+    labelled with (a judge's, say) are still on it, so the judge's spend is not counted as an answer's."""
+    from modelyard.routing.labels import labelled
+
+    rig: Rig = await rig_factory(request_timeout_s=0.3)
+    rig.sandbox.state.faults.add(model=CHEAP, kind="latency", count=1, latency_ms=700)
+    with anyio.fail_after(20):
+        async with _reconciling(rig.router):
+            with labelled(client="host 1.0", purpose="judge"):
+                await rig.router.execute(rig.ask(model=CHEAP, models=[BACKUP], cache="off"))
+            await _until_reconciled(rig.router)
+    rows = await rig.store.rows()
+    (abandoned,) = [r for r in rows if r.detail.get("abandoned")]
+    assert (abandoned.detail.get("client"), abandoned.detail.get("purpose")) == ("host 1.0", "judge")
+    assert all(r.detail.get("purpose") == "judge" for r in rows)

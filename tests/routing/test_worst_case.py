@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modelyard.openrouter.schemas import ModelList, Pricing
-from modelyard.routing.pricing import prompt_thresholds, worst_case_cost, worst_prices
+from modelyard.routing.pricing import prompt_thresholds, worst_case_cost
 from modelyard.routing.worst_case import Screen, WorstCase, float_cap
 from tests.conftest import shared_fixture
 
@@ -51,13 +51,6 @@ def _sizes(pricing: Pricing) -> list[int]:
 
 
 # --------------------------------------------------------------------------- WorstCase
-
-
-@pytest.mark.parametrize("pricing", [STEPPED, PLAIN], ids=["stepped", "plain"])
-def test_the_prices_kept_per_prompt_size_are_worst_prices_for_every_size(pricing: Pricing) -> None:
-    """`prices` (what `provider.max_price` is made of) is `worst_prices` itself, on both sides of each threshold."""
-    worst = WorstCase(pricing)
-    assert all(worst.prices(size) == worst_prices(pricing, size) for size in _sizes(pricing))
 
 
 def test_the_thresholds_are_whole_numbers_lowest_first_and_skip_one_that_is_not_a_number() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 import modelyard.store
 from modelyard.errors import ConfigurationError
-from modelyard.store import SQLiteStore, open_store, open_store_async
+from modelyard.store import SQLiteStore, open_store, open_store_async, redacted
 from tests.store._locks import locked_for
 
 pytestmark = pytest.mark.anyio
@@ -177,3 +177,18 @@ async def test_each_call_to_a_redis_store_that_went_down_is_a_store_error_not_a_
             with pytest.raises(StoreUnavailableError, match="does not answer") as caught:
                 await call()
             assert "hunter2pass" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("redis://app:p@ss@cache:6379/0", "redis://app:***@cache:6379/0"),
+        ("rediss://default:a@b@c@cache", "rediss://default:***@cache"),
+        ("redis://cache:6379/0", "redis://cache:6379/0"),
+    ],
+)
+def test_a_store_urls_password_is_hidden_whole_even_when_it_holds_an_at_sign(url: str, shown: str) -> None:
+    """Redis reads the password up to the last `@` of the authority: none of it may show (`modelyard ledger`
+    prints the store it read on stderr, the server its log line)."""
+    assert redacted(url) == shown
