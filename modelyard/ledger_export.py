@@ -90,6 +90,20 @@ def _record(row: LedgerRow) -> dict[str, Any]:
     }
 
 
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+_MONEY: Final = frozenset({"cost", "saved"})
+
+
+def _cell(value: object) -> object:
+    """A CSV cell: empty for None, and text a spreadsheet would run as a formula (a host may name itself
+    `=HYPERLINK(...)`) quoted with a leading apostrophe, as OWASP advises. Money columns are left as they are."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -111,7 +125,7 @@ def export(rows: Iterable[LedgerRow], out: TextIO, *, fmt: str) -> int:
     for row in rows:
         record = _record(row)
         record["detail"] = json.dumps(record["detail"], ensure_ascii=False, separators=(",", ":"))
-        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+        writer.writerow({k: "" if v is None else v if k in _MONEY else _cell(v) for k, v in record.items()})
         count += 1
     return count
 

@@ -79,3 +79,17 @@ def test_ledger_refuses_a_limit_below_one(env: Path, capsys: pytest.CaptureFixtu
     """A usage error, not an empty export."""
     assert exit_code(env, "ledger", "--limit", "0") == 2
     assert "expected a whole number of 1 or more" in capsys.readouterr().err
+
+
+def test_text_a_spreadsheet_would_run_as_a_formula_is_quoted_in_csv_but_kept_in_json_lines() -> None:
+    """The `client` name comes from the remote host: `=HYPERLINK(...)` must not become a live formula."""
+    row = LedgerRow(
+        id="x", ts=1_800_000_000.0, requested_model="auto", cost=Decimal("0"), detail={"client": "=HYPERLINK(1)"}
+    )
+    out = io.StringIO()
+    export([row], out, fmt="csv")
+    (record,) = csv.DictReader(io.StringIO(out.getvalue()))
+    assert record["client"] == "'=HYPERLINK(1)"
+    lines = io.StringIO()
+    export([row], lines, fmt="jsonl")
+    assert json.loads(lines.getvalue())["client"] == "=HYPERLINK(1)"
