@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import anyio
 import anyio.to_thread
@@ -262,8 +262,9 @@ class Spool:
             return
         try:
             await anyio.to_thread.run_sync(self._rewrite, self.path, done, rejected)
-        except OSError as exc:  # the lines stay: the next replay commits them again (adding nothing) and retries
-            self.last_error = exc
+        except OSError as exc:
+            # The rows are in the store, so nothing waits (no reservation is refused): the lines stay, and the
+            # next replay (`run` looks every `poll_s`) commits them again, adding nothing, and retries.
             log.warning("could not rewrite the spool %s: %s", self.path, exc)
 
     def _file_has_rows(self) -> bool:
@@ -278,8 +279,11 @@ class Spool:
     def _append(path: Path, line: str) -> None:
         with _locked(path):
             created = not path.exists()
-            with open(path, "a", encoding="utf-8", opener=_private) as file:
-                file.write(line + "\n")
+            with open(path, "ab+", opener=_private) as file:
+                # A line cut short (a crash or a full disk mid-append) is ended first: glued to it, this row
+                # would be unreadable too, and set aside with it.
+                start = b"" if _ends_a_line(file) else b"\n"
+                file.write(start + line.encode("utf-8", "surrogateescape") + b"\n")
                 file.flush()
                 os.fsync(file.fileno())
             if created:
@@ -344,6 +348,15 @@ def _read(line: str) -> Kept | None:
     except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
         log.error("a spool line cannot be read (%s); it is set aside: %s", exc, line)
         return None
+
+
+def _ends_a_line(file: BinaryIO) -> bool:
+    """Whether the file is empty or its last byte ends a line."""
+    size = file.seek(0, os.SEEK_END)
+    if size == 0:
+        return True
+    file.seek(size - 1)
+    return file.read(1) == b"\n"
 
 
 def _row_id(line: str) -> str | None:

@@ -305,3 +305,26 @@ async def test_an_answer_committed_while_redis_is_down_is_spooled_and_replayed_o
             assert await budgets.replay_spooled() == 1
             assert [r.id for r in await store.rows()] == [row.id]
             assert (await budgets.totals()).spent_today == D("0.000125")
+
+
+async def test_a_spool_that_cannot_be_rewritten_refuses_no_reservation_once_its_rows_are_in_the_store(
+    memory: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows reached the store; only removing their lines failed (a full or read-only disk): the budget counts
+    them, so reservations go on, and a later replay (adding nothing) removes the lines."""
+    spool = Spool(tmp_path / "ledger.db.pending.jsonl")
+    budgets = _budgets(FlakyStore(memory, failures=1), spool, Clock())
+    row = _row("0.2")
+    await budgets.settle(None, row)
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Spool, "_rewrite", full)
+        await budgets.reserve(D("0.1"))
+        assert [r.id for r in await memory.rows()] == [row.id]
+        assert spool.path is not None and spool.path.exists()
+    assert await budgets.replay_spooled() == 1
+    assert [r.id for r in await memory.rows()] == [row.id] and (await budgets.totals()).spent_today == D("0.2")
+    assert not spool.path.exists()

@@ -250,3 +250,20 @@ async def test_the_background_replay_picks_up_rows_another_process_left_in_a_sha
                 await _until_ledger_is(store, ["a"])
                 group.cancel_scope.cancel()
     assert not path.exists()
+
+
+async def test_a_row_kept_after_a_line_cut_short_is_still_replayed(tmp_path: Path) -> None:
+    """A crash (or a full disk) mid-append leaves a last line without its newline: the next row kept starts a
+    line of its own, so only the cut line is set aside, never the row glued to it."""
+    path = tmp_path / "ledger.db.pending.jsonl"
+    spool = Spool(path)
+    await spool.keep(None, _row("a"))
+    with path.open("a") as file:
+        file.write('{"reservation_id": null, "row": {"id": "cut off in the mid')
+    await spool.keep(None, _row("b"))
+    async with SQLiteStore(MEMORY) as store:
+        assert await spool.replay(store) == 2
+        assert sorted(await _ids(store)) == ["a", "b"]
+    assert not path.exists() and not spool.waiting
+    rejected = (tmp_path / "ledger.db.pending.jsonl.rejected").read_text()
+    assert "cut off in the mid" in rejected and '"id":"b"' not in rejected
