@@ -43,7 +43,7 @@ NAME = "inprocess"
 
 
 def _catalog() -> tuple[Any, str]:
-    from modelyard.openrouter.schemas import ModelList
+    from modelyard.openrouter.catalog_schemas import ModelList
     from modelyard.routing.catalog import Catalog
 
     if FIXTURE_414.exists():

@@ -244,7 +244,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "serve": _cmd_serve,
     "sandbox": _cmd_sandbox,
     "demo": _cmd_demo,
-    "run": _async_command("run"),
+    "run": _async_command("run", "modelyard.run_command"),
     "models": _async_command("models"),
     "metrics": _async_command("metrics"),
     "budget": _async_command("budget"),

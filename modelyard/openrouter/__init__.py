@@ -2,18 +2,8 @@
 
 from typing import TYPE_CHECKING, Any
 
-from modelyard.openrouter.schemas import (
-    Capabilities,
-    ChatChunk,
-    ChatRequest,
-    ChatResponse,
-    EndpointsInfo,
-    Generation,
-    KeyInfo,
-    ModelInfo,
-    Pricing,
-    Usage,
-)
+from modelyard.openrouter.catalog_schemas import Capabilities, EndpointsInfo, ModelInfo, Pricing
+from modelyard.openrouter.schemas import ChatChunk, ChatRequest, ChatResponse, Generation, KeyInfo, Usage
 
 if TYPE_CHECKING:
     from modelyard.openrouter.client import DEFAULT_BASE_URL, OpenRouterClient

@@ -1,42 +1,32 @@
 """The async OpenRouter client: the only code in modelyard that speaks OpenRouter over HTTP.
 
 It does not retry: retry policy belongs to routing. Every failure is raised as one typed
-`modelyard.errors.UpstreamError`, and the API key never appears in a message, repr or log line.
+`modelyard.errors.UpstreamError`, and the API key never appears in a message, repr or log line. The
+failures reported inside a 200 answer (its body or its stream) are found by `answer_checks`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-import anyio
 import httpx2
 from pydantic import BaseModel, ValidationError
 
-from modelyard.errors import ConfigurationError, IncompleteStreamError, MalformedResponseError
+from modelyard.errors import ConfigurationError
+from modelyard.openrouter.answer_checks import checked_chunks, checked_response
+from modelyard.openrouter.catalog_schemas import EndpointsInfo, ModelInfo, ModelList
 from modelyard.openrouter.failures import (
     Scrubber,
-    error_from_body,
     error_from_response,
     error_from_transport,
     malformed,
 )
-from modelyard.openrouter.schemas import (
-    ChatChunk,
-    ChatRequest,
-    ChatResponse,
-    Credits,
-    EndpointsInfo,
-    Generation,
-    KeyInfo,
-    ModelInfo,
-    ModelList,
-)
-from modelyard.openrouter.sse import DONE, iter_lines, iter_sse_data
+from modelyard.openrouter.schemas import ChatChunk, ChatRequest, ChatResponse, Credits, Generation, KeyInfo
+from modelyard.openrouter.sse import iter_lines
 from modelyard.openrouter.transport import AiohttpTransport, default_transport, on_asyncio
 from modelyard.settings import clean_secret
 
@@ -50,7 +40,6 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T", bound=BaseModel)
 GenerationHook = Callable[[str], None]
 """Told the generation id of a 200 answer whose headers arrived (see `OpenRouterClient.chat`)."""
-_DRAIN_S = 0.1
 
 
 class _DataEnvelope(BaseModel):
@@ -199,12 +188,14 @@ class OpenRouterClient:
                 _announce(on_generation, sent.status, sent.headers)
                 content = await direct.read(sent)
                 if sent.status == 200 and not _encoded(sent):
-                    return self._checked(self._decode(content, ChatResponse, model=request.model), request.model)
+                    return checked_response(
+                        self._decode(content, ChatResponse, model=request.model), request.model, self._scrub
+                    )
                 response = direct.as_httpx2(sent, content)
         except httpx2.HTTPError as exc:
             raise error_from_transport(exc, model=request.model, scrub=self._scrub) from None
         result = self._parse(response, ChatResponse, model=request.model)
-        return self._checked(result, request.model)
+        return checked_response(result, request.model, self._scrub)
 
     async def stream_chat(
         self, request: ChatRequest, *, on_generation: GenerationHook | None = None
@@ -228,7 +219,7 @@ class OpenRouterClient:
                 if sent.status == 200 and _event_stream(sent.content_type) and not _encoded(sent):
                     started = True
                     try:
-                        async for chunk in self._events(iter_lines(direct.chunks(sent)), request.model):
+                        async for chunk in checked_chunks(iter_lines(direct.chunks(sent)), request.model, self._scrub):
                             yield chunk
                     finally:
                         sent.release()  # keeps the connection only when the body was read to its end
@@ -255,43 +246,12 @@ class OpenRouterClient:
         if not _event_stream(response.headers.get("content-type", "")):
             # An error that happened before streaming began can arrive as a plain JSON 200 body.
             await response.aread()
-            self._checked(self._parse(response, ChatResponse, model=model), model)
+            checked_response(self._parse(response, ChatResponse, model=model), model, self._scrub)
             raise malformed(response.content, model=model, reason="expected an event stream")
         # The same line splitting as the direct path (httpx2's `aiter_lines` also splits at U+2028,
         # which JSON may carry unescaped).
-        async for chunk in self._events(iter_lines(response.aiter_bytes()), model):
+        async for chunk in checked_chunks(iter_lines(response.aiter_bytes()), model, self._scrub):
             yield chunk
-
-    async def _events(self, lines: AsyncIterator[str], model: str | None) -> AsyncIterator[ChatChunk]:
-        """The chunks of an event stream's lines, checked: an error inside one is raised."""
-        finished = billed = False
-        try:
-            async for data in iter_sse_data(lines):
-                if data == DONE:
-                    await _drain(lines)
-                    break
-                chunk = self._parse_chunk(data, model)
-                if chunk.error is not None:
-                    raise error_from_body(chunk.error, model=model, scrub=self._scrub, where="mid-stream")
-                if chunk.finish_reason == "error":
-                    raise IncompleteStreamError("The stream ended with finish_reason 'error'", model=model)
-                finished = finished or chunk.finish_reason is not None
-                billed = billed or chunk.usage is not None
-                yield chunk
-        except httpx2.HTTPError:
-            if not (finished and billed):
-                raise
-            # The finish reason and the usage both arrived: the answer is whole and billed, and only the
-            # `[DONE]` line was lost. Failing it would pay for it twice (the retry) and record it never.
-            return
-        if not finished:
-            raise IncompleteStreamError("The stream ended without a finish reason", model=model)
-
-    def _parse_chunk(self, data: str, model: str | None) -> ChatChunk:
-        try:
-            return ChatChunk.model_validate_json(data)
-        except ValidationError:
-            raise malformed(data, model=model, reason="undecodable stream chunk") from None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -369,19 +329,6 @@ class OpenRouterClient:
         except ValidationError:
             raise malformed(content, model=model, reason=f"not a valid {schema.__name__}") from None
 
-    def _checked(self, result: ChatResponse, model: str | None) -> ChatResponse:
-        """Raise for the errors OpenRouter reports inside a 200 body."""
-        if result.error is not None:
-            raise error_from_body(result.error, model=model, scrub=self._scrub, where="inside a 200 answer")
-        choice = result.first_choice
-        if choice is None:
-            raise MalformedResponseError("OpenRouter answered with no choices", model=model)
-        if choice.error is not None:
-            raise error_from_body(choice.error, model=model, scrub=self._scrub, where="in the choice")
-        if choice.finish_reason == "error":
-            raise IncompleteStreamError("The answer ended with finish_reason 'error'", model=model)
-        return result
-
 
 def _event_stream(content_type: str) -> bool:
     """Whether a Content-Type names an event stream, in any case: media types are case-insensitive
@@ -392,20 +339,6 @@ def _event_stream(content_type: str) -> bool:
 def _encoded(response: aiohttp.ClientResponse) -> bool:
     """Whether the body is compressed (then httpx2 decodes it, on the general path)."""
     return "Content-Encoding" in response.headers
-
-
-async def _drain(lines: AsyncIterator[str]) -> None:
-    """Read what follows a stream's `[DONE]`: normally only the end of the chunked body, which may
-    arrive a moment later. Reading it lets the connection go back to the pool instead of being
-    closed, and a new connection to OpenRouter is a new TLS handshake.
-
-    The answer is whole by now, so nothing here may fail it: whatever else arrives is ignored, a body
-    that has not ended within `_DRAIN_S` is dropped with its connection, and a caller's deadline
-    waits those few milliseconds rather than throw away an answer that was billed.
-    """
-    with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_S), contextlib.suppress(httpx2.HTTPError):
-        async for _ in lines:
-            pass
 
 
 def _announce(on_generation: GenerationHook | None, status: int, headers: Mapping[str, str]) -> None:

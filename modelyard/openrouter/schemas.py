@@ -1,8 +1,7 @@
-"""Pydantic models of OpenRouter's wire format, lenient where the real service is.
+"""Pydantic models of OpenRouter's wire format for chat and the account, lenient where the real service is.
 
+The catalog's (`GET /models`, `/models/{id}/endpoints`) are in `catalog_schemas`, on the same base.
 Quirks handled here (see shared/reference/openrouter-api.md):
-- price keys are strings in USD per unit, and since 2026 zero-valued keys are left out (§2.1);
-- routers such as `openrouter/auto` carry `-1` prices (§9.7);
 - `usage.cost` is a JSON number; it is read as `Decimal` via its shortest repr (§4.1);
 - `error.code` is usually an int but older docs show strings (§5.3);
 - unknown keys are kept (`extra="allow"`) so nothing the service adds breaks parsing.
@@ -11,14 +10,11 @@ Quirks handled here (see shared/reference/openrouter-api.md):
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
-    "Architecture",
-    "Capabilities",
     "ChatChoice",
     "ChatChunk",
     "ChatMessage",
@@ -29,188 +25,29 @@ __all__ = [
     "CostDetails",
     "Credits",
     "Delta",
-    "Endpoint",
-    "EndpointsInfo",
     "ErrorBody",
     "ErrorEnvelope",
     "FunctionCall",
     "Generation",
     "KeyInfo",
-    "ModelInfo",
-    "ModelList",
-    "PercentileStats",
-    "Pricing",
     "PromptTokensDetails",
     "ToolCall",
-    "TopProvider",
     "Usage",
+    "WireModel",
 ]
 
 
-class _Wire(BaseModel):
+class WireModel(BaseModel):
+    """The base of every wire model (here and in `catalog_schemas`): unknown keys kept, fields by name or alias."""
+
     # defer_build: each validator is built on first use, not at import (about 25 ms off every startup).
     model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
-
-
-# --------------------------------------------------------------------------- catalog
-
-
-class Pricing(_Wire):
-    """USD per token (or per request / image / search). Missing keys mean 0."""
-
-    prompt: Decimal = Decimal(0)
-    completion: Decimal = Decimal(0)
-    request: Decimal = Decimal(0)
-    image: Decimal = Decimal(0)
-    web_search: Decimal = Decimal(0)
-    internal_reasoning: Decimal = Decimal(0)
-    input_cache_read: Decimal | None = None
-    input_cache_write: Decimal | None = None
-    input_cache_write_1h: Decimal | None = None
-    discount: Decimal = Decimal(0)
-    overrides: list[dict[str, Any]] = Field(default_factory=list)
-
-    @property
-    def is_dynamic(self) -> bool:
-        """True for routers (`-1` prices): the real price is only known after routing."""
-        return self.prompt < 0 or self.completion < 0
-
-
-class Architecture(_Wire):
-    modality: str | None = None
-    input_modalities: list[str] = Field(default_factory=lambda: ["text"])
-    output_modalities: list[str] = Field(default_factory=lambda: ["text"])
-    tokenizer: str | None = None
-    instruct_type: str | None = None
-
-
-class TopProvider(_Wire):
-    context_length: int | None = None
-    max_completion_tokens: int | None = None
-    is_moderated: bool = False
-
-
-class Capabilities(BaseModel):
-    """What a model can do, derived from its catalog row (DESIGN §3)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    vision: bool
-    tools: bool
-    json_mode: bool
-    structured_outputs: bool
-    reasoning: bool
-    context_length: int | None
-    max_completion_tokens: int | None
-
-    def names(self) -> list[str]:
-        """The capability flags that are set, by name."""
-        flags = ("vision", "tools", "json_mode", "structured_outputs", "reasoning")
-        return [name for name in flags if getattr(self, name)]
-
-
-class ModelInfo(_Wire):
-    """One row of `GET /models`."""
-
-    id: str
-    canonical_slug: str | None = None
-    name: str = ""
-    created: int | None = None
-    description: str | None = None
-    context_length: int | None = None
-    architecture: Architecture = Field(default_factory=Architecture)
-    pricing: Pricing = Field(default_factory=Pricing)
-    top_provider: TopProvider = Field(default_factory=TopProvider)
-    supported_parameters: list[str] = Field(default_factory=list)
-    default_parameters: dict[str, Any] | None = None
-    reasoning: dict[str, Any] | None = None
-    benchmarks: dict[str, Any] | None = None
-    expiration_date: str | None = None
-
-    @property
-    def author(self) -> str:
-        """The model's author (`openai` in `openai/gpt-4o`)."""
-        return self.id.split("/", 1)[0].lstrip("~")
-
-    @property
-    def is_router(self) -> bool:
-        """True for OpenRouter's routers (`openrouter/auto`), which pick a model themselves."""
-        return self.architecture.tokenizer == "Router" or self.pricing.is_dynamic
-
-    @property
-    def intelligence_index(self) -> float | None:
-        """Artificial Analysis' intelligence index, where the catalog has one."""
-        analysis = (self.benchmarks or {}).get("artificial_analysis") or {}
-        value = analysis.get("intelligence_index") if isinstance(analysis, dict) else None
-        return float(value) if isinstance(value, int | float) else None
-
-    @cached_property
-    def capabilities(self) -> Capabilities:
-        """Capabilities derived from modalities and supported parameters."""
-        params = set(self.supported_parameters)
-        max_completion = self.top_provider.max_completion_tokens
-        return Capabilities(
-            vision="image" in self.architecture.input_modalities,
-            tools="tools" in params,
-            json_mode="response_format" in params,
-            structured_outputs="structured_outputs" in params,
-            reasoning="reasoning" in params or "include_reasoning" in params or self.reasoning is not None,
-            context_length=self.context_length or self.top_provider.context_length,
-            max_completion_tokens=max_completion,
-        )
-
-    @cached_property
-    def output_cap_parameter(self) -> Literal["max_tokens", "max_completion_tokens"]:
-        """The request parameter that bounds this model's answer.
-
-        `max_completion_tokens` when the model lists it and not the deprecated `max_tokens` (OpenRouter
-        silently drops a parameter a model does not list, §3.1, leaving the answer unbounded);
-        `max_tokens` otherwise, as most rows list it.
-        """
-        params = self.supported_parameters
-        if "max_completion_tokens" in params and "max_tokens" not in params:
-            return "max_completion_tokens"
-        return "max_tokens"
-
-
-class ModelList(_Wire):
-    data: list[ModelInfo]
-    total_count: int | None = None
-
-
-class PercentileStats(_Wire):
-    p50: float | None = None
-    p75: float | None = None
-    p90: float | None = None
-    p99: float | None = None
-
-
-class Endpoint(_Wire):
-    """One provider endpoint of a model, with its recent latency (ms to first token) and throughput."""
-
-    name: str = ""
-    model_id: str | None = None
-    provider_name: str = ""
-    tag: str | None = None
-    context_length: int | None = None
-    max_completion_tokens: int | None = None
-    pricing: Pricing = Field(default_factory=Pricing)
-    status: int | None = None
-    uptime_last_30m: float | None = None
-    latency_last_30m: PercentileStats | None = None
-    throughput_last_30m: PercentileStats | None = None
-
-
-class EndpointsInfo(_Wire):
-    id: str
-    name: str = ""
-    endpoints: list[Endpoint] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- chat
 
 
-class ChatRequest(_Wire):
+class ChatRequest(WireModel):
     """The body of `POST /chat/completions`; fields the caller leaves as None are not sent."""
 
     model: str | None = None
@@ -234,19 +71,19 @@ class ChatRequest(_Wire):
         return self.model_dump(exclude_none=True)
 
 
-class FunctionCall(_Wire):
+class FunctionCall(WireModel):
     name: str | None = None
     arguments: str = ""
 
 
-class ToolCall(_Wire):
+class ToolCall(WireModel):
     id: str | None = None
     type: str = "function"
     index: int | None = None
     function: FunctionCall = Field(default_factory=FunctionCall)
 
 
-class ChatMessage(_Wire):
+class ChatMessage(WireModel):
     role: str = "assistant"
     content: str | None = None
     refusal: str | None = None
@@ -257,7 +94,7 @@ class ChatMessage(_Wire):
     assistant message in the next turn (§3.1)."""
 
 
-class ErrorBody(_Wire):
+class ErrorBody(WireModel):
     code: int | str | None = None
     message: str = ""
     metadata: dict[str, Any] | None = None
@@ -268,7 +105,7 @@ class ErrorBody(_Wire):
         return value if isinstance(value, str) else str(value)
 
 
-class ChatChoice(_Wire):
+class ChatChoice(WireModel):
     index: int = 0
     finish_reason: str | None = None
     native_finish_reason: str | None = None
@@ -276,22 +113,22 @@ class ChatChoice(_Wire):
     error: ErrorBody | None = None
 
 
-class PromptTokensDetails(_Wire):
+class PromptTokensDetails(WireModel):
     cached_tokens: int = 0
     cache_write_tokens: int = 0
 
 
-class CompletionTokensDetails(_Wire):
+class CompletionTokensDetails(WireModel):
     reasoning_tokens: int = 0
 
 
-class CostDetails(_Wire):
+class CostDetails(WireModel):
     upstream_inference_cost: Decimal | None = None
     upstream_inference_prompt_cost: Decimal | None = None
     upstream_inference_completions_cost: Decimal | None = None
 
 
-class Usage(_Wire):
+class Usage(WireModel):
     """Token counts and the cost OpenRouter charged (USD; None when it did not say)."""
 
     prompt_tokens: int = 0
@@ -317,7 +154,7 @@ class Usage(_Wire):
         return details.reasoning_tokens if details else 0
 
 
-class ChatResponse(_Wire):
+class ChatResponse(WireModel):
     """A non-streamed completion (or one assembled from a stream)."""
 
     id: str = ""
@@ -334,7 +171,7 @@ class ChatResponse(_Wire):
         return self.choices[0] if self.choices else None
 
 
-class Delta(_Wire):
+class Delta(WireModel):
     role: str | None = None
     content: str | None = None
     reasoning: str | None = None
@@ -343,14 +180,14 @@ class Delta(_Wire):
     """Fragments of the message's `reasoning_details`; those sharing a `type` and `index` are pieces of one."""
 
 
-class ChunkChoice(_Wire):
+class ChunkChoice(WireModel):
     index: int = 0
     delta: Delta = Field(default_factory=Delta)
     finish_reason: str | None = None
     native_finish_reason: str | None = None
 
 
-class ChatChunk(_Wire):
+class ChatChunk(WireModel):
     """One `data:` event of a stream. `usage` arrives once, in the last chunk (§5.2)."""
 
     id: str = ""
@@ -372,7 +209,7 @@ class ChatChunk(_Wire):
         return next((c.finish_reason for c in self.choices if c.finish_reason), None)
 
 
-class ErrorEnvelope(_Wire):
+class ErrorEnvelope(WireModel):
     error: ErrorBody
     user_id: str | None = None
 
@@ -380,7 +217,7 @@ class ErrorEnvelope(_Wire):
 # --------------------------------------------------------------------------- account
 
 
-class KeyInfo(_Wire):
+class KeyInfo(WireModel):
     """`GET /key`: the key's label, spend and credit limit (USD; limit None = unlimited)."""
 
     label: str = ""
@@ -393,7 +230,7 @@ class KeyInfo(_Wire):
     is_free_tier: bool = False
 
 
-class Credits(_Wire):
+class Credits(WireModel):
     """`GET /credits`: the account's credit, bought and used, in USD (None: not said).
 
     Since 2026 only a management key may read it: an ordinary key gets 403 (reference §7.2).
@@ -410,7 +247,7 @@ class Credits(_Wire):
         return self.total_credits - self.total_usage
 
 
-class Generation(_Wire):
+class Generation(WireModel):
     """`GET /generation?id=`: the stats OpenRouter keeps for one completion."""
 
     id: str

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 
 from modelyard.errors import MalformedResponseError, ModelyardError, UpstreamError
-from modelyard.openrouter.schemas import ModelInfo
+from modelyard.openrouter.catalog_schemas import ModelInfo
 from modelyard.store.base import Store
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from modelyard.openrouter.schemas import Pricing
+from modelyard.openrouter.catalog_schemas import Pricing
 from modelyard.routing.catalog import Catalog, CatalogEntry
 from modelyard.routing.pricing import _dearest, per_1k, prompt_thresholds
 from modelyard.routing.request import CAPABILITIES

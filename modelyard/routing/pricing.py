@@ -18,7 +18,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from modelyard.openrouter.schemas import Pricing, Usage
+    from modelyard.openrouter.catalog_schemas import Pricing
+    from modelyard.openrouter.schemas import Usage
 
 __all__ = [
     "PER_1K",

@@ -5,7 +5,6 @@ Usable from any caller: `await router.execute(request)`, `router.stream(request)
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import time
@@ -13,21 +12,23 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 import anyio
 
-from modelyard.errors import (
-    AllCandidatesFailedError,
-    BudgetExceededError,
-    ModelyardError,
-    NoCandidatesError,
-    UpstreamTimeoutError,
-)
+from modelyard.errors import ModelyardError
+from modelyard.openrouter.catalog_schemas import EndpointsInfo
 from modelyard.openrouter.client import OpenRouterClient
-from modelyard.openrouter.schemas import EndpointsInfo
 from modelyard.routing.budget import BudgetManager
 from modelyard.routing.cache import CoalescedFailure, ResponseCache, cache_allowed, canonical_key
+from modelyard.routing.cache_results import (
+    cache_payload,
+    coalesced_failure,
+    coalesced_row,
+    failure_sharer,
+    hit_result,
+    hit_row,
+)
+from modelyard.routing.candidate_attempts import CandidateAttempts
 from modelyard.routing.catalog import Catalog, CatalogService
 from modelyard.routing.circuit import CircuitBreakers
 from modelyard.routing.events import EventSink, StreamEvent, TextDelta
@@ -44,7 +45,7 @@ from modelyard.routing.selection import Plan, SelectionDefaults, select
 from modelyard.routing.shared import SharedBreakers, SharedResponseCache, shared_store
 from modelyard.routing.speed import SpeedBook
 from modelyard.settings import Settings
-from modelyard.store.base import BudgetLimits, LedgerRow, Store, new_id
+from modelyard.store.base import BudgetLimits, LedgerRow, Store
 
 __all__ = ["Router", "RouterClock"]
 
@@ -117,17 +118,19 @@ class Router:
             fallback_models=tuple(settings.fallback_models),
         )
         self.reconciler = Reconciler(client, self.budgets, now=self.clock.now)
-        self.fallback = FallbackLoop(
+        attempts = CandidateAttempts(
             client,
             self.budgets,
             self.breakers,
             self.retry,
             self.speed,
-            max_attempts=settings.max_attempts,
             monotonic=self.clock.monotonic,
             now=self.clock.now,
             sleep=self.clock.sleep,
             reconciler=self.reconciler,
+        )
+        self.fallback = FallbackLoop(
+            attempts, self.budgets, self.breakers, max_attempts=settings.max_attempts, now=self.clock.now
         )
 
     # ------------------------------------------------------------------ public API
@@ -175,13 +178,13 @@ class Router:
             return await answer()
         # The key holds the model or the selection constraints, not the plan: a hit needs no planning.
         try:
-            key = canonical_key(self._cache_payload(request))
+            key = canonical_key(cache_payload(request, self.settings.default_max_tokens))
         except (TypeError, ValueError):  # keys JSON would write as text, a lone surrogate: not cacheable
             return await answer()
         wait_s = None if request.timeout_s is None else self.fallback.time_left(request, started)
         try:
             result, hit = await self.cache.get_or_compute(
-                key, answer, share_failure=_failure_sharer(request), wait_s=wait_s
+                key, answer, share_failure=failure_sharer(request), wait_s=wait_s
             )
         except CoalescedFailure as failure:
             raise await self._coalesced_failure(request, failure.error, started) from None
@@ -328,22 +331,6 @@ class Router:
                 group.start_soon(probe, model)
         return bool(missing)
 
-    def _cache_payload(self, request: RouteRequest) -> dict[str, Any]:
-        payload = request.keyed_fields()
-        default = self.settings.default_max_tokens
-        payload["max_tokens"] = request.max_tokens or default
-        if request.max_tokens == default:
-            # Asked for, it excludes models whose limit is lower; by default it is capped to their limit,
-            # so the two may be answered by different models. (Only this case needs the mark: every
-            # other key is the one earlier releases computed.)
-            payload["max_tokens_asked"] = True
-        payload["capabilities"] = sorted(request.capabilities)
-        if request.max_cost is not None:
-            # A cap can exclude the model an uncapped request would get: the answer is not the same one.
-            # (Keyed only when set, so every other key is the one earlier releases computed.)
-            payload["max_cost"] = request.max_cost.normalize()
-        return payload
-
     # ------------------------------------------------------------------ running
 
     async def _cache_hit(
@@ -351,90 +338,20 @@ class Router:
     ) -> RouteResult:
         if sink is not None and original.content:
             await sink(TextDelta(original.resolved_model, original.content))
-        result = original.model_copy(
-            update={
-                "cached": True,
-                "cost": Decimal(0),
-                "request_cost": Decimal(0),
-                "cost_source": "cache",
-                "saved": original.cost,
-                "attempts": [],
-                "latency_ms": (self.clock.monotonic() - started) * 1000,
-            }
-        )
-        await self._record(
-            LedgerRow(
-                id=new_id(),
-                ts=self.clock.now(),
-                requested_model=request.model,
-                model=result.resolved_model,
-                provider=result.provider,
-                cost=Decimal(0),
-                cost_source="cache",
-                latency_ms=result.latency_ms,
-                cache_hit=True,
-                saved=original.cost,
-                streamed=request.stream,
-                detail={"served": result.model},
-            )
-        )
+        result = hit_result(original, (self.clock.monotonic() - started) * 1000)
+        await self._record(hit_row(request, result, original, self.clock.now()))
         return result
 
     async def _coalesced_failure(self, request: RouteRequest, error: Exception, started: float) -> Exception:
         """The ledger row and the error of a request that waited for an identical one which failed (or
         did not finish within this request's `timeout_s`). It spent nothing."""
-        if isinstance(error, TimeoutError):
-            error = UpstreamTimeoutError(
-                f"No complete answer within timeout_s={request.timeout_s:g}: "
-                "an identical request was still being answered"
-            )
-        error = _unbilled(error)
-        refused = isinstance(error, BudgetExceededError | NoCandidatesError)
-        await self._record(
-            LedgerRow(
-                id=new_id(),
-                ts=self.clock.now(),
-                requested_model=request.model,
-                cost=Decimal(0),
-                latency_ms=(self.clock.monotonic() - started) * 1000,
-                status="refused" if refused else "error",
-                error=str(error)[:2000],
-                streamed=request.stream,
-                detail={"coalesced": True},
-            )
-        )
+        error = coalesced_failure(request, error)
+        now = self.clock.now()
+        await self._record(coalesced_row(request, error, now=now, latency_ms=(self.clock.monotonic() - started) * 1000))
         return error
 
     async def _record(self, row: LedgerRow) -> None:
         await self.budgets.settle(None, row)
-
-
-def _unbilled(error: Exception) -> Exception:
-    """The error of a request that waited for an identical one which failed: what that one was billed (its
-    rejected or abandoned answers) was billed to it, once, so this one's error says $0, not the same bill."""
-    if not isinstance(error, ModelyardError) or error.billed == 0:
-        return error
-    if isinstance(error, AllCandidatesFailedError):  # its message was written with the bill
-        return error.with_billed(Decimal(0))
-    unbilled = copy.copy(error)
-    unbilled.billed = Decimal(0)
-    return unbilled
-
-
-def _failure_sharer(request: RouteRequest) -> Callable[[Exception], bool]:
-    """Whether this request's failure is also the answer for identical requests waiting on it: only
-    when nothing outside the cache key (its own deadline or cost cap) may have caused it."""
-    if request.timeout_s is not None or request.max_cost is not None:
-        return _share_nothing
-    return _is_routing_failure
-
-
-def _share_nothing(error: Exception) -> bool:
-    return False
-
-
-def _is_routing_failure(error: Exception) -> bool:
-    return isinstance(error, ModelyardError)
 
 
 async def _discard(event: StreamEvent) -> None:

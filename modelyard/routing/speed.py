@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from modelyard.openrouter.schemas import EndpointsInfo
+from modelyard.openrouter.catalog_schemas import EndpointsInfo
 
 __all__ = ["SpeedBook", "SpeedStats", "SpeedTier"]
 

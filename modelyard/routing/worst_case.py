@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from modelyard.routing.pricing import WorstPrices, prompt_thresholds, worst_prices
 
 if TYPE_CHECKING:
-    from modelyard.openrouter.schemas import Pricing
+    from modelyard.openrouter.catalog_schemas import Pricing
 
 __all__ = ["Screen", "WorstCase", "float_cap"]
 

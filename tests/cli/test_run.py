@@ -196,8 +196,8 @@ def test_run_on_a_terminal_streams_and_starts_the_fallbacks_answer_on_a_line_of_
 def test_runs_footer_adds_what_the_request_was_billed_in_all_when_it_is_not_the_answers_cost(
     request_cost: str | None, billed: str | None
 ) -> None:
-    from modelyard.commands import footer
     from modelyard.routing.result import RouteResult
+    from modelyard.run_command import footer
 
     result = RouteResult(
         content="hi",

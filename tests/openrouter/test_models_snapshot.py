@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from modelyard.openrouter.schemas import ModelInfo, ModelList
+from modelyard.openrouter.catalog_schemas import ModelInfo, ModelList
 from tests.conftest import shared_fixture
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from modelyard.openrouter.schemas import ModelInfo
+from modelyard.openrouter.catalog_schemas import ModelInfo
 from modelyard.routing.catalog import Catalog
 
 __all__ = [

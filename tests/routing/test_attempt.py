@@ -13,7 +13,7 @@ import yaml
 
 from modelyard.errors import SchemaValidationError
 from modelyard.openrouter import ChatRequest, ChatResponse, OpenRouterClient
-from modelyard.openrouter.schemas import ModelList
+from modelyard.openrouter.catalog_schemas import ModelList
 from modelyard.routing.attempt import check_json, stream_model, wire_request
 from modelyard.routing.catalog import CatalogEntry
 from modelyard.routing.request import RouteRequest

@@ -17,8 +17,8 @@ import httpx2
 import pytest
 
 from modelyard.errors import ModelyardError
+from modelyard.openrouter.catalog_schemas import ModelInfo, ModelList
 from modelyard.openrouter.client import OpenRouterClient
-from modelyard.openrouter.schemas import ModelInfo, ModelList
 from modelyard.routing.catalog import Catalog, CatalogService
 from modelyard.store.sqlite import SQLiteStore
 from tests.conftest import shared_fixture

@@ -9,7 +9,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from modelyard.openrouter.schemas import ModelList
+from modelyard.openrouter.catalog_schemas import ModelList
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.explain import kind_of, no_candidates_error, why_no_model
 from modelyard.routing.filters import Exclusion

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from modelyard.openrouter.catalog_schemas import Pricing
 from modelyard.openrouter.client import OpenRouterClient
-from modelyard.openrouter.schemas import ChatRequest, ChatResponse, Pricing, Usage
+from modelyard.openrouter.schemas import ChatRequest, ChatResponse, Usage
 from modelyard.routing.pricing import (
     asks_for_1h_cache,
     cost_of_usage,

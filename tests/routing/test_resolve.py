@@ -8,7 +8,7 @@ import json
 import pytest
 
 from modelyard.errors import ModelNotFoundError
-from modelyard.openrouter.schemas import ModelList
+from modelyard.openrouter.catalog_schemas import ModelList
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.resolve import resolve_model, resolve_reference
 from tests.conftest import shared_fixture

@@ -9,6 +9,7 @@ import pytest
 
 from modelyard import errors
 from modelyard.routing.cache import canonical_key
+from modelyard.routing.cache_results import cache_payload
 from modelyard.routing.request import RouteRequest
 from modelyard.settings import BudgetSettings, CacheSettings
 from tests.routing.conftest import Rig, RigFactory
@@ -110,12 +111,12 @@ async def test_a_requests_cache_key_is_pinned_so_a_shared_cache_outlives_upgrade
         tool_choice="auto", response_format={"type": "json_object"}, reasoning={"effort": "low"},
         stream=True, cache="on", timeout_s=30,
     )  # fmt: skip
-    key = canonical_key(rig.router._cache_payload(request))
+    key = canonical_key(cache_payload(request, rig.router.settings.default_max_tokens))
     assert key == "398496d2d04d7d83e3c68e5a4174d276b9221d2bf3e8a625225e9e70a840e1f1"
     unkeyed = request.model_copy(update={"stream": False, "cache": None, "timeout_s": None})
-    assert canonical_key(rig.router._cache_payload(unkeyed)) == key
+    assert canonical_key(cache_payload(unkeyed, rig.router.settings.default_max_tokens)) == key
     capped = [request.model_copy(update={"max_cost": Decimal(cap)}) for cap in ("0.1", "0.10", "0.2")]
-    keys = [canonical_key(rig.router._cache_payload(each)) for each in capped]
+    keys = [canonical_key(cache_payload(each, rig.router.settings.default_max_tokens)) for each in capped]
     assert keys[0] == keys[1] != keys[2] and key not in keys
 
 

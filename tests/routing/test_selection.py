@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from modelyard.errors import ModelNotFoundError
-from modelyard.openrouter.schemas import EndpointsInfo, ModelInfo, ModelList
+from modelyard.openrouter.catalog_schemas import EndpointsInfo, ModelInfo, ModelList
 from modelyard.routing import shapes
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.pricing import worst_case_cost

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.openrouter.schemas import ModelList
+from modelyard.openrouter.catalog_schemas import ModelList
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.catalog_facts import facts_of
 from modelyard.routing.filters import Exclusion
@@ -124,7 +124,7 @@ def test_capped_plans_equal_the_long_way_while_speeds_are_known() -> None:
 
 
 def _endpoints(model_id: str, tps: float) -> Any:
-    from modelyard.openrouter.schemas import EndpointsInfo
+    from modelyard.openrouter.catalog_schemas import EndpointsInfo
 
     return EndpointsInfo.model_validate({"id": model_id, "endpoints": [{"throughput_last_30m": {"p50": tps}}]})
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.openrouter.schemas import ModelList
+from modelyard.openrouter.catalog_schemas import ModelList
 from modelyard.routing.catalog import Catalog
 from modelyard.routing.request import RouteRequest
 from modelyard.routing.selection import Plan, SelectionDefaults, select

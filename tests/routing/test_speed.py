@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.openrouter.schemas import EndpointsInfo
+from modelyard.openrouter.catalog_schemas import EndpointsInfo
 from modelyard.routing.speed import SpeedBook, SpeedStats
 
 MODEL = "openai/gpt-4o-mini"

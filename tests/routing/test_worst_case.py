@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.openrouter.schemas import ModelList, Pricing
+from modelyard.openrouter.catalog_schemas import ModelList, Pricing
 from modelyard.routing.pricing import prompt_thresholds, worst_case_cost
 from modelyard.routing.worst_case import Screen, WorstCase, float_cap
 from tests.conftest import shared_fixture

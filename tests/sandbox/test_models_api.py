@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from modelyard.openrouter.schemas import ModelList
+from modelyard.openrouter.catalog_schemas import ModelList
 from modelyard.sandbox import Catalog, Sandbox
 from tests.conftest import shared_fixture
 
