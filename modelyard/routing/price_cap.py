@@ -16,6 +16,7 @@ With no limit in force nothing is sent: the request asked for nothing to hold, a
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,7 +26,7 @@ from modelyard.error_text import usd
 from modelyard.errors import PriceFilteredError
 from modelyard.routing.catalog import Catalog, CatalogEntry
 from modelyard.routing.catalog_facts import facts_of
-from modelyard.routing.pricing import listed_prices, per_million
+from modelyard.routing.pricing import listed_prices, per_million, prompt_thresholds
 from modelyard.routing.request import RouteRequest
 from modelyard.store.base import BudgetLimits
 
@@ -81,16 +82,13 @@ class PriceCap:
         max_price: OpenRouter's units as decimal strings: USD per million tokens for `prompt` and
             `completion`, per request for `request`, per image for `image`.
         limits: the limits in force (`limits_in_force`).
+        wire: `max_price` as sent: with `FLOAT_SLACK`.
     """
 
     model: str
     max_price: dict[str, str]
     limits: tuple[str, ...]
-
-    @property
-    def wire(self) -> dict[str, str]:
-        """`max_price` as sent: with `FLOAT_SLACK`."""
-        return on_the_wire(self.max_price)
+    wire: dict[str, str]
 
     def explained(self, error: _E) -> _E:
         """`error` as it is, or, for OpenRouter's 404 that no endpoint is priced within `max_price`, the same
@@ -127,10 +125,35 @@ def price_cap(
     """
     if not limits:
         return None
+    caps, wire = _caps(entry, prompt_tokens, bool(images), catalog)
+    return PriceCap(entry.id, caps, limits, wire)
+
+
+_Caps = tuple[dict[str, str], dict[str, str]]
+_CAPS: weakref.WeakKeyDictionary[Catalog, dict[tuple[str, int, bool], _Caps]] = weakref.WeakKeyDictionary()
+"""Per catalog, the caps of each model for each prompt-size band and with or without images: worked out once,
+as parsing the prices each time cost about 7 µs per attempt."""
+
+
+def _caps(entry: CatalogEntry, prompt_tokens: int, images: bool, catalog: Catalog) -> _Caps:
+    """The caps of `entry` for a prompt of `prompt_tokens`, and as sent (shared: callers do not change them)."""
+    pricing = entry.info.pricing
+    band = sum(1 for threshold in prompt_thresholds(pricing) if prompt_tokens > threshold) if pricing.overrides else 0
+    known = _CAPS.get(catalog)
+    if known is None:
+        known = _CAPS[catalog] = {}
+    key = (entry.id, band, images)
+    caps = known.get(key)
+    if caps is None:
+        held = _worked_out(entry, prompt_tokens, images, catalog)
+        caps = known[key] = (held, on_the_wire(held))
+    return caps
+
+
+def _worked_out(entry: CatalogEntry, prompt_tokens: int, images: bool, catalog: Catalog) -> dict[str, str]:
     if entry.info.pricing.is_dynamic:
         prompt, completion = facts_of(catalog).router_bound
-        caps = {"prompt": _plain(per_million(prompt)), "completion": _plain(per_million(completion))}
-        return PriceCap(entry.id, caps, limits)
+        return {"prompt": _plain(per_million(prompt)), "completion": _plain(per_million(completion))}
     prompt, completion, request, image = listed_prices(entry.info.pricing, prompt_tokens)
     caps = {
         "prompt": _plain(per_million(prompt)),
@@ -139,7 +162,7 @@ def price_cap(
     }
     if images:  # the image price is in the worst case only when the request has images
         caps["image"] = _plain(image)
-    return PriceCap(entry.id, caps, limits)
+    return caps
 
 
 def on_the_wire(max_price: Mapping[str, str]) -> dict[str, str]:
