@@ -124,9 +124,10 @@ def serving(model: CatalogModel, caps: Mapping[str, Decimal] | None, *, dearest:
     """The model as served by the cheapest endpoint `caps` allows (the dearest with `dearest`): the model
     itself for the endpoint at its listed prices, else a view at that endpoint's prices and provider.
     None when `caps` leaves no endpoint."""
-    if caps is None and not dearest:  # the listed endpoint is the cheapest
-        return model
-    allowed = [e for e in endpoints_of(model) if caps is None or _allowed(e, caps)]
+    endpoints = endpoints_of(model)
+    if not dearest and (caps is None or _allowed(endpoints[0], caps)):
+        return model  # the listed endpoint is the cheapest, and allowed: no other need be priced
+    allowed = [e for e in endpoints if caps is None or _allowed(e, caps)]
     if not allowed:
         return None
     # max/min keep the first of equals: of endpoints at one price, the listed one.
