@@ -18,7 +18,6 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from modelyard.store.redis import RedisStore
-from tests.scaleout.fleet import Sandbox, fleet_instances, sandbox_process, server_env, structured, text_of
-from tests.scaleout.redis_server import store_url, wipe
+from tests.scaleout.fleet import Sandbox, fleet_instances, server_env, structured, text_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -42,19 +40,6 @@ SLOW_MODEL = "openai/gpt-4.1-mini"
 PROMPT_PRICE, COMPLETION_PRICE = Decimal("0.00000015"), Decimal("0.0000006")
 MAX_TOKENS = 16
 INSTANCES = 3
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with sandbox_process(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[str]:
-    url = store_url()
-    yield url
-    await wipe(url)
 
 
 def _entries(ledger: dict[str, Any], model: str | None = None) -> list[dict[str, Any]]:

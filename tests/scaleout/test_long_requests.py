@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,8 +16,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from modelyard.store.redis import RedisStore
-from tests.scaleout.fleet import Sandbox, fleet_instances, sandbox_process, server_env, structured, text_of
-from tests.scaleout.redis_server import store_url, wipe
+from tests.scaleout.fleet import Sandbox, fleet_instances, server_env, structured, text_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,19 +28,6 @@ LONG = {
     "max_tokens": 30,
     "reasoning": {"effort": "high"},
 }  # a worst case of $0.001165: one fits the day, two do not
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with sandbox_process(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[str]:
-    url = store_url()
-    yield url
-    await wipe(url)
 
 
 async def test_a_long_answer_keeps_another_instance_out_until_its_instance_is_killed(

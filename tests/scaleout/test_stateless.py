@@ -16,8 +16,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.scaleout.fleet import Sandbox, http_server, sandbox_process, server_env, structured
-from tests.scaleout.redis_server import store_url, wipe
+from tests.scaleout.fleet import Sandbox, http_server, server_env, structured
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -43,19 +42,6 @@ class RoundRobin(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with sandbox_process(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[str]:
-    url = store_url()
-    yield url
-    await wipe(url)
 
 
 @asynccontextmanager

@@ -3,7 +3,6 @@ that holds under concurrent load across both, one ledger, one cache and one set 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.scaleout.fleet import Sandbox, fleet, sandbox_process, server_env, structured, text_of
-from tests.scaleout.redis_server import store_url, wipe
+from tests.scaleout.fleet import Sandbox, fleet, server_env, structured, text_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -21,20 +19,6 @@ MODEL = "openai/gpt-4o-mini"
 PROMPT_PRICE, COMPLETION_PRICE = Decimal("0.00000015"), Decimal("0.0000006")
 MAX_TOKENS = 16
 CALLS = 100
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with sandbox_process(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[str]:
-    """A fresh namespace on the test Redis for this fleet; wiped afterwards."""
-    url = store_url()
-    yield url
-    await wipe(url)
 
 
 def _prompt(number: int) -> str:
