@@ -228,6 +228,16 @@ def _sourced(sources: LimitSources) -> str:
     return ", ".join(parts)
 
 
+def _free_models_still_answer(catalog: Catalog | None) -> str:
+    """For a limit that keeps out every paid model on purpose (only free ones wanted): the free models that
+    still answer when named, so the operator can tell a deliberate limit from a mistake."""
+    free = [] if catalog is None else [i for i in catalog.entries if i.endswith(":free")][:2]
+    if not free:
+        return ""
+    named = ", ".join(free)
+    return f" Free models named explicitly ({named}) still answer: if that is what the limit is for, all is well."
+
+
 async def _check_budget(app: AppContext, checks: _Checks, store_failure: str | None, catalog: Catalog | None) -> None:
     """The limits and where each comes from; ✗ for one under which no paid model can answer (`blocking_limits`)."""
     try:
@@ -244,7 +254,8 @@ async def _check_budget(app: AppContext, checks: _Checks, store_failure: str | N
     least = None if catalog is None else least_request_cost(catalog, router.defaults, now=router.clock.now())
     text = f"{_sourced(status.sources)}; spent today {usd(status.spent_today)}"
     if blocked := blocking_limits(status.sources, least):
-        checks.bad("budget", f"{text}. " + " ".join(p[0].upper() + p[1:] for p in blocked))
+        problems = " ".join(p[0].upper() + p[1:] for p in blocked)
+        checks.bad("budget", f"{text}. {problems}{_free_models_still_answer(catalog)}")
     else:
         checks.ok("budget", text)
 

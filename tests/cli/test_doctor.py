@@ -95,6 +95,7 @@ def test_doctor_fails_the_budget_when_a_limit_set_at_run_time_leaves_no_paid_mod
     assert re.search(r"per request \$0\.0{29}1 \(set at run time on [^;]+; configured no limit\)", line)
     assert "The per_request limit is $0.000000000000000000000000000001, below $" in line
     assert "every request to a paid model is refused" in line and "`modelyard budget --reset`" in line
+    assert re.search(r"Free models named explicitly \(\S+:free", line)  # a $0 limit may be meant for them
     assert "1 problem(s) found." in out
 
 
