@@ -299,11 +299,18 @@ class BudgetManager:
         """
         await self.spool.catch_up(self._store)
         # Rows spooled while the replay ran, which took everything it found, wait for the next reservation.
-        if self.spool.waiting and self.spool.last_error is not None:
+        if self.spool.waiting and (error := self.spool.last_error) is not None:
+            where = self.spool.path or "memory"
+            if isinstance(error, OSError) and error.filename is not None:  # the spool file, not the store
+                raise StoreUnavailableError(
+                    f"The ledger spool {where} cannot be read or written ({error.strerror or error}): ledger rows of "
+                    "answers already paid for may wait in it, so no new request is sent. Let the server's user read "
+                    "and write that file (and its .lock beside it), then try again."
+                )
             pending = await self.spool.count()
             raise StoreUnavailableError(
-                f"{pending} ledger row(s) of answers already paid for wait in {self.spool.path or 'memory'} because "
-                f"the store could not take them ({self.spool.last_error}); no new request is sent until they are "
+                f"{pending} ledger row(s) of answers already paid for wait in {where} because "
+                f"the store could not take them ({error}); no new request is sent until they are "
                 "in the ledger, so that the budget counts their cost first."
             )
 

@@ -166,7 +166,11 @@ class Spool:
         """Rows kept and not yet known to be in the store (this process's and, in the file, every process's)."""
         if self.path is None or not self.path.exists():
             return len(self._memory)
-        lines = await anyio.to_thread.run_sync(self._read_lines, self.path)
+        try:
+            lines = await anyio.to_thread.run_sync(self._read_lines, self.path)
+        except OSError as exc:  # unreadable: its rows are not counted, and the replay says why (`last_error`)
+            log.warning("could not read the spool %s: %s", self.path, exc)
+            return len(self._memory)
         return len(self._memory) + len(lines)
 
     async def catch_up(self, store: Store) -> None:

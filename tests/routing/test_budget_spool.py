@@ -134,6 +134,24 @@ async def test_no_reservation_is_granted_while_the_spooled_rows_cannot_be_replay
     assert store.calls[-2:] == ["commit", "reserve"]
 
 
+async def test_a_spool_file_that_cannot_be_read_is_named_as_the_problem_not_the_store(
+    memory: SQLiteStore, tmp_path: Path
+) -> None:
+    """Rows of a paid answer wait in the spool, which then cannot be read (here a folder stands in its place, as
+    permissions cannot stop root): the refusal names the file and what to fix, and counting does not raise."""
+    store = FlakyStore(memory, failures=1)
+    spool = Spool(tmp_path / "ledger.db.pending.jsonl")
+    budgets = _budgets(store, spool, Clock())
+    await budgets.settle(None, _row("0.2"))
+    assert spool.path is not None
+    spool.path.rename(tmp_path / "moved.jsonl")
+    spool.path.mkdir()
+    with pytest.raises(StoreUnavailableError, match="cannot be read or written") as refused:
+        await budgets.reserve(D("0.1"))
+    assert str(spool.path) in str(refused.value) and "store could not take" not in str(refused.value)
+    assert await budgets.spooled_rows() == 0
+
+
 async def test_a_failure_row_is_spooled_too(memory: SQLiteStore, tmp_path: Path) -> None:
     """Rows that moved no money (a failure, a refusal, a cache hit) go the same way: nothing is lost."""
     budgets = _budgets(FlakyStore(memory, failures=1), Spool(tmp_path / "ledger.db.pending.jsonl"), Clock())
