@@ -16,13 +16,44 @@ from typing import Any
 
 from modelyard.openrouter.catalog_schemas import Pricing
 from modelyard.routing.catalog import Catalog, CatalogEntry
-from modelyard.routing.pricing import _dearest, per_1k, prompt_thresholds
+from modelyard.routing.pricing import WorstPrices, _dearest, listed_prices, per_1k, prompt_thresholds, worst_prices
 from modelyard.routing.request import CAPABILITIES
 from modelyard.routing.worst_case import WorstCase
 
-__all__ = ["CatalogFacts", "EntryFacts", "facts_of"]
+__all__ = ["CatalogFacts", "EntryFacts", "RouterBound", "facts_of"]
 
 _SHAPES_KEPT = 256
+_PAST_EVERY_THRESHOLD = 10**15
+"""A prompt size past every `min_prompt_tokens` override: the prices for it are a model's dearest."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouterBound:
+    """The dearest prices in the catalog: a router (`openrouter/auto`, listed at `-1`) may pick any model, so
+    its worst case is held at these and its `provider.max_price` capped at them.
+
+    Attributes:
+        held: per prompt token, per completion token, per request and per image, as a worst case charges
+            them (cache-write, reasoning and long-prompt prices included), each the catalog's dearest.
+        listed: the listed prompt, completion, request and image prices (long-prompt ones included), each
+            the catalog's dearest: what `max_price` caps.
+    """
+
+    held: WorstPrices
+    listed: WorstPrices
+
+    @classmethod
+    def of(cls, prices: list[Pricing]) -> RouterBound:
+        """The bound of a catalog whose fixed prices are `prices`."""
+        held = [worst_prices(p, _PAST_EVERY_THRESHOLD) for p in prices]
+        listed = [listed_prices(p, _PAST_EVERY_THRESHOLD) for p in prices]
+        return cls(_dearest_of(held), _dearest_of(listed))
+
+
+def _dearest_of(prices: list[WorstPrices]) -> WorstPrices:
+    zero = Decimal(0)
+    prompt, completion, request, image = (max((p[i] for p in prices), default=zero) for i in range(4))
+    return prompt, completion, request, image
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +102,7 @@ class CatalogFacts:
         self.all = [replace(f, log_price=dearest) if f.unpriced else f for f in every]
         self.by_id = {f.id: f for f in self.all}
         priced = [f.entry.info.pricing for f in self.all if not f.dynamic]
-        self.router_bound = (
-            max((p.prompt for p in priced), default=Decimal(0)),
-            max((p.completion for p in priced), default=Decimal(0)),
-        )
+        self.router_bound = RouterBound.of(priced)
         self.shapes: dict[tuple[Any, ...], Any] = {}
 
     def remember(self, key: tuple[Any, ...], value: Any) -> Any:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from functools import partial
 
 from modelyard.error_text import dollars
-from modelyard.routing.catalog_facts import EntryFacts
+from modelyard.routing.catalog_facts import EntryFacts, RouterBound
 from modelyard.routing.request import Capability, RouteRequest
 
 __all__ = [
@@ -97,7 +97,7 @@ class Context:
     """`cost_cap` for `Screen.split` (None: no cap, or out of the float test's range)."""
     open_breakers: frozenset[str]
     today: str
-    router_bound: tuple[Decimal, Decimal]
+    router_bound: RouterBound
     providers: frozenset[str] | None
     """The request's allowed authors, lower-cased (None: any)."""
     wanted_tokens: int
@@ -229,6 +229,6 @@ def worst_case(ctx: Context, facts: EntryFacts, max_tokens: int) -> Decimal:
     """The most the request can cost on the model (`pricing.worst_case_cost`) with `max_tokens`."""
     if facts.worst is None:
         # A router may pick any model: bound it by the dearest prices in the catalog.
-        prompt, completion = ctx.router_bound
-        return ctx.bound * prompt + max_tokens * completion
+        prompt, completion, request, image = ctx.router_bound.held
+        return ctx.bound * prompt + max_tokens * completion + request + ctx.images * image
     return facts.worst.cost(ctx.bound, max_tokens, ctx.images)

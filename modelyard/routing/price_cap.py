@@ -114,8 +114,8 @@ def price_cap(
     """The cap of an attempt on `entry` whose worst case was worked out for `prompt_tokens` (the plan's bound)
     and `images`; None when no limit is in force.
 
-    A router (`-1` prices) was held at the catalog's dearest prompt and completion prices, so it is capped
-    at those. A price of 0 is a cap of 0: a `:free` model's endpoints are free, and for a paid one a price
+    A router (`-1` prices) was held at the catalog's dearest prices (`RouterBound`), so it is capped at the
+    dearest listed ones. A price of 0 is a cap of 0: a `:free` model's endpoints are free, and for a paid one a price
     the catalog lists as 0 (per request, say) is what its hold assumed.
 
     The prompt and completion caps are the listed prices (`pricing.listed_prices`), not the cache-write or
@@ -151,10 +151,10 @@ def _caps(entry: CatalogEntry, prompt_tokens: int, images: bool, catalog: Catalo
 
 
 def _worked_out(entry: CatalogEntry, prompt_tokens: int, images: bool, catalog: Catalog) -> dict[str, str]:
-    if entry.info.pricing.is_dynamic:
-        prompt, completion = facts_of(catalog).router_bound
-        return {"prompt": _plain(per_million(prompt)), "completion": _plain(per_million(completion))}
-    prompt, completion, request, image = listed_prices(entry.info.pricing, prompt_tokens)
+    if entry.info.pricing.is_dynamic:  # held at the catalog's dearest prices: capped at them
+        prompt, completion, request, image = facts_of(catalog).router_bound.listed
+    else:
+        prompt, completion, request, image = listed_prices(entry.info.pricing, prompt_tokens)
     caps = {
         "prompt": _plain(per_million(prompt)),
         "completion": _plain(per_million(completion)),

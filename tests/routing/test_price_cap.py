@@ -262,9 +262,10 @@ async def test_a_free_model_is_capped_at_zero(tmp_path: Path) -> None:
 
 
 async def test_a_router_is_capped_at_the_catalogs_dearest_prices_its_hold_was_made_at(tmp_path: Path) -> None:
-    """openrouter/auto's worst case is at the dearest prompt and completion prices of the catalog (o1-pro's)."""
+    """openrouter/auto's worst case is at the catalog's dearest prices (o1-pro's prompt and completion; no model
+    charges per request)."""
     body = await _sent(tmp_path, _ask(model=AUTO, max_cost=Decimal("5")))
-    assert body["provider"] == {"max_price": on_the_wire({"prompt": "150", "completion": "600"})}
+    assert body["provider"] == {"max_price": on_the_wire({"prompt": "150", "completion": "600", "request": "0"})}
 
 
 async def test_an_unpriced_model_under_a_daily_budget_is_excluded_with_a_clear_reason(tmp_path: Path) -> None:

@@ -211,6 +211,25 @@ def test_a_routers_worst_case_is_bounded_by_the_catalogs_dearest_prices() -> Non
     assert others is not None and candidate.worst_case >= others
 
 
+def test_a_routers_worst_case_holds_the_dearest_request_fee_cache_write_and_reasoning_prices_too() -> None:
+    """openrouter/auto may pick the model with a per-request fee, or one whose cache writes or reasoning cost
+    more than any listed prompt or completion price: its hold covers each of them, as the model's own would."""
+    cat = catalog(
+        [
+            model(AUTO, prompt="-1", completion="-1"),
+            model("lab/fee", prompt="0.000001", completion="0.000002", request="0.01"),
+            model("lab/cache", prompt="0.000002", completion="0.000002", input_cache_write="0.000008"),
+            model("lab/think", prompt="0.000001", completion="0.000004", internal_reasoning="0.00001"),
+        ]
+    )
+    (candidate,) = _plan(cat, model=AUTO, max_tokens=100).candidates
+    bound = _plan(cat, model=AUTO, max_tokens=100).prompt_tokens_bound
+    assert candidate.worst_case == bound * Decimal("0.000008") + 100 * Decimal("0.00001") + Decimal("0.01")
+    for named in ("lab/fee", "lab/cache", "lab/think"):
+        own = _plan(cat, model=named, max_tokens=100).candidates[0].worst_case
+        assert own is not None and candidate.worst_case >= own
+
+
 def test_a_paid_model_that_lists_no_price_cannot_be_held_to_a_price_cap_even_when_named() -> None:
     """A 0/0 row that is neither a `:free` variant nor a router (Lyria bills per clip) has an unknown
     price: excluded under max_cost_per_1k, in auto selection and in a chain alike."""
