@@ -31,7 +31,7 @@ from modelyard.errors import (
 )
 from modelyard.openrouter.schemas import KeyInfo
 from modelyard.routing.limits import LIMIT_NAMES, LimitSources, blocking_limits, least_request_cost
-from modelyard.routing.metrics import current_budget
+from modelyard.routing.metrics import BudgetStatus, current_budget
 from modelyard.server.context import AppContext, open_app_context
 from modelyard.settings import Settings
 from modelyard.store import spool_location
@@ -228,10 +228,15 @@ def _sourced(sources: LimitSources) -> str:
     return ", ".join(parts)
 
 
-def _free_models_still_answer(catalog: Catalog | None) -> str:
+def _free_models_still_answer(catalog: Catalog | None, status: BudgetStatus) -> str:
     """For a limit that keeps out every paid model on purpose (only free ones wanted): the free models that
-    still answer when named, so the operator can tell a deliberate limit from a mistake."""
-    free = [] if catalog is None else [i for i in catalog.entries if i.endswith(":free")][:2]
+    still answer when named, so the operator can tell a deliberate limit from a mistake. None do once today's
+    or this month's spend is past its limit: even a free model's $0 hold does not fit (spent + 0 > limit)."""
+    spent_past = any(
+        limit is not None and spent > limit
+        for limit, spent in ((status.daily, status.spent_today), (status.monthly, status.spent_month))
+    )
+    free = [] if catalog is None or spent_past else [i for i in catalog.entries if i.endswith(":free")][:2]
     if not free:
         return ""
     named = ", ".join(free)
@@ -255,7 +260,7 @@ async def _check_budget(app: AppContext, checks: _Checks, store_failure: str | N
     text = f"{_sourced(status.sources)}; spent today {usd(status.spent_today)}"
     if blocked := blocking_limits(status.sources, least):
         problems = " ".join(p[0].upper() + p[1:] for p in blocked)
-        checks.bad("budget", f"{text}. {problems}{_free_models_still_answer(catalog)}")
+        checks.bad("budget", f"{text}. {problems}{_free_models_still_answer(catalog, status)}")
     else:
         checks.ok("budget", text)
 

@@ -125,8 +125,11 @@ def serving(model: CatalogModel, caps: Mapping[str, Decimal] | None, *, dearest:
     itself for the endpoint at its listed prices, else a view at that endpoint's prices and provider.
     None when `caps` leaves no endpoint."""
     endpoints = endpoints_of(model)
-    if not dearest and (caps is None or _allowed(endpoints[0], caps)):
-        return model  # the listed endpoint is the cheapest, and allowed: no other need be priced
+    listed = endpoints[0]
+    if not dearest and _listed_is_cheapest(model, endpoints) and (caps is None or _allowed(listed, caps)):
+        # The listed endpoint is the cheapest (a loaded catalog may list a model above its `DEARER` endpoints)
+        # and allowed: no other need be checked against the caps.
+        return model
     allowed = [e for e in endpoints if caps is None or _allowed(e, caps)]
     if not allowed:
         return None
@@ -135,6 +138,19 @@ def serving(model: CatalogModel, caps: Mapping[str, Decimal] | None, *, dearest:
     if chosen.pricing is model.pricing:
         return model
     return dataclasses.replace(model, row={**model.row, "pricing": dict(chosen.pricing)}, served_by=chosen.provider)
+
+
+_CHEAPEST: dict[tuple[str, str], bool] = {}
+"""Per model row (id and JSON text), whether its listed endpoint is the cheapest: worked out once."""
+
+
+def _listed_is_cheapest(model: CatalogModel, endpoints: tuple[Endpoint, ...]) -> bool:
+    key = (model.id, model.text)
+    known = _CHEAPEST.get(key)
+    if known is None:
+        listed, *others = endpoints
+        known = _CHEAPEST[key] = all(_dearness(listed) <= _dearness(other) for other in others)
+    return known
 
 
 def no_endpoint_response(model: CatalogModel) -> Response:

@@ -176,3 +176,19 @@ def test_doctor_warns_of_billed_answers_waiting_in_the_spool(
     out = capsys.readouterr().out
     assert re.search(rf"^  ! spool +1 ledger row\(s\) .*{re.escape(str(path))}", out, re.MULTILINE), out
     assert marks(out)["store"] == "✗"
+
+
+def test_doctor_does_not_say_free_models_answer_under_a_zero_daily_limit_already_spent_past(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A daily limit of $0 set after a paid answer today refuses a free model's $0 hold too (spent + 0 > 0):
+    doctor said "Free models named explicitly (...) still answer" all the same."""
+    cli(env, "run", "Say hi", "--model", "gpt-4o-mini", "--max-tokens", "5")
+    cli(env, "budget", "--daily", "0")
+    capsys.readouterr()
+    assert exit_code(env, "doctor") == 1
+    line = next(line for line in capsys.readouterr().out.splitlines() if "✗ budget" in line)
+    assert "every request to a paid model is refused" in line
+    assert "Free models named explicitly" not in line
+    assert exit_code(env, "run", "Say hi", "--model", "openai/gpt-oss-20b:free", "--max-tokens", "5") != 0
+    assert "daily" in capsys.readouterr().err  # the free model is refused by the daily budget indeed

@@ -127,3 +127,16 @@ async def test_a_max_price_that_is_not_a_price_is_a_400(client: httpx2.AsyncClie
     """A cap must be a number at or above 0 (a string or a JSON number)."""
     response = await client.post("/chat/completions", json=chat(provider={"max_price": caps}))
     assert response.status_code == 400 and "max_price" in response.json()["error"]["message"]
+
+
+def test_a_catalog_listing_gpt_4o_mini_above_an_extra_endpoint_is_served_by_the_cheapest() -> None:
+    """A loaded catalog may list gpt-4o-mini dearer than its extra `DEARER` endpoints: with no cap the cheapest
+    allowed endpoint serves (as before the listed-endpoint fast path), not the listed one."""
+    from modelyard.sandbox.catalog import CatalogModel
+    from modelyard.sandbox.endpoints import serving
+
+    model = CatalogModel.from_row({"id": MINI, "pricing": {"prompt": "0.000001", "completion": "0.000004"}})
+    served = serving(model, None, dearest=False)
+    assert served is not None and served.served_by == "Azure (Sweden Central)"
+    capped = serving(model, {"prompt": Decimal(5), "completion": Decimal(5)}, dearest=False)
+    assert capped is not None and capped.served_by == "Azure (Sweden Central)"
